@@ -1,0 +1,27 @@
+"""vas-jax: Value Augmented Sampling in JAX/Flax."""
+
+from .cache import KVCache, init_cache, insert_candidate
+from .config import SUPPORTED_MODEL_TYPES, ModelConfig
+from .decode import DecodeResult, generate, prepare_prompts, vas_decode
+from .errors import VasError
+from .hf import load_model, save_model
+from .tokenizer import check_same_tokenizer, load_tokenizer
+from .model import Transformer
+
+__all__ = [
+    "DecodeResult",
+    "KVCache",
+    "ModelConfig",
+    "SUPPORTED_MODEL_TYPES",
+    "Transformer",
+    "VasError",
+    "check_same_tokenizer",
+    "generate",
+    "prepare_prompts",
+    "vas_decode",
+    "init_cache",
+    "insert_candidate",
+    "load_model",
+    "load_tokenizer",
+    "save_model",
+]

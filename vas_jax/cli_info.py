@@ -1,0 +1,30 @@
+"""`vas info DIR`: what a checkpoint directory holds, as vas-jax reads it."""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(p):
+    p.add_argument("model", help="a Hugging Face checkpoint directory (config.json + *.safetensors)")
+    p.add_argument("--json", action="store_true", help="print the parsed config as JSON")
+
+
+def run(args):
+    import dataclasses
+
+    from .config import ModelConfig
+    from .hf import read_config
+
+    cfg = ModelConfig.from_hf(read_config(args.model))
+    d = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hf_config_json"}
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return
+    h, f, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
+    attn = h * (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim + cfg.num_heads * cfg.head_dim * h
+    mlp = (2 if cfg.is_gpt2 else 3) * h * f
+    params = L * (attn + mlp) + V * h + (0 if cfg.tie_word_embeddings or cfg.head == "score" else V * h)
+    head = "causal LM" if cfg.head == "lm" else f"sequence scores ({cfg.num_labels} label(s))"
+    print(f"{args.model}: {cfg.model_type}, {head}, {L} layers, hidden {h}, heads {cfg.num_heads}/{cfg.num_kv_heads} "
+          f"(q/kv), vocab {V}, ~{params / 1e6:.2f}M parameters")

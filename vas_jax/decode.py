@@ -1,0 +1,344 @@
+"""Sampling and value-guided decoding, compiled end to end.
+
+`generate` samples from the base model; `vas_decode` adds Value Augmented
+Sampling. Both run the same compiled program: one batched prefill per model,
+then a `lax.while_loop` over steps with every KV cache in the carry, a done
+mask and an early exit. No host round-trip happens per token.
+
+The VAS rule at each step:
+  1. take the top-k of the base model's raw next-token logits;
+  2. score every candidate with every value model -- for a scalar value head
+     (`*ForSequenceClassification`, num_labels=1), all k candidates of all rows
+     go through the value model in ONE call, as k queries at the same position
+     that attend to the shared prefix cache and to themselves only; for a
+     vocabulary-wide head (`*ForCausalLM` read as Q(s, .)), its logits at the
+     candidates;
+  3. centre each model's k values on their mean and add sum_i beta_i * centred_i
+     to those k logits; every other token keeps its logit (or is masked, with
+     `restrict_to_topk`);
+  4. temperature, top-p, sample (see `vas_jax.sampling`).
+The chosen token's keys/values enter the value cache from the candidate pass,
+without a second forward (a token outside the top-k, possible unless
+`restrict_to_topk`, is run through the value model on a rarely taken branch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from .cache import init_cache, insert_candidate
+from .errors import VasError
+from .model import Transformer
+from .sampling import SamplerSpec, sample
+
+MIN_BUCKET = 16
+
+
+@struct.dataclass
+class DecodeResult:
+    """What `generate` and `vas_decode` return (device arrays; `np.asarray` them as needed).
+
+    tokens: int32[B, N], `pad_id` after each row's end; lengths: int32[B] (EOS included);
+    logprobs: float32[B, N], the base model's log-probability (temperature 1, unfiltered)
+    of each chosen token; policy_logprobs: float32[B, N], its log-probability under the
+    distribution it was sampled from (0 when greedy); guidance: float32[B, N], the summed
+    beta-weighted centred value added to the chosen token's logit (0 outside the top-k).
+    Positions after the end hold 0.
+    """
+
+    tokens: jax.Array
+    lengths: jax.Array
+    logprobs: jax.Array
+    policy_logprobs: jax.Array
+    guidance: jax.Array
+
+    def kl(self) -> jax.Array:
+        """float32[B]: the sampled sequence's log-ratio to the base, sum(policy - base) over its tokens.
+
+        Its mean over samples estimates KL(policy || base) when temperature=1 and top_p=1.
+        """
+        return jnp.sum(self.policy_logprobs - self.logprobs, axis=-1)
+
+    def token_lists(self) -> list[list[int]]:
+        toks, lens = np.asarray(self.tokens), np.asarray(self.lengths)
+        return [t[:n].tolist() for t, n in zip(toks, lens)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Everything static about a decode call (changing it compiles a new program)."""
+
+    max_new_tokens: int
+    cache_size: int
+    sampler: SamplerSpec
+    value_kinds: tuple = ()  # per value model: "scalar" or "vocab"
+    top_k: int = 20  # VAS candidates
+    restrict_to_topk: bool = False
+    eos_ids: tuple = ()
+    pad_id: int = 0
+
+
+def bucket_length(n: int) -> int:
+    """Prompt lengths are padded to a power of two (>= 16) so similar prompts share one program."""
+    return max(MIN_BUCKET, 1 << (max(n, 1) - 1).bit_length())
+
+
+def _prompt_lists(prompts) -> list[list[int]]:
+    if isinstance(prompts, dict):
+        prompts = (prompts["input_ids"], prompts.get("attention_mask"))
+    if isinstance(prompts, tuple) and len(prompts) == 2 and not isinstance(prompts[0], (int, np.integer)):
+        ids, mask = np.asarray(prompts[0]), prompts[1]
+        mask = np.ones(ids.shape, bool) if mask is None else np.asarray(mask).astype(bool)
+        if ids.shape != mask.shape:
+            raise VasError(f"prompt ids {ids.shape} and mask {mask.shape} differ in shape")
+        return [row[m].tolist() for row, m in zip(ids, mask)]
+    if isinstance(prompts, (np.ndarray, jax.Array)):
+        arr = np.asarray(prompts)
+        if arr.ndim != 2:
+            raise VasError(f"prompts array must be int[B, T], got shape {arr.shape}")
+        return arr.tolist()
+    out = [list(map(int, p)) for p in prompts]
+    if not out:
+        raise VasError("no prompts given")
+    return out
+
+
+def prepare_prompts(prompts, *, pad_id: int = 0, bucket: int | None = None):
+    """Left-pad token lists into int32[B, Tb] (Tb a bucket) and return (ids, starts, lengths)."""
+    rows = _prompt_lists(prompts)
+    for i, r in enumerate(rows):
+        if not r:
+            raise VasError(f"prompt {i} is empty; every prompt needs at least one token (e.g. BOS)")
+    lens = np.array([len(r) for r in rows], np.int32)
+    tb = bucket or bucket_length(int(lens.max()))
+    if lens.max() > tb:
+        raise VasError(f"a prompt has {lens.max()} tokens, more than the bucket of {tb}")
+    ids = np.full((len(rows), tb), pad_id, np.int32)
+    for i, r in enumerate(rows):
+        ids[i, tb - len(r):] = r
+    return ids, (tb - lens).astype(np.int32), lens
+
+
+def _normalize_beta(beta, batch: int, n_values: int) -> jax.Array:
+    """float | [n] | [B] | [B, n] -> float32[B, n]. A 1-D beta of length n is per model."""
+    b = jnp.asarray(beta, jnp.float32)
+    if b.ndim == 0:
+        return jnp.broadcast_to(b, (batch, n_values))
+    if b.ndim == 1:
+        if b.shape[0] == n_values:
+            return jnp.broadcast_to(b[None, :], (batch, n_values))
+        if b.shape[0] == batch:
+            return jnp.broadcast_to(b[:, None], (batch, n_values))
+    if b.ndim == 2 and b.shape == (batch, n_values):
+        return b
+    raise VasError(
+        f"beta of shape {tuple(b.shape)} fits neither [n_values]={n_values}, [B]={batch} nor [B, n_values]"
+    )
+
+
+def _eos_tuple(eos_token_id) -> tuple:
+    if eos_token_id is None:
+        return ()
+    if isinstance(eos_token_id, (int, np.integer)):
+        return (int(eos_token_id),)
+    return tuple(int(e) for e in eos_token_id)
+
+
+def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_p, *, spec: DecodeSpec):
+    base = nnx.merge(graphdefs[0], states[0])
+    values = [nnx.merge(g, s) for g, s in zip(graphdefs[1:], states[1:])]
+    b, _ = ids.shape
+    n = spec.max_new_tokens
+    rows = jnp.arange(b)
+
+    # ---- prefill: one batched forward per model
+    cache = init_cache(base.config, b, spec.cache_size, base.dtype, starts)
+    logits, cache = base.forward(ids, cache, mode="prefill", outputs="last")
+    v_caches, q_logits = [], []
+    for vm, kind in zip(values, spec.value_kinds):
+        vc = init_cache(vm.config, b, spec.cache_size, vm.dtype, starts)
+        out, vc = vm.forward(ids, vc, mode="prefill", outputs="last" if kind == "vocab" else "none")
+        v_caches.append(vc)
+        q_logits.append(out[:, 0] if kind == "vocab" else jnp.zeros((b, 0), jnp.float32))
+
+    def body(carry):
+        t, cache, v_caches, logits, q_logits, done, lengths, out = carry
+        step_key = jax.random.fold_in(key, t)
+        guid_full = None
+        cand_kv = []
+        if values:
+            top_vals, top_idx = jax.lax.top_k(logits, spec.top_k)  # [B, K]
+            g = jnp.zeros(top_vals.shape, jnp.float32)
+            for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+                if kind == "scalar":
+                    v, kv = vm.forward(top_idx, v_caches[i], mode="candidates")
+                    cand_kv.append(kv)
+                else:
+                    v = jnp.take_along_axis(q_logits[i], top_idx, axis=1)
+                    cand_kv.append(None)
+                v = v.astype(jnp.float32)
+                g = g + beta[:, i:i + 1] * (v - jnp.mean(v, axis=1, keepdims=True))
+            if spec.restrict_to_topk:
+                aug = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows[:, None], top_idx].set(top_vals + g)
+            else:
+                aug = logits.at[rows[:, None], top_idx].add(g)
+        else:
+            aug = logits
+        tok, plp = sample(step_key, aug, spec.sampler, temperature, top_p)
+        base_lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=1)[:, 0]
+        if values:
+            hit = top_idx == tok[:, None]
+            guid = jnp.sum(jnp.where(hit, g, 0.0), axis=1)
+            # finished rows feed the top candidate, so they never force the slow path
+            feed = jnp.where(done, top_idx[:, 0], tok)
+            choice = jnp.argmax(top_idx == feed[:, None], axis=1).astype(jnp.int32)
+            all_in = jnp.all(jnp.any(top_idx == feed[:, None], axis=1))
+        else:
+            guid = jnp.zeros((b,), jnp.float32)
+            feed = jnp.where(done, spec.pad_id, tok)
+        live = ~done
+        out = {
+            "tokens": out["tokens"].at[:, t].set(jnp.where(live, tok, spec.pad_id)),
+            "logprobs": out["logprobs"].at[:, t].set(jnp.where(live, base_lp, 0.0)),
+            "policy_logprobs": out["policy_logprobs"].at[:, t].set(jnp.where(live, plp, 0.0)),
+            "guidance": out["guidance"].at[:, t].set(jnp.where(live, guid, 0.0)),
+        }
+        lengths = lengths + live.astype(jnp.int32)
+        if spec.eos_ids:
+            done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
+        # ---- advance every cache by the fed token
+        new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last")
+        new_v, new_q = [], []
+        for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+            if kind == "scalar":
+                vc = jax.lax.cond(
+                    all_in,
+                    lambda c, kv=cand_kv[i]: insert_candidate(c, kv, choice),
+                    lambda c, vm=vm: vm.forward(feed[:, None], c, mode="extend", outputs="none")[1],
+                    v_caches[i],
+                )
+                new_v.append(vc)
+                new_q.append(q_logits[i])
+            else:
+                ql, vc = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last")
+                new_v.append(vc)
+                new_q.append(ql[:, 0])
+        return (t + 1, cache, new_v, new_logits[:, 0], new_q, done, lengths, out)
+
+    def cond(carry):
+        t, done = carry[0], carry[5]
+        return (t < n) & ~jnp.all(done)
+
+    out0 = {
+        "tokens": jnp.full((b, n), spec.pad_id, jnp.int32),
+        "logprobs": jnp.zeros((b, n), jnp.float32),
+        "policy_logprobs": jnp.zeros((b, n), jnp.float32),
+        "guidance": jnp.zeros((b, n), jnp.float32),
+    }
+    carry = (jnp.zeros((), jnp.int32), cache, v_caches, logits[:, 0], q_logits,
+             jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), out0)
+    carry = jax.lax.while_loop(cond, body, carry)
+    out, lengths = carry[7], carry[6]
+    return DecodeResult(tokens=out["tokens"], lengths=lengths, logprobs=out["logprobs"],
+                        policy_logprobs=out["policy_logprobs"], guidance=out["guidance"])
+
+
+decode_program = jax.jit(_decode_program, static_argnames=("graphdefs", "spec"))
+
+
+def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
+    c = vm.config
+    if c.vocab_size != base.config.vocab_size and c.head == "lm" or (
+        c.head == "score" and c.vocab_size < base.config.vocab_size
+    ):
+        raise VasError(
+            f"value model {i} has vocabulary {c.vocab_size}, the base {base.config.vocab_size}; "
+            "value models must use the base model's tokenizer"
+        )
+    if c.head == "score":
+        if c.num_labels != 1:
+            raise VasError(f"value model {i} has num_labels={c.num_labels}; a value head needs num_labels=1")
+        return "scalar"
+    return "vocab"
+
+
+def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
+         restrict_to_topk, sample_top_k, pad_id):
+    if not isinstance(base, Transformer) or base.config.head != "lm":
+        raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
+    if max_new_tokens < 1:
+        raise VasError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise VasError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise VasError(f"top_p must be in (0, 1], got {top_p}")
+    ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
+    size = ids.shape[1] + max_new_tokens
+    limits = [base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]
+    if int(lens.max()) + max_new_tokens > min(limits):
+        raise VasError(
+            f"the longest prompt ({int(lens.max())} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+            f"models' context of {min(limits)} positions; shorten the prompt or lower max_new_tokens"
+        )
+    kinds = tuple(_value_kind(v, base, i) for i, v in enumerate(values))
+    if values and not 1 <= top_k <= base.config.vocab_size:
+        raise VasError(f"top_k must be in [1, vocab size {base.config.vocab_size}], got {top_k}")
+    if sample_top_k and not 0 < sample_top_k <= base.config.vocab_size:
+        raise VasError(f"top_k must be in [0, vocab size {base.config.vocab_size}], got {sample_top_k}")
+    spec = DecodeSpec(
+        max_new_tokens=int(max_new_tokens),
+        cache_size=int(size),
+        sampler=SamplerSpec(greedy=temperature == 0, top_k=int(sample_top_k), use_top_p=top_p < 1.0),
+        value_kinds=kinds,
+        top_k=int(top_k) if values else 0,
+        restrict_to_topk=bool(restrict_to_topk),
+        eos_ids=_eos_tuple(eos_token_id),
+        pad_id=int(pad_id),
+    )
+    splits = [nnx.split(m) for m in [base, *values]]
+    graphdefs = tuple(g for g, _ in splits)
+    states = tuple(s for _, s in splits)
+    b = ids.shape[0]
+    beta_arr = _normalize_beta(beta, b, len(values)) if values else jnp.zeros((b, 0), jnp.float32)
+    if key is None:
+        raise VasError("a PRNG key is required: key=jax.random.key(0)")
+    return decode_program(graphdefs, states, jnp.asarray(ids), jnp.asarray(starts), beta_arr, key,
+                          jnp.float32(temperature), jnp.float32(top_p), spec=spec)
+
+
+def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, eos_token_id=None, pad_id: int = 0) -> DecodeResult:
+    """Sample continuations of `prompts` from `base`.
+
+    prompts: a list of token-id lists (any lengths), an int[B, T] array, or (ids, mask) / a tokenizer's
+    {"input_ids", "attention_mask"} for a padded batch. temperature=0 is greedy.
+    """
+    return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, eos_token_id=eos_token_id, restrict_to_topk=False,
+                sample_top_k=top_k, pad_id=pad_id)
+
+
+def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], prompts, *, beta, key,
+               max_new_tokens: int, top_k: int = 20, temperature: float = 1.0, top_p: float = 1.0,
+               eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0) -> DecodeResult:
+    """Value Augmented Sampling: guide `base` with one or several value models.
+
+    values: a value model or a list (scalar heads: `*ForSequenceClassification`, num_labels=1, read as
+    V(prefix + token) at the token's position; or vocabulary-wide heads: `*ForCausalLM` read as Q(s, .)).
+    beta: float, [n_values], [B] or [B, n_values] -- each request may carry its own mix (traced: no
+    recompilation when it changes). top_k: the number of base candidates the values re-rank.
+    """
+    if isinstance(values, Transformer):
+        values = [values]
+    values = list(values)
+    if not values:
+        raise VasError("vas_decode needs at least one value model; use generate for plain sampling")
+    return _run(base, values, prompts, beta=beta, top_k=top_k, key=key, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, eos_token_id=eos_token_id,
+                restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id)

@@ -1,0 +1,234 @@
+"""Hugging Face checkpoint directories: load into our NNX models, save back.
+
+A key map names, for every parameter of ours, the HF tensor(s) it comes from
+and how (transpose for `nn.Linear`, split for GPT-2's fused `c_attn`). Every
+tensor's shape is checked against the config before it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .config import ModelConfig
+from .errors import VasError
+from .model import Transformer
+
+_DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
+_PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.bin", "tf_model.h5", "flax_model.msgpack")
+
+
+def _dtype(dtype) -> jnp.dtype:
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise VasError(f"unsupported dtype {dtype!r}; use float32 or bfloat16")
+        return jnp.dtype(_DTYPES[dtype])
+    d = jnp.dtype(dtype)
+    if d not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
+        raise VasError(f"unsupported dtype {d.name!r}; use float32 or bfloat16")
+    return d
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise VasError(f"model directory {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise VasError(f"{str(path)!r} is not a directory; pass a Hugging Face checkpoint directory")
+    cfg = path / "config.json"
+    if not cfg.exists():
+        raise VasError(f"{str(path)!r} has no config.json; is it a Hugging Face checkpoint directory?")
+    try:
+        return json.loads(cfg.read_text())
+    except json.JSONDecodeError as e:
+        raise VasError(f"{cfg} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+class _Reader:
+    """Lazily reads tensors by name from one or several safetensors files."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        index = path / "model.safetensors.index.json"
+        if index.exists():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted(set(weight_map.values()))
+        else:
+            files = sorted(p.name for p in path.glob("*.safetensors"))
+            weight_map = None
+        if not files:
+            pickles = [n for n in _PICKLE_NAMES if (path / n).exists()]
+            if pickles or list(path.glob("*.bin")):
+                name = pickles[0] if pickles else next(path.glob("*.bin")).name
+                raise VasError(
+                    f"{path / name} is a pickle checkpoint, which vas-jax does not load (unsafe); convert it to "
+                    f"safetensors: python -c \"import transformers as t; m=t.AutoModel.from_pretrained('{path}'); "
+                    f"m.save_pretrained('{path}', safe_serialization=True)\""
+                )
+            raise VasError(f"no *.safetensors weights in {str(path)!r}")
+        self.handles = {}
+        self.where: dict[str, str] = {}
+        for f in files:
+            fp = path / f
+            if not fp.exists():
+                raise VasError(f"{index.name} lists {f}, which is missing from {str(path)!r}")
+            h = safe_open(str(fp), framework="numpy")
+            self.handles[f] = h
+            for k in h.keys():
+                self.where[k] = f
+
+    def keys(self):
+        return self.where.keys()
+
+    def get(self, name: str, shape: tuple) -> np.ndarray:
+        if name not in self.where:
+            raise VasError(f"checkpoint is missing tensor {name!r} (expected shape {tuple(shape)})")
+        h = self.handles[self.where[name]]
+        got = tuple(h.get_slice(name).get_shape())
+        if got != tuple(shape):
+            raise VasError(f"tensor {name!r} has shape {got}, expected {tuple(shape)} from config.json")
+        return h.get_tensor(name)
+
+
+def _prefix(cfg: ModelConfig, keys) -> str:
+    keys = set(keys)
+    if cfg.is_gpt2:
+        return "transformer." if "transformer.wte.weight" in keys or "wte.weight" not in keys else ""
+    return "model." if "model.embed_tokens.weight" in keys or "embed_tokens.weight" not in keys else ""
+
+
+def _key_map(cfg: ModelConfig, prefix: str):
+    """Yield (our_path, hf_names, hf_shapes, from_hf, to_hf) for every parameter."""
+    h, v = cfg.hidden_size, cfg.vocab_size
+    nh, kvh, d, f = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+    ident = lambda *xs: xs[0]  # noqa: E731
+    T = lambda *xs: xs[0].T  # noqa: E731
+    p = prefix
+    items = []
+
+    def add(path, name, shape):  # stored as-is
+        items.append((path, [name], [shape], ident, lambda x: [x]))
+
+    def lin(path, name, din, dout):  # HF nn.Linear: weight [out, in]
+        items.append((path, [name], [(dout, din)], T, lambda x: [x.T]))
+
+    if cfg.is_gpt2:
+        add(("embed",), f"{p}wte.weight", (v, h))
+        add(("pos_embed",), f"{p}wpe.weight", (cfg.max_position_embeddings, h))
+        for i in range(cfg.num_layers):
+            L, q = ("layers", i), f"{p}h.{i}."
+            for ours, theirs in (("input_norm", "ln_1"), ("post_norm", "ln_2")):
+                add(L + (ours, "weight"), f"{q}{theirs}.weight", (h,))
+                add(L + (ours, "bias"), f"{q}{theirs}.bias", (h,))
+            for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+                items.append((L + ("attn", name, "kernel"), [f"{q}attn.c_attn.weight"], [(h, 3 * h)],
+                              (lambda x, j=j: x[:, j * h:(j + 1) * h]), None))
+                items.append((L + ("attn", name, "bias"), [f"{q}attn.c_attn.bias"], [(3 * h,)],
+                              (lambda x, j=j: x[j * h:(j + 1) * h]), None))
+            add(L + ("attn", "o_proj", "kernel"), f"{q}attn.c_proj.weight", (h, h))
+            add(L + ("attn", "o_proj", "bias"), f"{q}attn.c_proj.bias", (h,))
+            add(L + ("mlp", "up_proj", "kernel"), f"{q}mlp.c_fc.weight", (h, f))
+            add(L + ("mlp", "up_proj", "bias"), f"{q}mlp.c_fc.bias", (f,))
+            add(L + ("mlp", "down_proj", "kernel"), f"{q}mlp.c_proj.weight", (f, h))
+            add(L + ("mlp", "down_proj", "bias"), f"{q}mlp.c_proj.bias", (h,))
+        add(("final_norm", "weight"), f"{p}ln_f.weight", (h,))
+        add(("final_norm", "bias"), f"{p}ln_f.bias", (h,))
+    else:
+        add(("embed",), f"{p}embed_tokens.weight", (v, h))
+        for i in range(cfg.num_layers):
+            L, q = ("layers", i), f"{p}layers.{i}."
+            add(L + ("input_norm", "weight"), f"{q}input_layernorm.weight", (h,))
+            add(L + ("post_norm", "weight"), f"{q}post_attention_layernorm.weight", (h,))
+            for name, dout, bias in (("q_proj", nh * d, cfg.attention_bias), ("k_proj", kvh * d, cfg.attention_bias),
+                                     ("v_proj", kvh * d, cfg.attention_bias), ("o_proj", h, cfg.o_bias)):
+                din = nh * d if name == "o_proj" else h
+                lin(L + ("attn", name, "kernel"), f"{q}self_attn.{name}.weight", din, dout)
+                if bias:
+                    add(L + ("attn", name, "bias"), f"{q}self_attn.{name}.bias", (dout,))
+            for name, din, dout in (("gate_proj", h, f), ("up_proj", h, f), ("down_proj", f, h)):
+                lin(L + ("mlp", name, "kernel"), f"{q}mlp.{name}.weight", din, dout)
+                if cfg.mlp_bias:
+                    add(L + ("mlp", name, "bias"), f"{q}mlp.{name}.bias", (dout,))
+        add(("final_norm", "weight"), f"{p}norm.weight", (h,))
+    if cfg.head == "score":
+        lin(("score", "kernel"), "score.weight", h, cfg.num_labels)
+    elif not cfg.tie_word_embeddings:
+        lin(("lm_head", "kernel"), "lm_head.weight", h, v)
+    return items
+
+
+def _flat_params(model: Transformer) -> dict[tuple, nnx.Variable]:
+    state = nnx.state(model, nnx.Param)
+    return {tuple(k): v for k, v in nnx.to_flat_state(state)}
+
+
+def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = None) -> Transformer:
+    """Load a Hugging Face checkpoint directory (config.json + safetensors) as an NNX model.
+
+    dtype: "float32" or "bfloat16" (parameters and compute; outputs are float32).
+    head: override the head ("lm" or "score") that `architectures` implies.
+    """
+    path = Path(path)
+    d = read_config(path)
+    cfg = ModelConfig.from_hf(d)
+    if head is not None and head != cfg.head:
+        raise VasError(f"{path} holds a {cfg.head!r}-head model, but a {head!r}-head model was asked for")
+    dt = _dtype(dtype)
+    reader = _Reader(path)
+    prefix = _prefix(cfg, reader.keys())
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, dtype=dt, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    flat = dict(nnx.to_flat_state(state))
+    loaded = {}
+    for path_, names, shapes, fr, _ in _key_map(cfg, prefix):
+        arrays = [reader.get(n, s) for n, s in zip(names, shapes)]
+        x = np.asarray(fr(*arrays))
+        want = flat[path_].shape if hasattr(flat[path_], "shape") else flat[path_].value.shape
+        if tuple(x.shape) != tuple(want):  # pragma: no cover - the key map guarantees it
+            raise VasError(f"tensor {names[0]!r} maps to shape {x.shape}, expected {want}")
+        loaded[path_] = x
+    missing = [p for p in flat if p not in loaded]
+    if missing:  # pragma: no cover - would be a key-map bug
+        raise RuntimeError(f"no checkpoint tensor for parameters {missing[:3]}")
+    for p, var in flat.items():
+        var.value = jnp.asarray(loaded[p], dtype=dt)
+    state = nnx.from_flat_state(flat)
+    return nnx.merge(graphdef, state)
+
+
+def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, tokenizer=None) -> Path:
+    """Save as a Hugging Face directory (config.json + model.safetensors) that transformers loads."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    dt = _dtype(dtype) if dtype is not None else model.dtype
+    flat = {k: np.asarray(jax.device_get(v[...])) for k, v in _flat_params(model).items()}
+    out: dict[str, np.ndarray] = {}
+    pending: dict[str, list] = {}
+    for path_, names, shapes, _, to in _key_map(cfg, "transformer." if cfg.is_gpt2 else "model."):
+        x = flat[path_]
+        if to is None:  # a slice of a fused tensor: collect the parts in order
+            pending.setdefault(names[0], []).append(x)
+            if len(pending[names[0]]) == 3:
+                parts = pending.pop(names[0])
+                out[names[0]] = np.concatenate(parts, axis=-1)
+            continue
+        out[names[0]] = to(x)[0]
+    out = {k: np.ascontiguousarray(v.astype(dt)) for k, v in out.items()}
+    save_file(out, str(path / "model.safetensors"), metadata={"format": "pt"})
+    hf = cfg.to_hf()
+    hf["torch_dtype"] = hf["dtype"] = "bfloat16" if dt == jnp.bfloat16 else "float32"
+    (path / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(path))
+    return path

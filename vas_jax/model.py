@@ -1,0 +1,341 @@
+"""Decoder-only transformers (Llama, Mistral, Qwen2, GPT-2) as Flax NNX modules.
+
+One module family covers every architecture; the differences are static
+config fields (norm type, positions, biases, activation, head). Weights are
+stored `[in, out]`; the loader transposes Hugging Face's `[out, in]`.
+
+Three ways to run a model:
+- `model(input_ids, attention_mask=None, positions=None)`: full sequence, no cache.
+- `model.forward(input_ids, cache, mode=...)` with an explicit `KVCache`:
+  `"prefill"` (empty cache, left-padded prompts), `"extend"` (append tokens),
+  or `"candidates"` (K alternative next tokens per row, each a query at the same
+  position that sees the cached prefix and itself only; the cache is not
+  written, and their keys/values are returned so the chosen one can be inserted
+  with `cache.insert_candidate`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .cache import KVCache
+from .config import ModelConfig
+
+_NEG = -1e30  # finite, so a fully masked row (a pad query) gives no NaN
+
+
+def _act(name: str, x):
+    if name == "silu":
+        return jax.nn.silu(x)
+    if name == "gelu":
+        return jax.nn.gelu(x, approximate=False)
+    if name == "gelu_tanh":
+        return jax.nn.gelu(x, approximate=True)
+    if name == "relu":
+        return jax.nn.relu(x)
+    raise ValueError(name)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+    """Inverse frequencies [head_dim/2], with linear or Llama-3 scaling."""
+    d = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
+    kind = cfg.rope_scaling[0]
+    if kind == "linear":
+        inv = inv / cfg.rope_scaling[1]
+    elif kind == "llama3":
+        _, factor, low, high, old_ctx = cfg.rope_scaling
+        low_wavelen = old_ctx / low
+        high_wavelen = old_ctx / high
+        wavelen = 2 * math.pi / inv
+        scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv = np.where(medium, smoothed, scaled)
+    return inv.astype(np.float32)
+
+
+def apply_rope(x, positions, inv_freq):
+    """x: [B, T, H, D]; positions: int32[B, T]. Half-split rotation (HF's rotate_half)."""
+    ang = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
+    cos = jnp.cos(ang)[:, :, None, :]
+    sin = jnp.sin(ang)[:, :, None, :]
+    xf = x.astype(jnp.float32)
+    x1, x2 = jnp.split(xf, 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+class Linear(nnx.Module):
+    def __init__(self, din: int, dout: int, *, bias: bool, dtype, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (din, dout), dtype))
+        self.bias = nnx.Param(jnp.zeros((dout,), dtype)) if bias else None
+
+    def __call__(self, x):
+        y = jnp.dot(x, self.kernel[...].astype(x.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(x.dtype)
+        return y
+
+
+class Norm(nnx.Module):
+    """RMSNorm (Llama family) or LayerNorm (GPT-2); statistics in float32."""
+
+    def __init__(self, dim: int, *, eps: float, layer_norm: bool, dtype):
+        self.eps = eps
+        self.weight = nnx.Param(jnp.ones((dim,), dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), dtype)) if layer_norm else None
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        if self.bias is None:
+            xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+            return self.weight[...].astype(x.dtype) * xf.astype(x.dtype)
+        mu = jnp.mean(xf, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(xf - mu), axis=-1, keepdims=True)
+        xf = (xf - mu) * jax.lax.rsqrt(var + self.eps)
+        y = xf * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+        return y.astype(x.dtype)
+
+
+def _attend(q, k_new, v_new, new_mask, scale, ctx=None):
+    """Softmax attention of q over new keys (and optionally cached context keys).
+
+    q: [B, T, NH, D]; k_new, v_new: [B, T2, KVH, D]; new_mask: bool[B, T, T2];
+    ctx: (k [B, S, KVH, D], v [B, S, KVH, D], mask bool[B, T, S]) or None.
+    Grouped-query heads are handled by folding query heads into groups.
+    """
+    b, t, nh, d = q.shape
+    kvh = k_new.shape[2]
+    qg = q.reshape(b, t, kvh, nh // kvh, d)
+    s_new = jnp.einsum("btkgd,bskd->bkgts", qg, k_new, preferred_element_type=jnp.float32) * scale
+    s_new = jnp.where(new_mask[:, None, None], s_new, _NEG)
+    if ctx is None:
+        p = jax.nn.softmax(s_new, axis=-1).astype(v_new.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", p, v_new)
+        return out.reshape(b, t, nh * d)
+    k_ctx, v_ctx, ctx_mask = ctx
+    s_ctx = jnp.einsum("btkgd,bskd->bkgts", qg, k_ctx, preferred_element_type=jnp.float32) * scale
+    s_ctx = jnp.where(ctx_mask[:, None, None], s_ctx, _NEG)
+    n_ctx = s_ctx.shape[-1]
+    p = jax.nn.softmax(jnp.concatenate([s_ctx, s_new], axis=-1), axis=-1).astype(v_new.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", p[..., :n_ctx], v_ctx)
+    out = out + jnp.einsum("bkgts,bskd->btkgd", p[..., n_ctx:], v_new)
+    return out.reshape(b, t, nh * d)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: ModelConfig, layer: int, *, dtype, rngs: nnx.Rngs):
+        h, nh, kvh, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.nh, self.kvh, self.d = nh, kvh, d
+        self.q_proj = Linear(h, nh * d, bias=cfg.attention_bias, dtype=dtype, rngs=rngs)
+        self.k_proj = Linear(h, kvh * d, bias=cfg.attention_bias, dtype=dtype, rngs=rngs)
+        self.v_proj = Linear(h, kvh * d, bias=cfg.attention_bias, dtype=dtype, rngs=rngs)
+        self.o_proj = Linear(nh * d, h, bias=cfg.o_bias, dtype=dtype, rngs=rngs)
+        scale = d**-0.5
+        if cfg.attn_scale_by_layer:
+            scale /= float(layer + 1)
+        self.scale = scale
+        self.use_rope = not cfg.is_gpt2
+
+    def qkv(self, x, positions, inv_freq):
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.nh, self.d)
+        k = self.k_proj(x).reshape(b, t, self.kvh, self.d)
+        v = self.v_proj(x).reshape(b, t, self.kvh, self.d)
+        if self.use_rope:
+            q = apply_rope(q, positions, inv_freq)
+            k = apply_rope(k, positions, inv_freq)
+        return q, k, v
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, dtype, rngs: nnx.Rngs):
+        h, f = cfg.hidden_size, cfg.intermediate_size
+        self.act = cfg.activation
+        self.gated = not cfg.is_gpt2
+        if self.gated:
+            self.gate_proj = Linear(h, f, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
+        self.up_proj = Linear(h, f, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
+        self.down_proj = Linear(f, h, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        if self.gated:
+            return self.down_proj(_act(self.act, self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(_act(self.act, self.up_proj(x)))
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: ModelConfig, layer: int, *, dtype, rngs: nnx.Rngs):
+        ln = cfg.is_gpt2
+        self.input_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=ln, dtype=dtype)
+        self.attn = Attention(cfg, layer, dtype=dtype, rngs=rngs)
+        self.post_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=ln, dtype=dtype)
+        self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
+
+
+def _window_ok(pos_q, pos_k, window: int):
+    """pos_q: [B, T]; pos_k: [B, S] -> bool[B, T, S] (True everywhere when window == 0)."""
+    if not window:
+        return None
+    return (pos_q[:, :, None] - pos_k[:, None, :]) < window
+
+
+class Transformer(nnx.Module):
+    """A decoder-only LM trunk with a causal-LM head or a sequence-score head."""
+
+    def __init__(self, cfg: ModelConfig, *, dtype=jnp.float32, rngs: nnx.Rngs | None = None):
+        rngs = rngs or nnx.Rngs(0)
+        dtype = jnp.dtype(dtype)
+        self.config = cfg
+        self.dtype_name = dtype.name
+        self.embed = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.vocab_size, cfg.hidden_size), dtype))
+        if cfg.is_gpt2:
+            self.pos_embed = nnx.Param(
+                nnx.initializers.normal(0.01)(rngs.params(), (cfg.max_position_embeddings, cfg.hidden_size), dtype)
+            )
+        self.layers = nnx.List([Block(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_layers)])
+        self.final_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=cfg.is_gpt2, dtype=dtype)
+        if cfg.head == "score":
+            self.score = Linear(cfg.hidden_size, cfg.num_labels, bias=False, dtype=dtype, rngs=rngs)
+        elif not cfg.tie_word_embeddings:
+            self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, rngs=rngs)
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def dtype(self):
+        return jnp.dtype(self.dtype_name)
+
+    def _embed(self, input_ids, positions):
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        if self.config.is_gpt2:
+            pos = jnp.clip(positions, 0, self.config.max_position_embeddings - 1)
+            x = x + jnp.take(self.pos_embed[...], pos, axis=0).astype(self.dtype)
+        return x
+
+    def _head(self, h):
+        """Final hidden [B, T, H] -> float32 logits [B, T, V] or scores [B, T] / [B, T, L]."""
+        cfg = self.config
+        if cfg.head == "score":
+            s = self.score(h).astype(jnp.float32)
+            return s[..., 0] if cfg.num_labels == 1 else s
+        if cfg.tie_word_embeddings:
+            w = self.embed[...].astype(h.dtype)
+            return jnp.einsum("bth,vh->btv", h, w, preferred_element_type=jnp.float32)
+        return self.lm_head(h).astype(jnp.float32)
+
+    def _trunk(self, x, attn_fn):
+        inv_freq = jnp.asarray(rope_inv_freq(self.config)) if not self.config.is_gpt2 else None
+        for i, blk in enumerate(self.layers):
+            a = attn_fn(i, blk.attn, blk.input_norm(x), inv_freq)
+            x = x + blk.attn.o_proj(a)
+            x = x + blk.mlp(blk.post_norm(x))
+        return self.final_norm(x)
+
+    # ---------------------------------------------------------- full sequence
+    def hidden_states(self, input_ids, attention_mask=None, positions=None):
+        """Final-norm hidden states [B, T, H] of a (left- or right-) padded batch."""
+        input_ids = jnp.asarray(input_ids, jnp.int32)
+        b, t = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), bool)
+        attention_mask = jnp.asarray(attention_mask).astype(bool)
+        if positions is None:
+            positions = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0)
+        positions = jnp.asarray(positions, jnp.int32)
+        causal = jnp.tril(jnp.ones((t, t), bool))[None]
+        base_mask = causal & attention_mask[:, None, :]
+        masks = {}
+
+        def attn_fn(i, attn, x, inv_freq):
+            w = self.config.window(i)
+            if w not in masks:
+                ok = _window_ok(positions, positions, w)
+                masks[w] = base_mask if ok is None else base_mask & ok
+            q, k, v = attn.qkv(x, positions, inv_freq)
+            return _attend(q, k, v, masks[w], attn.scale)
+
+        return self._trunk(self._embed(input_ids, positions), attn_fn)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None):
+        """input_ids: int[B, T] -> float32 logits [B, T, V] (LM) or scores [B, T] (score head).
+
+        attention_mask: bool/int[B, T], 1 for real tokens (any padding side);
+        positions: int[B, T], by default the count of real tokens before each one.
+        """
+        return self._head(self.hidden_states(input_ids, attention_mask, positions))
+
+    # ------------------------------------------------------------ with cache
+    def forward(self, input_ids, cache: KVCache, *, mode: str = "extend", outputs: str = "all"):
+        """Run tokens against an explicit KV cache.
+
+        input_ids: int32[B, T]. Returns (out, cache') for "prefill"/"extend",
+        where out is the head output for the T tokens, or (out, (k, v)) for
+        "candidates" where (k, v) are per-layer [B, T, KVH, D] for `insert_candidate`.
+        outputs: "all" positions, only the "last" one ([B, 1, ...]), or "none" (out is None).
+        """
+        input_ids = jnp.asarray(input_ids, jnp.int32)
+        b, t = input_ids.shape
+        cfg = self.config
+        if mode == "candidates":
+            positions = jnp.broadcast_to(cache.next_positions()[:, None], (b, t))
+            new_struct = jnp.eye(t, dtype=bool)[None]
+            new_valid = jnp.ones((b, t), bool)
+        elif mode in ("prefill", "extend"):
+            slots = cache.index + jnp.arange(t, dtype=jnp.int32)
+            positions = slots[None, :] - cache.starts[:, None]
+            new_struct = jnp.tril(jnp.ones((t, t), bool))[None]
+            new_valid = positions >= 0
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+        new_mask = new_struct & new_valid[:, None, :]
+        use_ctx = mode != "prefill"
+        if use_ctx:
+            ctx_pos = cache.slot_positions()
+            ctx_mask = jnp.broadcast_to(cache.valid_slots()[:, None, :], (b, t, cache.size))
+        masks = {}
+        new_k, new_v = [], []
+
+        def attn_fn(i, attn, x, inv_freq):
+            w = cfg.window(i)
+            if w not in masks:
+                nm = new_mask
+                ok = _window_ok(positions, positions, w)
+                if ok is not None:
+                    nm = nm & ok
+                cm = None
+                if use_ctx:
+                    cm = ctx_mask
+                    ok = _window_ok(positions, ctx_pos, w)
+                    if ok is not None:
+                        cm = cm & ok
+                masks[w] = (nm, cm)
+            nm, cm = masks[w]
+            q, k, v = attn.qkv(x, positions, inv_freq)
+            k = k.astype(cache.k[i].dtype)
+            v = v.astype(cache.v[i].dtype)
+            new_k.append(k)
+            new_v.append(v)
+            ctx = (cache.k[i], cache.v[i], cm) if use_ctx else None
+            return _attend(q, k, v, nm, attn.scale, ctx)
+
+        h = self._trunk(self._embed(input_ids, positions), attn_fn)
+        out = None if outputs == "none" else self._head(h[:, -1:] if outputs == "last" else h)
+        if mode == "candidates":
+            return out, (tuple(new_k), tuple(new_v))
+
+        def write(buf, x):
+            return jax.lax.dynamic_update_slice(buf, x, (0, cache.index, 0, 0))
+
+        cache = cache.replace(
+            k=tuple(write(bf, x) for bf, x in zip(cache.k, new_k)),
+            v=tuple(write(bf, x) for bf, x in zip(cache.v, new_v)),
+            index=cache.index + t,
+        )
+        return out, cache

@@ -1,0 +1,67 @@
+"""Turning next-token logits into tokens.
+
+Order, the same as Hugging Face's `generate` (and tested against a slow reference):
+  1. guidance (VAS only): β·centred values added to the base's top-k logits;
+  2. temperature: logits / T (T = 0 means greedy: argmax, nothing else applies);
+  3. top-k filter (plain sampling's `top_k`, 0 = off): keep the k largest;
+  4. top-p filter (nucleus, 1.0 = off): keep the smallest set of largest tokens whose
+     probability reaches p (a token is kept while the mass before it is < p);
+  5. sample from the softmax of what is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -jnp.inf
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """Static part of a sampler (hashable: a jit static argument). Scalars are traced separately."""
+
+    greedy: bool = False
+    top_k: int = 0  # filter; 0 = off
+    use_top_p: bool = False
+
+
+def top_k_filter(logits, k: int):
+    """Keep the k largest logits of each row ([B, V]); others -> -inf."""
+    kth = jax.lax.top_k(logits, k)[0][:, -1:]
+    return jnp.where(logits >= kth, logits, NEG_INF)
+
+
+def top_p_filter(logits, top_p):
+    """Nucleus filter on [B, V] logits (top_p traced, in (0, 1])."""
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = mass_before < top_p
+    keep = keep.at[:, 0].set(True)
+    # the smallest kept logit is the threshold
+    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits >= threshold, logits, NEG_INF)
+
+
+def process_logits(logits, spec: SamplerSpec, temperature, top_p):
+    """Steps 2-4 above on float32 [B, V] logits; returns the logits sampled from."""
+    x = logits / jnp.maximum(temperature, 1e-6)
+    if spec.top_k:
+        x = top_k_filter(x, spec.top_k)
+    if spec.use_top_p:
+        x = top_p_filter(x, top_p)
+    return x
+
+
+def sample(key, logits, spec: SamplerSpec, temperature, top_p):
+    """logits: float32[B, V] -> (tokens int32[B], log-prob of each token under the sampled distribution)."""
+    if spec.greedy:
+        tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return tok, jnp.zeros(tok.shape, jnp.float32)
+    x = process_logits(logits, spec, temperature, top_p)
+    tok = jax.random.categorical(key, x, axis=-1).astype(jnp.int32)
+    lp = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), tok[:, None], axis=-1)[:, 0]
+    return tok, lp
