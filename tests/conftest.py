@@ -23,3 +23,23 @@ def hf_dir(tmp_path_factory):
         return made[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(hf_dir, tmp_path_factory):
+    """Base (llama LM) and value (llama score) directories, each with a word-level tokenizer."""
+    import shutil
+
+    from hf_factory import VOCAB
+    from vas_jax.tokenizer import make_tokenizer
+
+    tok = make_tokenizer([f"w{i}" for i in range(VOCAB - 4)])
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for name, (arch, head) in {"base": ("llama", "lm"), "value": ("llama", "score"),
+                               "value2": ("gpt2", "score")}.items():
+        d = root / name
+        shutil.copytree(hf_dir(arch, head)[1], d)
+        tok.save_pretrained(str(d))
+        out[name] = d
+    return out

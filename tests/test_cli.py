@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from vas_jax.cli import build_parser, main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    for cmd in ("info", "decode"):
+        assert cmd in out
+
+
+def test_info(tiny_dirs, capsys):
+    assert main(["info", str(tiny_dirs["value"])]) == 0
+    out = capsys.readouterr().out
+    assert "llama, sequence scores (1 label(s)), 2 layers" in out
+
+
+def test_decode_cli_writes_jsonl(tiny_dirs, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"text": "w1 w2 w3"}\n{"text": "w7"}\n')
+    out = tmp_path / "o.jsonl"
+    rc = main(["decode", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
+               "--value", str(tiny_dirs["value2"]), "--beta", "2", "--beta", "-1", "--prompts", str(prompts),
+               "--prompt-field", "text", "--max-new-tokens", "5", "--samples", "2", "--out", str(out)])
+    assert rc == 0
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert len(rows) == 4
+    assert rows[0]["prompt"] == "w1 w2 w3" and rows[0]["beta"] == [2.0, -1.0]
+    assert 1 <= len(rows[0]["tokens"]) <= 5 and all(w.startswith("w") for w in rows[0]["completion"].split())
+
+
+def test_decode_cli_errors_are_one_line(tiny_dirs, tmp_path, capsys):
+    rc = main(["decode", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
+               "--beta", "1", "--beta", "2", "--beta", "3", "--prompt", "w1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == "vas decode: error: 3 --beta values for 1 --value models; give one per model or one"
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"q": "w1"}\n')
+    rc = main(["decode", "--base", str(tiny_dirs["base"]), "--prompts", str(p)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "has no field 'prompt'; set --prompt-field" in err and "\n" not in err
+    rc = main(["decode", "--base", str(tmp_path / "missing"), "--prompt", "w1"])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err

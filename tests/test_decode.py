@@ -1,0 +1,211 @@
+"""generate / vas_decode against slow, obvious references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vas_jax
+from vas_jax import VasError, init_cache, insert_candidate
+from vas_jax.decode import decode_program, prepare_prompts
+
+PROMPTS = [[5, 9, 14, 3, 22, 41, 7], [8, 2], [17, 33, 4, 61]]
+
+
+@pytest.fixture(scope="module")
+def models(hf_dir):
+    return {
+        "base": vas_jax.load_model(hf_dir("llama")[1]),
+        "v_llama": vas_jax.load_model(hf_dir("llama", "score")[1]),
+        "v_gpt2": vas_jax.load_model(hf_dir("gpt2", "score")[1]),
+        "q_qwen": vas_jax.load_model(hf_dir("qwen2")[1]),
+    }
+
+
+def last(model, seq):
+    return np.asarray(model(np.asarray([seq], np.int32)))[0, -1]
+
+
+def ref_step_logits(base, values, kinds, seq, beta_row, k, restrict=False):
+    """The VAS rule by full recomputation: returns the augmented logits and per-candidate guidance."""
+    logits = last(base, seq).astype(np.float64)
+    top = np.argsort(-logits, kind="stable")[:k]
+    g = np.zeros(k)
+    for vm, kind, b in zip(values, kinds, beta_row):
+        if kind == "scalar":
+            vals = np.array([last(vm, seq + [int(c)]) for c in top], np.float64)
+        else:
+            vals = last(vm, seq).astype(np.float64)[top]
+        g += b * (vals - vals.mean())
+    aug = np.full_like(logits, -np.inf) if restrict else logits.copy()
+    aug[top] = logits[top] + g
+    return aug, top, g
+
+
+def ref_greedy(base, values, kinds, prompts, beta, k, n, eos, restrict=False):
+    toks, guids = [], []
+    for b, p in enumerate(prompts):
+        seq, out, gs = list(p), [], []
+        for _ in range(n):
+            aug, top, g = ref_step_logits(base, values, kinds, seq, beta[b], k, restrict)
+            t = int(np.argmax(aug))
+            out.append(t)
+            gs.append(g[list(top).index(t)] if t in top else 0.0)
+            seq.append(t)
+            if t == eos:
+                break
+        toks.append(out)
+        guids.append(gs)
+    return toks, guids
+
+
+def test_prepare_prompts_left_pads_to_bucket():
+    ids, starts, lens = prepare_prompts([[1, 2, 3], [4]], pad_id=0)
+    assert ids.shape == (2, 16)
+    assert ids[0, -3:].tolist() == [1, 2, 3] and ids[1, -1] == 4
+    assert starts.tolist() == [13, 15] and lens.tolist() == [3, 1]
+    ids2, _, _ = prepare_prompts((np.array([[0, 0, 1, 2, 3], [4, 0, 0, 0, 0]]),
+                                  np.array([[0, 0, 1, 1, 1], [1, 0, 0, 0, 0]])))
+    np.testing.assert_array_equal(ids2, ids)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.8)])
+def test_beta_zero_equals_generate(models, temperature, top_p):
+    key = jax.random.key(3)
+    g = vas_jax.generate(models["base"], PROMPTS, key=key, max_new_tokens=10, temperature=temperature,
+                         top_p=top_p, eos_token_id=7)
+    v = vas_jax.vas_decode(models["base"], [models["v_llama"], models["q_qwen"]], PROMPTS, beta=0.0, key=key,
+                           max_new_tokens=10, temperature=temperature, top_p=top_p, eos_token_id=7, top_k=6)
+    np.testing.assert_array_equal(np.asarray(v.tokens), np.asarray(g.tokens))
+    np.testing.assert_array_equal(np.asarray(v.lengths), np.asarray(g.lengths))
+    np.testing.assert_array_equal(np.asarray(v.logprobs), np.asarray(g.logprobs))
+    np.testing.assert_array_equal(np.asarray(v.policy_logprobs), np.asarray(g.policy_logprobs))
+
+
+def test_generate_greedy_matches_recomputation_and_stops_at_eos(models):
+    base = models["base"]
+    r = vas_jax.generate(base, PROMPTS, key=jax.random.key(0), max_new_tokens=8, temperature=0.0)
+    ref, _ = ref_greedy(base, [], [], PROMPTS, np.zeros((3, 0)), 1, 8, eos=None)
+    assert r.token_lists() == ref
+    # make the 3rd greedy token of row 0 the EOS: that row stops there, padded after
+    eos = ref[0][2]
+    r = vas_jax.generate(base, PROMPTS, key=jax.random.key(0), max_new_tokens=8, temperature=0.0,
+                         eos_token_id=eos, pad_id=0)
+    toks = np.asarray(r.tokens)
+    assert int(r.lengths[0]) == 3 and toks[0, :3].tolist() == ref[0][:3] and (toks[0, 3:] == 0).all()
+    assert (np.asarray(r.logprobs)[0, 3:] == 0).all()
+    # base logprobs are the model's own log-softmax at each chosen token
+    lp = jax.nn.log_softmax(last(base, PROMPTS[1]))[ref[1][0]]
+    assert abs(float(r.logprobs[1, 0]) - float(lp)) < 1e-4
+
+
+@pytest.mark.parametrize("restrict", [False, True])
+def test_greedy_vas_matches_slow_reference(models, restrict):
+    """Ragged batch, two composed scalar value models of different architectures, per-row per-model beta."""
+    values = [models["v_llama"], models["v_gpt2"]]
+    beta = np.array([[3.0, 0.0], [0.5, -4.0], [2.0, 2.0]], np.float32)
+    k, n = 5, 6
+    r = vas_jax.vas_decode(models["base"], values, PROMPTS, beta=beta, top_k=k, key=jax.random.key(0),
+                           max_new_tokens=n, temperature=0.0, restrict_to_topk=restrict)
+    ref, guid = ref_greedy(models["base"], values, ["scalar", "scalar"], PROMPTS, beta, k, n, None, restrict)
+    assert r.token_lists() == ref
+    for b in range(3):
+        np.testing.assert_allclose(np.asarray(r.guidance)[b, : len(guid[b])], guid[b], atol=1e-4)
+    # guidance changed the outcome somewhere (the test would be vacuous otherwise)
+    plain = vas_jax.generate(models["base"], PROMPTS, key=jax.random.key(0), max_new_tokens=n, temperature=0.0)
+    assert plain.token_lists() != ref
+
+
+def test_greedy_vas_with_vocabulary_wide_head(models):
+    values = [models["q_qwen"], models["v_llama"]]
+    beta = np.array([1.5, 1.0], np.float32)
+    r = vas_jax.vas_decode(models["base"], values, PROMPTS, beta=beta, top_k=8, key=jax.random.key(0),
+                           max_new_tokens=5, temperature=0.0)
+    ref, _ = ref_greedy(models["base"], values, ["vocab", "scalar"], PROMPTS, np.tile(beta, (3, 1)), 8, 5, None)
+    assert r.token_lists() == ref
+
+
+def test_sampled_step_matches_reference_distribution(models):
+    """Chi-square: 4000 samples of one step against the reference augmented distribution."""
+    from scipy import stats
+
+    values = [models["v_llama"], models["q_qwen"]]
+    beta_row = [3.0, -1.0]
+    temperature, top_p, k = 0.8, 0.9, 10
+    m = 4000
+    prompt = PROMPTS[0]
+    r = vas_jax.vas_decode(models["base"], values, [prompt] * m, beta=beta_row, top_k=k, key=jax.random.key(11),
+                           max_new_tokens=1, temperature=temperature, top_p=top_p)
+    aug, _, _ = ref_step_logits(models["base"], values, ["scalar", "vocab"], prompt, beta_row, k)
+    x = aug / temperature
+    order = np.argsort(-x)
+    p = np.exp(x[order] - x[order].max())
+    p /= p.sum()
+    keep = (np.cumsum(p) - p) < top_p
+    probs = np.zeros_like(x)
+    probs[order[keep]] = p[keep] / p[keep].sum()
+    counts = np.bincount(np.asarray(r.tokens)[:, 0], minlength=len(x))
+    assert counts[probs == 0].sum() == 0, "sampled a token that top-p removes"
+    exp = probs * m
+    big = exp >= 5
+    obs = np.append(counts[big], counts[~big & (probs > 0)].sum())
+    ex = np.append(exp[big], exp[~big & (probs > 0)].sum())
+    if ex[-1] == 0:
+        obs, ex = obs[:-1], ex[:-1]
+    chi2 = ((obs - ex) ** 2 / ex).sum()
+    pval = stats.chi2.sf(chi2, len(ex) - 1)
+    assert pval > 1e-3, (chi2, len(ex), pval)
+    # policy_logprobs are the log-probs of the sampled distribution
+    tok0 = int(r.tokens[0, 0])
+    assert abs(float(r.policy_logprobs[0, 0]) - np.log(probs[tok0])) < 1e-4
+
+
+def test_candidate_cache_over_steps_matches_full_sequence(models):
+    """Score k candidates per row for several steps (ragged batch), inserting the chosen one each time."""
+    vm = models["v_gpt2"]
+    ids, starts, lens = prepare_prompts(PROMPTS)
+    cache = init_cache(vm.config, 3, ids.shape[1] + 4, vm.dtype, starts)
+    _, cache = vm.forward(ids, cache, mode="prefill", outputs="none")
+    seqs = [list(p) for p in PROMPTS]
+    rng = np.random.RandomState(0)
+    for step in range(4):
+        cands = rng.randint(1, 96, size=(3, 6)).astype(np.int32)
+        vals, kv = vm.forward(cands, cache, mode="candidates")
+        for b in range(3):
+            for j in range(6):
+                np.testing.assert_allclose(float(vals[b, j]), last(vm, seqs[b] + [int(cands[b, j])]), atol=3e-5)
+        choice = rng.randint(0, 6, size=3).astype(np.int32)
+        cache = insert_candidate(cache, kv, jnp.asarray(choice))
+        for b in range(3):
+            seqs[b].append(int(cands[b, choice[b]]))
+
+
+def test_second_call_in_bucket_compiles_nothing(models):
+    base, values = models["base"], [models["v_llama"], models["q_qwen"]]
+    kw = dict(top_k=4, max_new_tokens=3, temperature=1.0)
+    vas_jax.vas_decode(base, values, [[1, 2, 3], [4, 5]], beta=1.0, key=jax.random.key(0), **kw)
+    before = decode_program._cache_size()
+    vas_jax.vas_decode(base, values, [[7, 8, 9, 10, 11], [12]], beta=[0.3, -2.0], key=jax.random.key(5), **kw)
+    vas_jax.vas_decode(base, values, [[3] * 15, [2] * 9], beta=np.array([[1.0, 2.0], [3.0, 4.0]]),
+                       key=jax.random.key(9), **kw)
+    assert decode_program._cache_size() == before
+    vas_jax.vas_decode(base, values, [[3] * 17, [2]], beta=1.0, key=jax.random.key(9), **kw)  # next bucket
+    assert decode_program._cache_size() == before + 1
+
+
+def test_bad_inputs(models):
+    base, v = models["base"], models["v_llama"]
+    key = jax.random.key(0)
+    with pytest.raises(VasError, match=r"beta of shape \(4,\) fits neither"):
+        vas_jax.vas_decode(base, [v, v], PROMPTS, beta=[1.0, 2.0, 3.0, 4.0], key=key, max_new_tokens=2)
+    with pytest.raises(VasError, match="exceeds the models' context of 128 positions"):
+        vas_jax.generate(base, [[1] * 100], key=key, max_new_tokens=40)
+    with pytest.raises(VasError, match="prompt 1 is empty"):
+        vas_jax.generate(base, [[1], []], key=key, max_new_tokens=2)
+    with pytest.raises(VasError, match="base model must be a causal LM"):
+        vas_jax.generate(v, [[1]], key=key, max_new_tokens=2)
+    with pytest.raises(VasError, match="top_p must be in"):
+        vas_jax.generate(base, [[1]], key=key, max_new_tokens=2, top_p=0.0)
+    small = vas_jax.Transformer(models["q_qwen"].config.replace(vocab_size=50))
+    with pytest.raises(VasError, match="value models must use the base model's tokenizer"):
+        vas_jax.vas_decode(base, small, [[1]], beta=1.0, key=key, max_new_tokens=2)
