@@ -15,14 +15,14 @@ from flax import struct
 
 @struct.dataclass
 class KVCache:
-    k: tuple  # per layer: [B, S, KVH, D]
-    v: tuple  # per layer: [B, S, KVH, D]
+    k: tuple  # per layer: [B, KVH, S, D] (head-major: attention reads it without a transpose)
+    v: tuple  # per layer: [B, KVH, S, D]
     index: jax.Array  # int32[]: next slot to write, shared by all rows
     starts: jax.Array  # int32[B]: first valid slot of each row
 
     @property
     def size(self) -> int:
-        return self.k[0].shape[1]
+        return self.k[0].shape[2]
 
     @property
     def batch(self) -> int:
@@ -44,7 +44,7 @@ class KVCache:
 
 def init_cache(cfg, batch: int, size: int, dtype, starts=None) -> KVCache:
     """An empty cache for `batch` rows of `size` slots; `starts` from left padding."""
-    shape = (batch, size, cfg.num_kv_heads, cfg.head_dim)
+    shape = (batch, cfg.num_kv_heads, size, cfg.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers))
     if starts is None:
         starts = jnp.zeros((batch,), jnp.int32)
@@ -56,19 +56,27 @@ def init_cache(cfg, batch: int, size: int, dtype, starts=None) -> KVCache:
     )
 
 
+def pick_candidate(new_kv, choice: jax.Array):
+    """The chosen candidate's keys/values: per-layer [B, KVH, K, D] -> [B, KVH, 1, D]."""
+    idx = choice[:, None, None, None]
+    k, v = new_kv
+    return (tuple(jnp.take_along_axis(x, idx, axis=2) for x in k),
+            tuple(jnp.take_along_axis(x, idx, axis=2) for x in v))
+
+
 def insert_candidate(cache: KVCache, new_kv, choice: jax.Array) -> KVCache:
     """Write the chosen candidate's keys/values (from a `candidates` forward) at `index`.
 
-    new_kv: (k, v), each a per-layer tuple of [B, K, KVH, D]; choice: int32[B] in [0, K).
+    new_kv: (k, v), each a per-layer tuple of [B, KVH, K, D]; choice: int32[B] in [0, K).
     No second forward pass is needed: the candidate pass already computed them.
     """
     idx = choice[:, None, None, None]
 
     def pick(x):
-        return jnp.take_along_axis(x, idx, axis=1)  # [B, 1, KVH, D]
+        return jnp.take_along_axis(x, idx, axis=2)  # [B, KVH, 1, D]
 
     def write(buf, x):
-        return jax.lax.dynamic_update_slice(buf, pick(x).astype(buf.dtype), (0, cache.index, 0, 0))
+        return jax.lax.dynamic_update_slice(buf, pick(x).astype(buf.dtype), (0, 0, cache.index, 0))
 
     k_new, v_new = new_kv
     return cache.replace(

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from .cache import init_cache, insert_candidate
+from .cache import init_cache, insert_candidate, pick_candidate
 from .errors import VasError
 from .model import Transformer
 from .sampling import SamplerSpec, sample
@@ -217,12 +217,15 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         new_v, new_q = [], []
         for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
             if kind == "scalar":
-                vc = jax.lax.cond(
+                # Usually the fed token is a candidate and its keys/values are already computed;
+                # otherwise (sampled outside the top-k) one single-token pass computes them. The
+                # cond returns only those small [B, KVH, 1, D] tensors; the cache is written once.
+                kv1 = jax.lax.cond(
                     all_in,
-                    lambda c, kv=cand_kv[i]: insert_candidate(c, kv, choice),
-                    lambda c, vm=vm: vm.forward(feed[:, None], c, mode="extend", outputs="none")[1],
-                    v_caches[i],
+                    lambda kv=cand_kv[i]: pick_candidate(kv, choice),
+                    lambda vm=vm, c=v_caches[i]: vm.forward(feed[:, None], c, mode="candidates", outputs="none")[1],
                 )
+                vc = insert_candidate(v_caches[i], kv1, jnp.zeros((b,), jnp.int32))
                 new_v.append(vc)
                 new_q.append(q_logits[i])
             else:

@@ -21,6 +21,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
 from flax import nnx
 
 from .cache import KVCache
@@ -104,30 +105,27 @@ class Norm(nnx.Module):
         return y.astype(x.dtype)
 
 
-def _attend(q, k_new, v_new, new_mask, scale, ctx=None):
-    """Softmax attention of q over new keys (and optionally cached context keys).
+def _attend(q, segments, scale):
+    """Softmax attention of q over one or more key/value segments, normalised jointly.
 
-    q: [B, T, NH, D]; k_new, v_new: [B, T2, KVH, D]; new_mask: bool[B, T, T2];
-    ctx: (k [B, S, KVH, D], v [B, S, KVH, D], mask bool[B, T, S]) or None.
+    q: [B, T, NH, D]; segments: [(k [B, KVH, S_i, D], v [B, KVH, S_i, D], mask bool[B, T, S_i]), ...].
+    Keys are head-major so both matmuls read a cache in place (batch dims B, KVH lead).
     Grouped-query heads are handled by folding query heads into groups.
     """
-    b, t, nh, d = q.shape
-    kvh = k_new.shape[2]
-    qg = q.reshape(b, t, kvh, nh // kvh, d)
-    s_new = jnp.einsum("btkgd,bskd->bkgts", qg, k_new, preferred_element_type=jnp.float32) * scale
-    s_new = jnp.where(new_mask[:, None, None], s_new, _NEG)
-    if ctx is None:
-        p = jax.nn.softmax(s_new, axis=-1).astype(v_new.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", p, v_new)
-        return out.reshape(b, t, nh * d)
-    k_ctx, v_ctx, ctx_mask = ctx
-    s_ctx = jnp.einsum("btkgd,bskd->bkgts", qg, k_ctx, preferred_element_type=jnp.float32) * scale
-    s_ctx = jnp.where(ctx_mask[:, None, None], s_ctx, _NEG)
-    n_ctx = s_ctx.shape[-1]
-    p = jax.nn.softmax(jnp.concatenate([s_ctx, s_new], axis=-1), axis=-1).astype(v_new.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", p[..., :n_ctx], v_ctx)
-    out = out + jnp.einsum("bkgts,bskd->btkgd", p[..., n_ctx:], v_new)
-    return out.reshape(b, t, nh * d)
+    kvh = segments[0][0].shape[1]
+    qg = rearrange(q, "b t (k g) d -> b k g t d", k=kvh)
+    scores = []
+    for k, _, mask in segments:
+        sc = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+        scores.append(jnp.where(mask[:, None, None], sc, _NEG))
+    sizes = [sc.shape[-1] for sc in scores]
+    p = jax.nn.softmax(jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0], axis=-1)
+    out, off = None, 0
+    for (_, v, _), n in zip(segments, sizes):
+        o = jnp.einsum("bkgts,bksd->bkgtd", p[..., off:off + n].astype(v.dtype), v)
+        out = o if out is None else out + o
+        off += n
+    return rearrange(out, "b k g t d -> b t (k g d)")
 
 
 class Attention(nnx.Module):
@@ -152,7 +150,8 @@ class Attention(nnx.Module):
         if self.use_rope:
             q = apply_rope(q, positions, inv_freq)
             k = apply_rope(k, positions, inv_freq)
-        return q, k, v
+        # keys/values head-major, the cache's layout: [B, KVH, T, D]
+        return q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
 
 class MLP(nnx.Module):
@@ -259,7 +258,7 @@ class Transformer(nnx.Module):
                 ok = _window_ok(positions, positions, w)
                 masks[w] = base_mask if ok is None else base_mask & ok
             q, k, v = attn.qkv(x, positions, inv_freq)
-            return _attend(q, k, v, masks[w], attn.scale)
+            return _attend(q, [(k, v, masks[w])], attn.scale)
 
         return self._trunk(self._embed(input_ids, positions), attn_fn)
 
@@ -277,65 +276,61 @@ class Transformer(nnx.Module):
 
         input_ids: int32[B, T]. Returns (out, cache') for "prefill"/"extend",
         where out is the head output for the T tokens, or (out, (k, v)) for
-        "candidates" where (k, v) are per-layer [B, T, KVH, D] for `insert_candidate`.
+        "candidates" where (k, v) are per-layer [B, KVH, T, D] for `insert_candidate`.
         outputs: "all" positions, only the "last" one ([B, 1, ...]), or "none" (out is None).
         """
         input_ids = jnp.asarray(input_ids, jnp.int32)
         b, t = input_ids.shape
         cfg = self.config
+        if mode not in ("prefill", "extend", "candidates"):
+            raise ValueError(f"unknown mode {mode!r}")
         if mode == "candidates":
             positions = jnp.broadcast_to(cache.next_positions()[:, None], (b, t))
-            new_struct = jnp.eye(t, dtype=bool)[None]
-            new_valid = jnp.ones((b, t), bool)
-        elif mode in ("prefill", "extend"):
+            new_mask = jnp.broadcast_to(jnp.eye(t, dtype=bool)[None], (b, t, t))
+        else:
             slots = cache.index + jnp.arange(t, dtype=jnp.int32)
             positions = slots[None, :] - cache.starts[:, None]
-            new_struct = jnp.tril(jnp.ones((t, t), bool))[None]
-            new_valid = positions >= 0
-        else:
-            raise ValueError(f"unknown mode {mode!r}")
-        new_mask = new_struct & new_valid[:, None, :]
-        use_ctx = mode != "prefill"
-        if use_ctx:
+            new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (positions >= 0)[:, None, :]
+        if mode == "extend":
+            # The new keys are written first and attention reads the updated cache: reading the
+            # old buffer and then writing it would make XLA copy the whole cache every step.
+            s_idx = jnp.arange(cache.size, dtype=jnp.int32)
+            ctx_pos = cache.slot_positions()
+            ctx_mask = ((s_idx[None, None, :] <= slots[None, :, None])
+                        & (s_idx >= cache.starts[:, None])[:, None, :])
+        elif mode == "candidates":
             ctx_pos = cache.slot_positions()
             ctx_mask = jnp.broadcast_to(cache.valid_slots()[:, None, :], (b, t, cache.size))
         masks = {}
-        new_k, new_v = [], []
+        new_k, new_v, ks, vs = [], [], [], []
+
+        def with_window(m, pos_k, w):
+            ok = _window_ok(positions, pos_k, w)
+            return m if ok is None else m & ok
 
         def attn_fn(i, attn, x, inv_freq):
             w = cfg.window(i)
             if w not in masks:
-                nm = new_mask
-                ok = _window_ok(positions, positions, w)
-                if ok is not None:
-                    nm = nm & ok
-                cm = None
-                if use_ctx:
-                    cm = ctx_mask
-                    ok = _window_ok(positions, ctx_pos, w)
-                    if ok is not None:
-                        cm = cm & ok
-                masks[w] = (nm, cm)
+                masks[w] = (with_window(new_mask, positions, w),
+                            None if mode == "prefill" else with_window(ctx_mask, ctx_pos, w))
             nm, cm = masks[w]
             q, k, v = attn.qkv(x, positions, inv_freq)
             k = k.astype(cache.k[i].dtype)
             v = v.astype(cache.v[i].dtype)
-            new_k.append(k)
-            new_v.append(v)
-            ctx = (cache.k[i], cache.v[i], cm) if use_ctx else None
-            return _attend(q, k, v, nm, attn.scale, ctx)
+            if mode == "candidates":
+                new_k.append(k)
+                new_v.append(v)
+                return _attend(q, [(cache.k[i], cache.v[i], cm), (k, v, nm)], attn.scale)
+            kc = jax.lax.dynamic_update_slice(cache.k[i], k, (0, 0, cache.index, 0))
+            vc = jax.lax.dynamic_update_slice(cache.v[i], v, (0, 0, cache.index, 0))
+            ks.append(kc)
+            vs.append(vc)
+            if mode == "prefill":  # the cache holds nothing before these tokens
+                return _attend(q, [(k, v, nm)], attn.scale)
+            return _attend(q, [(kc, vc, cm)], attn.scale)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
         out = None if outputs == "none" else self._head(h[:, -1:] if outputs == "last" else h)
         if mode == "candidates":
             return out, (tuple(new_k), tuple(new_v))
-
-        def write(buf, x):
-            return jax.lax.dynamic_update_slice(buf, x, (0, cache.index, 0, 0))
-
-        cache = cache.replace(
-            k=tuple(write(bf, x) for bf, x in zip(cache.k, new_k)),
-            v=tuple(write(bf, x) for bf, x in zip(cache.v, new_v)),
-            index=cache.index + t,
-        )
-        return out, cache
+        return out, cache.replace(k=tuple(ks), v=tuple(vs), index=cache.index + t)

@@ -1,0 +1,134 @@
+"""Decode throughput: `generate` vs `vas_decode`, measured in one run, next to what FLOPs allow.
+
+    python decode/bench.py                 # CPU preset (small models), writes nothing
+    python decode/bench.py --preset gpu --dtype bfloat16 --json out.json
+
+For each batch size and each VAS setting (k candidates through a scalar value head, or one
+vocabulary-wide value head) it prints tokens/s, the measured ratio to `generate`, and the
+ratio that arithmetic alone would allow:
+    base FLOPs per token / (base FLOPs per token + value FLOPs per step)
+where a scalar head's value FLOPs per step are k candidate tokens through the value model.
+Models have random weights (throughput does not depend on them) and no EOS, so every row
+decodes max_new_tokens tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import vas_jax
+from vas_jax import ModelConfig, Transformer
+
+PRESETS = {
+    # base 6.8M parameters; value 1.3M (scalar head) / 1.8M (vocabulary-wide head): about a quarter
+    "cpu": dict(
+        base=dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_layers=6, num_heads=8,
+                  num_kv_heads=4, head_dim=32),
+        value=dict(vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
+                   num_kv_heads=2, head_dim=32),
+        prompt_len=32, new_tokens=64, batches=(1, 16), ks=(1, 5, 20), repeats=3,
+    ),
+    # base ~1.2B (Llama-3.2-1B-like); value ~0.2B (scalar) / ~0.25B (vocabulary-wide): about a quarter
+    "gpu": dict(
+        base=dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
+                  num_kv_heads=8, head_dim=64),
+        value=dict(vocab_size=32768, hidden_size=1024, intermediate_size=2816, num_layers=12, num_heads=16,
+                   num_kv_heads=4, head_dim=64),
+        prompt_len=128, new_tokens=256, batches=(1, 16), ks=(1, 5, 20), repeats=3,
+    ),
+}
+
+
+def make(spec: dict, head: str, dtype) -> Transformer:
+    cfg = ModelConfig(model_type="llama", max_position_embeddings=4096, norm_eps=1e-5, head=head, num_labels=1,
+                      **spec)
+    return Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(0))
+
+
+def flops_per_token(cfg: ModelConfig, ctx: float, with_head: bool) -> float:
+    """Forward FLOPs for one token at context length ctx (matmuls and attention; 2 per multiply-add)."""
+    h, d = cfg.hidden_size, cfg.head_dim
+    attn_proj = h * (cfg.num_heads + 2 * cfg.num_kv_heads) * d + cfg.num_heads * d * h
+    mlp = 3 * h * cfg.intermediate_size
+    attn_scores = 2 * cfg.num_heads * d * ctx  # q.k and p.v
+    f = 2 * cfg.num_layers * (attn_proj + mlp + attn_scores)
+    if with_head:
+        f += 2 * h * cfg.out_dim
+    return float(f)
+
+
+def timed(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile + warm
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--batches", type=int, nargs="*", help="override the preset's batch sizes")
+    ap.add_argument("--ks", type=int, nargs="*", help="override the preset's candidate counts")
+    ap.add_argument("--new-tokens", type=int, help="override the preset's tokens per row")
+    ap.add_argument("--repeats", type=int, help="timed repetitions (best is kept)")
+    ap.add_argument("--json", help="write the results here too")
+    a = ap.parse_args(argv)
+    p = dict(PRESETS[a.preset])
+    batches = a.batches or p["batches"]
+    ks = a.ks or p["ks"]
+    n = a.new_tokens or p["new_tokens"]
+    repeats = a.repeats or p["repeats"]
+    dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
+    base = make(p["base"], "lm", dtype)
+    value = make(p["value"], "score", dtype)
+    qvalue = make(p["value"], "lm", dtype)
+    ctx = p["prompt_len"] + n / 2
+    fb = flops_per_token(base.config, ctx, True)
+    fv = flops_per_token(value.config, ctx, False)
+    fq = flops_per_token(qvalue.config, ctx, True)
+    dev = jax.devices()[0]
+    print(f"device: {dev.device_kind} ({platform.machine()}), dtype {a.dtype}, prompt {p['prompt_len']}, "
+          f"{n} new tokens, jax {jax.__version__}")
+    print(f"base {base.config.num_layers}L/{base.config.hidden_size}d: {fb / 1e6:.1f} MFLOP/token; "
+          f"value {value.config.num_layers}L/{value.config.hidden_size}d: {fv / 1e6:.1f} MFLOP/candidate, "
+          f"vocab-wide {fq / 1e6:.1f} MFLOP/step")
+    rows = []
+    header = f"{'batch':>5} {'method':<16} {'tok/s':>10} {'ratio':>7} {'FLOPs ratio':>11} {'ratio/FLOPs':>11}"
+    print(header)
+    print("-" * len(header))
+    rng = np.random.RandomState(0)
+    for b in batches:
+        prompts = rng.randint(4, base.config.vocab_size, size=(b, p["prompt_len"])).astype(np.int32)
+        key = jax.random.key(0)
+        t_gen = timed(lambda: vas_jax.generate(base, prompts, key=key, max_new_tokens=n).tokens, repeats)
+        gen_tps = b * n / t_gen
+        rows.append(dict(batch=b, method="generate", tokens_per_s=gen_tps, ratio=1.0, flops_ratio=1.0))
+        print(f"{b:>5} {'generate':<16} {gen_tps:>10.1f} {1.0:>7.3f} {1.0:>11.3f} {'':>11}")
+        settings = [(f"vas scalar k={k}", value, k, fb / (fb + k * fv)) for k in ks]
+        settings.append(("vas vocab k=20", qvalue, 20, fb / (fb + fq)))
+        for name, vm, k, fr in settings:
+            t = timed(lambda vm=vm, k=k: vas_jax.vas_decode(base, vm, prompts, beta=1.0, top_k=k, key=key,
+                                                           max_new_tokens=n).tokens, repeats)
+            tps = b * n / t
+            r = tps / gen_tps
+            rows.append(dict(batch=b, method=name, tokens_per_s=tps, ratio=r, flops_ratio=fr))
+            print(f"{b:>5} {name:<16} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {r / fr:>11.2f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, rows=rows), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
