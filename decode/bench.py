@@ -7,7 +7,9 @@ For each batch size and each VAS setting (k candidates through a scalar value he
 vocabulary-wide value head) it prints tokens/s, the measured ratio to `generate`, and the
 ratio that arithmetic alone would allow:
     base FLOPs per token / (base FLOPs per token + value FLOPs per step)
-where a scalar head's value FLOPs per step are k candidate tokens through the value model.
+where a scalar head's value FLOPs per step are k candidate tokens through the value model
+(the loop runs k + 1: the previous step's chosen token rides along in the same call, so the
+ratio/FLOPs column is, if anything, strict).
 Models have random weights (throughput does not depend on them) and no EOS, so every row
 decodes max_new_tokens tokens.
 """
@@ -42,6 +44,15 @@ PRESETS = {
                   num_kv_heads=8, head_dim=64),
         value=dict(vocab_size=32768, hidden_size=1024, intermediate_size=2816, num_layers=12, num_heads=16,
                    num_kv_heads=4, head_dim=64),
+        prompt_len=128, new_tokens=256, batches=(1, 16), ks=(1, 5, 20), repeats=3,
+    ),
+    # the same base; a value model of a quarter of its size made shallow (4 of 16 layers) rather
+    # than narrow: on a GPU at these sizes a decode step costs per layer, not per FLOP
+    "gpu-shallow": dict(
+        base=dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
+                  num_kv_heads=8, head_dim=64),
+        value=dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=4, num_heads=32,
+                   num_kv_heads=8, head_dim=64),
         prompt_len=128, new_tokens=256, batches=(1, 16), ks=(1, 5, 20), repeats=3,
     ),
 }
@@ -107,7 +118,7 @@ def main(argv=None):
     rows = []
     header = f"{'batch':>5} {'method':<16} {'tok/s':>10} {'ratio':>7} {'FLOPs ratio':>11} {'ratio/FLOPs':>11}"
     print(header)
-    print("-" * len(header))
+    print("-" * len(header), flush=True)
     rng = np.random.RandomState(0)
     for b in batches:
         prompts = rng.randint(4, base.config.vocab_size, size=(b, p["prompt_len"])).astype(np.int32)
@@ -124,7 +135,7 @@ def main(argv=None):
             tps = b * n / t
             r = tps / gen_tps
             rows.append(dict(batch=b, method=name, tokens_per_s=tps, ratio=r, flops_ratio=fr))
-            print(f"{b:>5} {name:<16} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {r / fr:>11.2f}")
+            print(f"{b:>5} {name:<16} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {r / fr:>11.2f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, rows=rows), f, indent=2)

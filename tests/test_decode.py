@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import vas_jax
-from vas_jax import VasError, init_cache, insert_candidate
+from vas_jax import VasError, init_cache
 from vas_jax.decode import decode_program, prepare_prompts
 
 PROMPTS = [[5, 9, 14, 3, 22, 41, 7], [8, 2], [17, 33, 4, 61]]
@@ -161,23 +161,27 @@ def test_sampled_step_matches_reference_distribution(models):
 
 
 def test_candidate_cache_over_steps_matches_full_sequence(models):
-    """Score k candidates per row for several steps (ragged batch), inserting the chosen one each time."""
+    """The loop's value call over several steps (ragged batch): [pending token, k candidates] in one
+    forward appends the pending token and scores every candidate as V(prefix + candidate)."""
     vm = models["v_gpt2"]
     ids, starts, lens = prepare_prompts(PROMPTS)
-    cache = init_cache(vm.config, 3, ids.shape[1] + 4, vm.dtype, starts)
-    _, cache = vm.forward(ids, cache, mode="prefill", outputs="none")
+    cache = init_cache(vm.config, 3, ids.shape[1] + 5, vm.dtype, starts)
+    _, cache = vm.forward(ids[:, :-1], cache, mode="prefill", outputs="none")
+    pending = ids[:, -1]
     seqs = [list(p) for p in PROMPTS]
     rng = np.random.RandomState(0)
     for step in range(4):
         cands = rng.randint(1, 96, size=(3, 6)).astype(np.int32)
-        vals, kv = vm.forward(cands, cache, mode="candidates")
+        toks = np.concatenate([pending[:, None], cands], axis=1)
+        vals, cache, _ = vm.forward(toks, cache, mode="candidates", n_pending=1)
+        assert int(cache.index) == ids.shape[1] + step
         for b in range(3):
             for j in range(6):
                 np.testing.assert_allclose(float(vals[b, j]), last(vm, seqs[b] + [int(cands[b, j])]), atol=3e-5)
-        choice = rng.randint(0, 6, size=3).astype(np.int32)
-        cache = insert_candidate(cache, kv, jnp.asarray(choice))
+        # the next pending token is sometimes a candidate, sometimes not
+        pending = np.where(rng.rand(3) < 0.5, cands[:, 0], rng.randint(1, 96, size=3)).astype(np.int32)
         for b in range(3):
-            seqs[b].append(int(cands[b, choice[b]]))
+            seqs[b].append(int(pending[b]))
 
 
 def test_second_call_in_bucket_compiles_nothing(models):

@@ -164,7 +164,8 @@ def test_candidate_scoring_matches_full_sequence(hf_dir, arch):
     cache = init_cache(ours.config, 2, 12, ours.dtype, 8 - np.array(lens))
     _, cache = ours.forward(ids, cache, mode="prefill")
     cands = rand_ids(2, 5, seed=7)
-    vals, new_kv = ours.forward(cands, cache, mode="candidates")
+    vals, same, new_kv = ours.forward(cands, cache, mode="candidates")
+    assert int(same.index) == int(cache.index)
     assert vals.shape == (2, 5)
     for i, n in enumerate(lens):
         for j in range(5):

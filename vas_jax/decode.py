@@ -17,9 +17,11 @@ The VAS rule at each step:
      to those k logits; every other token keeps its logit (or is masked, with
      `restrict_to_topk`);
   4. temperature, top-p, sample (see `vas_jax.sampling`).
-The chosen token's keys/values enter the value cache from the candidate pass,
-without a second forward (a token outside the top-k, possible unless
-`restrict_to_topk`, is run through the value model on a rarely taken branch).
+A scalar value model makes exactly one call per step, on [pending token, k
+candidates]: the token chosen at the previous step is appended to its cache in
+the same call that scores the new candidates, so the chosen token never needs a
+forward of its own, whether or not it was among the top-k, and the loop body has
+no data-dependent branch (on a GPU a branch would cost a host sync per step).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from .cache import init_cache, insert_candidate, pick_candidate
+from .cache import init_cache
 from .errors import VasError
 from .model import Transformer
 from .sampling import SamplerSpec, sample
@@ -163,25 +165,31 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
     v_caches, q_logits = [], []
     for vm, kind in zip(values, spec.value_kinds):
         vc = init_cache(vm.config, b, spec.cache_size, vm.dtype, starts)
-        out, vc = vm.forward(ids, vc, mode="prefill", outputs="last" if kind == "vocab" else "none")
+        if kind == "vocab":
+            out, vc = vm.forward(ids, vc, mode="prefill", outputs="last")
+            q_logits.append(out[:, 0])
+        else:
+            # the last prompt token stays pending: it enters the cache in the first step's
+            # candidate call, so every step has the same shape [pending, k candidates]
+            _, vc = vm.forward(ids[:, :-1], vc, mode="prefill", outputs="none")
+            q_logits.append(jnp.zeros((b, 0), jnp.float32))
         v_caches.append(vc)
-        q_logits.append(out[:, 0] if kind == "vocab" else jnp.zeros((b, 0), jnp.float32))
 
     def body(carry):
-        t, cache, v_caches, logits, q_logits, done, lengths, out = carry
+        t, cache, v_caches, logits, q_logits, pending, done, lengths, out = carry
         step_key = jax.random.fold_in(key, t)
-        guid_full = None
-        cand_kv = []
+        v_caches = list(v_caches)
         if values:
             top_vals, top_idx = jax.lax.top_k(logits, spec.top_k)  # [B, K]
             g = jnp.zeros(top_vals.shape, jnp.float32)
             for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
                 if kind == "scalar":
-                    v, kv = vm.forward(top_idx, v_caches[i], mode="candidates")
-                    cand_kv.append(kv)
+                    # ONE call: the pending (last chosen) token is appended to the cache, and the
+                    # k candidates are scored as queries at the next position.
+                    toks = jnp.concatenate([pending[:, None], top_idx], axis=1)
+                    v, v_caches[i], _ = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1)
                 else:
                     v = jnp.take_along_axis(q_logits[i], top_idx, axis=1)
-                    cand_kv.append(None)
                 v = v.astype(jnp.float32)
                 g = g + beta[:, i:i + 1] * (v - jnp.mean(v, axis=1, keepdims=True))
             if spec.restrict_to_topk:
@@ -193,15 +201,10 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         tok, plp = sample(step_key, aug, spec.sampler, temperature, top_p)
         base_lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=1)[:, 0]
         if values:
-            hit = top_idx == tok[:, None]
-            guid = jnp.sum(jnp.where(hit, g, 0.0), axis=1)
-            # finished rows feed the top candidate, so they never force the slow path
-            feed = jnp.where(done, top_idx[:, 0], tok)
-            choice = jnp.argmax(top_idx == feed[:, None], axis=1).astype(jnp.int32)
-            all_in = jnp.all(jnp.any(top_idx == feed[:, None], axis=1))
+            guid = jnp.sum(jnp.where(top_idx == tok[:, None], g, 0.0), axis=1)
         else:
             guid = jnp.zeros((b,), jnp.float32)
-            feed = jnp.where(done, spec.pad_id, tok)
+        feed = jnp.where(done, spec.pad_id, tok)
         live = ~done
         out = {
             "tokens": out["tokens"].at[:, t].set(jnp.where(live, tok, spec.pad_id)),
@@ -214,28 +217,17 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
             done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
         # ---- advance every cache by the fed token
         new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last")
-        new_v, new_q = [], []
+        new_q = []
         for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
-            if kind == "scalar":
-                # Usually the fed token is a candidate and its keys/values are already computed;
-                # otherwise (sampled outside the top-k) one single-token pass computes them. The
-                # cond returns only those small [B, KVH, 1, D] tensors; the cache is written once.
-                kv1 = jax.lax.cond(
-                    all_in,
-                    lambda kv=cand_kv[i]: pick_candidate(kv, choice),
-                    lambda vm=vm, c=v_caches[i]: vm.forward(feed[:, None], c, mode="candidates", outputs="none")[1],
-                )
-                vc = insert_candidate(v_caches[i], kv1, jnp.zeros((b,), jnp.int32))
-                new_v.append(vc)
-                new_q.append(q_logits[i])
-            else:
-                ql, vc = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last")
-                new_v.append(vc)
+            if kind == "vocab":
+                ql, v_caches[i] = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last")
                 new_q.append(ql[:, 0])
-        return (t + 1, cache, new_v, new_logits[:, 0], new_q, done, lengths, out)
+            else:
+                new_q.append(q_logits[i])
+        return (t + 1, cache, v_caches, new_logits[:, 0], new_q, feed, done, lengths, out)
 
     def cond(carry):
-        t, done = carry[0], carry[5]
+        t, done = carry[0], carry[6]
         return (t < n) & ~jnp.all(done)
 
     out0 = {
@@ -244,10 +236,10 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         "policy_logprobs": jnp.zeros((b, n), jnp.float32),
         "guidance": jnp.zeros((b, n), jnp.float32),
     }
-    carry = (jnp.zeros((), jnp.int32), cache, v_caches, logits[:, 0], q_logits,
+    carry = (jnp.zeros((), jnp.int32), cache, v_caches, logits[:, 0], q_logits, ids[:, -1],
              jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), out0)
     carry = jax.lax.while_loop(cond, body, carry)
-    out, lengths = carry[7], carry[6]
+    out, lengths = carry[8], carry[7]
     return DecodeResult(tokens=out["tokens"], lengths=lengths, logprobs=out["logprobs"],
                         policy_logprobs=out["policy_logprobs"], guidance=out["guidance"])
 

@@ -271,12 +271,18 @@ class Transformer(nnx.Module):
         return self._head(self.hidden_states(input_ids, attention_mask, positions))
 
     # ------------------------------------------------------------ with cache
-    def forward(self, input_ids, cache: KVCache, *, mode: str = "extend", outputs: str = "all"):
+    def forward(self, input_ids, cache: KVCache, *, mode: str = "extend", outputs: str = "all",
+                n_pending: int = 0):
         """Run tokens against an explicit KV cache.
 
-        input_ids: int32[B, T]. Returns (out, cache') for "prefill"/"extend",
-        where out is the head output for the T tokens, or (out, (k, v)) for
-        "candidates" where (k, v) are per-layer [B, KVH, T, D] for `insert_candidate`.
+        input_ids: int32[B, T].
+        - "prefill": the cache is empty; T left-padded prompt tokens are written. Returns (out, cache').
+        - "extend": T tokens are appended (written, then attended causally). Returns (out, cache').
+        - "candidates": the first `n_pending` tokens are appended as in "extend"; the remaining
+          K = T - n_pending tokens are alternatives for the next position: each is a query at that
+          one position that sees the cache (pending tokens included) and itself only, and none is
+          written. Returns (out for the K candidates, cache', (k, v)) with the candidates' keys and
+          values, per layer [B, KVH, K, D] (for `pick_candidate` / `insert_candidate`).
         outputs: "all" positions, only the "last" one ([B, 1, ...]), or "none" (out is None).
         """
         input_ids = jnp.asarray(input_ids, jnp.int32)
@@ -284,25 +290,26 @@ class Transformer(nnx.Module):
         cfg = self.config
         if mode not in ("prefill", "extend", "candidates"):
             raise ValueError(f"unknown mode {mode!r}")
-        if mode == "candidates":
-            positions = jnp.broadcast_to(cache.next_positions()[:, None], (b, t))
-            new_mask = jnp.broadcast_to(jnp.eye(t, dtype=bool)[None], (b, t, t))
-        else:
-            slots = cache.index + jnp.arange(t, dtype=jnp.int32)
-            positions = slots[None, :] - cache.starts[:, None]
-            new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (positions >= 0)[:, None, :]
-        if mode == "extend":
-            # The new keys are written first and attention reads the updated cache: reading the
-            # old buffer and then writing it would make XLA copy the whole cache every step.
-            s_idx = jnp.arange(cache.size, dtype=jnp.int32)
-            ctx_pos = cache.slot_positions()
-            ctx_mask = ((s_idx[None, None, :] <= slots[None, :, None])
-                        & (s_idx >= cache.starts[:, None])[:, None, :])
-        elif mode == "candidates":
-            ctx_pos = cache.slot_positions()
-            ctx_mask = jnp.broadcast_to(cache.valid_slots()[:, None, :], (b, t, cache.size))
+        p = n_pending if mode == "candidates" else t  # tokens written to the cache
+        kc_ = t - p  # candidate tokens
+        slots = cache.index + jnp.arange(p, dtype=jnp.int32)  # where the written tokens go
+        pos_w = slots[None, :] - cache.starts[:, None]  # [B, P]
+        pos_c = jnp.broadcast_to((cache.index + p - cache.starts)[:, None], (b, kc_))  # [B, K]
+        positions = jnp.concatenate([pos_w, pos_c], axis=1)
+        s_idx = jnp.arange(cache.size, dtype=jnp.int32)
+        ctx_pos = cache.slot_positions()
+        # The written tokens go into the cache first and every query reads the updated cache:
+        # reading the old buffer and then writing it would make XLA copy the whole cache per step.
+        last_slot = jnp.concatenate([slots, jnp.full((kc_,), cache.index + p - 1, jnp.int32)])  # [T]
+        ctx_mask = (s_idx[None, None, :] <= last_slot[None, :, None]) & (s_idx >= cache.starts[:, None])[:, None, :]
+        new_mask = None
+        if mode == "prefill":  # attend among the new tokens only: the cache holds nothing before them
+            new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (pos_w >= 0)[:, None, :]
+        if kc_:
+            cand_mask = jnp.concatenate([jnp.zeros((p, kc_), bool), jnp.eye(kc_, dtype=bool)], axis=0)
+            cand_mask = jnp.broadcast_to(cand_mask[None], (b, t, kc_))
         masks = {}
-        new_k, new_v, ks, vs = [], [], [], []
+        ks, vs, cand_k, cand_v = [], [], [], []
 
         def with_window(m, pos_k, w):
             ok = _window_ok(positions, pos_k, w)
@@ -311,26 +318,31 @@ class Transformer(nnx.Module):
         def attn_fn(i, attn, x, inv_freq):
             w = cfg.window(i)
             if w not in masks:
-                masks[w] = (with_window(new_mask, positions, w),
-                            None if mode == "prefill" else with_window(ctx_mask, ctx_pos, w))
-            nm, cm = masks[w]
+                masks[w] = (with_window(ctx_mask, ctx_pos, w),
+                            with_window(new_mask, pos_w, w) if new_mask is not None else None)
+            cm, nm = masks[w]
             q, k, v = attn.qkv(x, positions, inv_freq)
             k = k.astype(cache.k[i].dtype)
             v = v.astype(cache.v[i].dtype)
-            if mode == "candidates":
-                new_k.append(k)
-                new_v.append(v)
-                return _attend(q, [(cache.k[i], cache.v[i], cm), (k, v, nm)], attn.scale)
-            kc = jax.lax.dynamic_update_slice(cache.k[i], k, (0, 0, cache.index, 0))
-            vc = jax.lax.dynamic_update_slice(cache.v[i], v, (0, 0, cache.index, 0))
+            kw, vw = k[:, :, :p], v[:, :, :p]
+            kc = jax.lax.dynamic_update_slice(cache.k[i], kw, (0, 0, cache.index, 0)) if p else cache.k[i]
+            vc = jax.lax.dynamic_update_slice(cache.v[i], vw, (0, 0, cache.index, 0)) if p else cache.v[i]
             ks.append(kc)
             vs.append(vc)
-            if mode == "prefill":  # the cache holds nothing before these tokens
-                return _attend(q, [(k, v, nm)], attn.scale)
-            return _attend(q, [(kc, vc, cm)], attn.scale)
+            if mode == "prefill":
+                return _attend(q, [(kw, vw, nm)], attn.scale)
+            segs = [(kc, vc, cm)]
+            if kc_:
+                cand_k.append(k[:, :, p:])
+                cand_v.append(v[:, :, p:])
+                segs.append((k[:, :, p:], v[:, :, p:], cand_mask))
+            return _attend(q, segs, attn.scale)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
-        out = None if outputs == "none" else self._head(h[:, -1:] if outputs == "last" else h)
         if mode == "candidates":
-            return out, (tuple(new_k), tuple(new_v))
-        return out, cache.replace(k=tuple(ks), v=tuple(vs), index=cache.index + t)
+            h = h[:, p:]
+        out = None if outputs == "none" else self._head(h[:, -1:] if outputs == "last" else h)
+        new_cache = cache.replace(k=tuple(ks), v=tuple(vs), index=cache.index + p)
+        if mode == "candidates":
+            return out, new_cache, (tuple(cand_k), tuple(cand_v))
+        return out, new_cache
