@@ -36,7 +36,7 @@ PRESETS = {
                   num_kv_heads=4, head_dim=32),
         value=dict(vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
                    num_kv_heads=2, head_dim=32),
-        prompt_len=32, new_tokens=64, batches=(1, 16), ks=(1, 5, 20), repeats=3,
+        prompt_len=32, new_tokens=64, batches=(1, 16), ks=(1, 5, 20), repeats=5,
     ),
     # base ~1.2B (Llama-3.2-1B-like); value ~0.2B (scalar) / ~0.25B (vocabulary-wide): about a quarter
     "gpu": dict(
@@ -76,16 +76,6 @@ def flops_per_token(cfg: ModelConfig, ctx: float, with_head: bool) -> float:
     return float(f)
 
 
-def timed(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile + warm
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -123,19 +113,29 @@ def main(argv=None):
     for b in batches:
         prompts = rng.randint(4, base.config.vocab_size, size=(b, p["prompt_len"])).astype(np.int32)
         key = jax.random.key(0)
-        t_gen = timed(lambda: vas_jax.generate(base, prompts, key=key, max_new_tokens=n).tokens, repeats)
-        gen_tps = b * n / t_gen
-        rows.append(dict(batch=b, method="generate", tokens_per_s=gen_tps, ratio=1.0, flops_ratio=1.0))
-        print(f"{b:>5} {'generate':<16} {gen_tps:>10.1f} {1.0:>7.3f} {1.0:>11.3f} {'':>11}")
-        settings = [(f"vas scalar k={k}", value, k, fb / (fb + k * fv)) for k in ks]
-        settings.append(("vas vocab k=20", qvalue, 20, fb / (fb + fq)))
-        for name, vm, k, fr in settings:
-            t = timed(lambda vm=vm, k=k: vas_jax.vas_decode(base, vm, prompts, beta=1.0, top_k=k, key=key,
-                                                           max_new_tokens=n).tokens, repeats)
-            tps = b * n / t
+        methods = [("generate", lambda: vas_jax.generate(base, prompts, key=key, max_new_tokens=n).tokens, 1.0)]
+        for k in ks:
+            methods.append((f"vas scalar k={k}", lambda k=k: vas_jax.vas_decode(
+                base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n).tokens, fb / (fb + k * fv)))
+        methods.append(("vas vocab k=20", lambda: vas_jax.vas_decode(
+            base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n).tokens, fb / (fb + fq)))
+        # compile and warm everything, then time in interleaved rounds so that drift in the
+        # machine's speed hits every method alike; the best round of each is kept
+        for _, fn, _ in methods:
+            jax.block_until_ready(fn())
+        best = {name: float("inf") for name, _, _ in methods}
+        for _ in range(repeats):
+            for name, fn, _ in methods:
+                t = time.perf_counter()
+                jax.block_until_ready(fn())
+                best[name] = min(best[name], time.perf_counter() - t)
+        gen_tps = b * n / best["generate"]
+        for name, _, fr in methods:
+            tps = b * n / best[name]
             r = tps / gen_tps
             rows.append(dict(batch=b, method=name, tokens_per_s=tps, ratio=r, flops_ratio=fr))
-            print(f"{b:>5} {name:<16} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {r / fr:>11.2f}", flush=True)
+            rf = f"{r / fr:>11.2f}" if name != "generate" else f"{'':>11}"
+            print(f"{b:>5} {name:<16} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {rf}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, rows=rows), f, indent=2)
