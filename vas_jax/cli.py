@@ -13,6 +13,7 @@ from .errors import VasError
 COMMANDS = {
     "info": ("vas_jax.cli_info", "show a checkpoint's architecture, head and size"),
     "decode": ("decode.decode", "value-guided decoding (VAS) or plain sampling; writes JSONL"),
+    "demo": ("vas_jax.cli_demo", "a first look at VAS on small models built on the spot (what `make demo` runs)"),
 }
 
 
