@@ -13,6 +13,9 @@ from .errors import VasError
 COMMANDS = {
     "info": ("vas_jax.cli_info", "show a checkpoint's architecture, head and size"),
     "decode": ("decode.decode", "value-guided decoding (VAS) or plain sampling; writes JSONL"),
+    "sample": ("train.sample", "sample N responses per prompt from the base model (resumable)"),
+    "score": ("train.score", "add a reward column to rollouts (Python function or reward model)"),
+    "train": ("train.train_value", "train a value model by TD(lambda) on scored rollouts (resumable)"),
     "demo": ("vas_jax.cli_demo", "a first look at VAS on small models built on the spot (what `make demo` runs)"),
 }
 

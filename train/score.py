@@ -1,0 +1,51 @@
+"""`vas score`: add a reward column to rollouts.
+
+    vas score --data runs/rollouts --reward-fn my_rewards:positivity
+    vas score --data runs/rollouts --reward-model RM_DIR --out runs/scored
+"""
+
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument("--data", required=True, help="rollout dataset directory (from `vas sample`)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--reward-fn", metavar="MODULE:FUNCTION",
+                     help="a Python function (prompts, responses) -> list of floats, importable from here")
+    src.add_argument("--reward-model", metavar="DIR", help="a *ForSequenceClassification directory (Flax, ours)")
+    src.add_argument("--reward-torch", metavar="DIR", help="a reward model run with transformers' PyTorch")
+    p.add_argument("--label", type=int, default=0, help="which output of a multi-label reward model")
+    p.add_argument("--column", default="reward", help="name of the new column")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--out", help="output directory (default: replace --data)")
+
+
+def run(args):
+    import os
+    import shutil
+    from pathlib import Path
+
+    from vas_jax.data import load_table
+    from vas_jax.rewards import RewardModel, TorchRewardModel, load_reward_function, score_dataset
+
+    ds = load_table(args.data)
+    if args.reward_fn:
+        reward = load_reward_function(args.reward_fn)
+    elif args.reward_model:
+        reward = RewardModel(args.reward_model, batch_size=args.batch_size, label=args.label)
+    else:
+        reward = TorchRewardModel(args.reward_torch, batch_size=args.batch_size, label=args.label)
+    ds = score_dataset(ds, reward, batch_size=args.batch_size, column=args.column)
+    out = Path(args.out or args.data)
+    tmp = out.with_name(out.name + ".tmp-score")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ds.save_to_disk(str(tmp))
+    if out.exists() and out.resolve() == Path(args.data).resolve():
+        settings = Path(args.data) / "rollout_settings.json"
+        if settings.exists():
+            shutil.copy(settings, tmp / settings.name)
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    r = ds[args.column]
+    print(f"scored {len(r)} responses: mean {sum(r) / len(r):.4f}, min {min(r):.4f}, max {max(r):.4f} -> {out}")

@@ -1,0 +1,138 @@
+"""Rewards for rollouts: a Python function, a reward model of ours, or a PyTorch reward model.
+
+Every source is a callable `(prompts: list[str], responses: list[str]) -> list[float]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import VasError
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+
+
+def load_reward_function(spec: str) -> RewardFn:
+    """`module:function`, importable from the working directory or the installed packages."""
+    if ":" not in spec:
+        raise VasError(f"reward function {spec!r} must be given as module:function")
+    mod_name, fn_name = spec.split(":", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise VasError(f"cannot import module {mod_name!r} for the reward function: {e}") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise VasError(f"module {mod_name!r} has no function {fn_name!r}")
+    return fn
+
+
+class RewardModel:
+    """A `*ForSequenceClassification` directory as a reward: its own tokenizer on prompt + response,
+    the score at the last token (as transformers pools it). Batches are right-padded to length buckets.
+    """
+
+    def __init__(self, path: str | Path, *, dtype="float32", batch_size: int = 32, label: int = 0,
+                 max_length: int | None = None):
+        import jax
+        from flax import nnx
+
+        from .hf import load_model
+        from .tokenizer import load_tokenizer
+
+        self.model = load_model(path, dtype=dtype)
+        if self.model.config.head != "score":
+            raise VasError(f"{path} is not a *ForSequenceClassification checkpoint; a reward model needs a score head")
+        self.tok = load_tokenizer(path)
+        self.batch_size = batch_size
+        self.label = label
+        self.max_length = max_length or self.model.config.max_position_embeddings
+        graphdef, self.state = nnx.split(self.model)
+        multi = self.model.config.num_labels > 1
+
+        @jax.jit
+        def score(state, ids, mask):
+            m = nnx.merge(graphdef, state)
+            s = m(ids, attention_mask=mask)
+            last = mask.sum(axis=1) - 1
+            s = jax.numpy.take_along_axis(s, last[:, None, None] if multi else last[:, None], axis=1)[:, 0]
+            return s[:, label] if multi else s
+
+        self._score = score
+
+    def __call__(self, prompts, responses):
+        from .decode import bucket_length
+
+        texts = [p + r for p, r in zip(prompts, responses)]
+        out = []
+        for s in range(0, len(texts), self.batch_size):
+            enc = [self.tok(t)["input_ids"][: self.max_length] for t in texts[s:s + self.batch_size]]
+            t = min(bucket_length(max(len(e) for e in enc)), self.max_length)
+            ids = np.zeros((len(enc), t), np.int32)
+            mask = np.zeros((len(enc), t), bool)
+            for i, e in enumerate(enc):
+                ids[i, : len(e)] = e
+                mask[i, : len(e)] = True
+            out.extend(np.asarray(self._score(self.state, ids, mask)).tolist())
+        return out
+
+
+class TorchRewardModel:
+    """transformers' PyTorch `AutoModelForSequenceClassification`, for architectures we don't implement."""
+
+    def __init__(self, path: str | Path, *, batch_size: int = 16, label: int = 0):
+        try:
+            import torch
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        except ImportError:
+            raise VasError("--reward-torch needs PyTorch: pip install torch") from None
+        self.torch = torch
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+        self.tok = AutoTokenizer.from_pretrained(str(path))
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model.config.pad_token_id = self.tok.pad_token_id
+        self.batch_size = batch_size
+        self.label = label
+
+    def __call__(self, prompts, responses):
+        out = []
+        texts = [p + r for p, r in zip(prompts, responses)]
+        for s in range(0, len(texts), self.batch_size):
+            enc = self.tok(texts[s:s + self.batch_size], return_tensors="pt", padding=True, truncation=True)
+            with self.torch.no_grad():
+                logits = self.model(**enc).logits
+            out.extend(logits[:, self.label].float().tolist())
+        return out
+
+
+def score_dataset(ds, reward: RewardFn, *, batch_size: int = 64, column: str = "reward", progress: bool = True):
+    """Add a `column` of rewards to a rollout dataset; non-finite rewards stop with the row ids."""
+    from tqdm import tqdm
+
+    for c in ("prompt", "response"):
+        if c not in ds.column_names:
+            raise VasError(f"the rollout dataset has no {c!r} column; make it with `vas sample`")
+    prompts, responses = ds["prompt"], ds["response"]
+    rewards: list[float] = []
+    for s in tqdm(range(0, len(ds), batch_size), desc="score", unit="batch", disable=not progress):
+        got = list(reward(prompts[s:s + batch_size], responses[s:s + batch_size]))
+        if len(got) != len(prompts[s:s + batch_size]):
+            raise VasError(f"the reward returned {len(got)} values for {len(prompts[s:s + batch_size])} responses")
+        rewards.extend(float(x) for x in got)
+    bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        raise VasError(f"{len(bad)} non-finite reward(s) (NaN or inf) at row(s) {shown}; fix the reward and rerun")
+    if column in ds.column_names:
+        ds = ds.remove_columns(column)
+    return ds.add_column(column, rewards)

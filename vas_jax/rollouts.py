@@ -1,0 +1,127 @@
+"""Rollouts from the frozen base model, written as a `datasets` dataset, resumably.
+
+Prompts are cut into fixed shards (`prompts_per_shard` prompts, each sampled `n` times); every
+shard is sampled with a key derived from its index and written atomically (temp file + rename)
+under `OUT/.shards/`. A rerun after an interruption skips the finished shards, so it loses and
+duplicates nothing and produces the same rows as an uninterrupted run. When every shard is done
+they are joined into the dataset at OUT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import VasError
+
+COLUMNS = ("prompt_index", "sample_index", "prompt", "prompt_ids", "response_ids", "response",
+           "logprobs", "ended_with_eos")
+
+
+def _settings_match(path: Path, settings: dict) -> None:
+    f = path / "rollout_settings.json"
+    if f.exists():
+        old = json.loads(f.read_text())
+        diff = [k for k in settings if old.get(k) != settings[k]]
+        if diff:
+            raise VasError(
+                f"{str(path)!r} holds rollouts made with other settings ({', '.join(diff)}); "
+                "use another --out, or delete it to start over"
+            )
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+
+def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, max_new_tokens: int,
+                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
+                    prompts_per_shard: int = 8, chat_template: bool = False, base_path: str | None = None,
+                    progress: bool = True, on_shard: Callable[[int], None] | None = None):
+    """Sample `n` responses per prompt and write them to the dataset directory `out`.
+
+    Returns the `datasets.Dataset`. `on_shard(i)` is called after shard i is written (tests use it
+    to interrupt a run).
+    """
+    import datasets
+    import jax
+    from tqdm import tqdm
+
+    from .data import encode_prompts
+    from .decode import generate
+
+    if n < 1:
+        raise VasError(f"--n must be at least 1, got {n}")
+    if not prompts:
+        raise VasError("no prompts to sample from")
+    out = Path(out)
+    ids = encode_prompts(tok, prompts, chat_template=chat_template)
+    settings = dict(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                    seed=seed, prompts_per_shard=prompts_per_shard, chat_template=chat_template,
+                    num_prompts=len(prompts), base=str(base_path) if base_path else None,
+                    prompts_digest=_digest(prompts))
+    if (out / "dataset_info.json").exists() and not (out / ".shards").exists():
+        _settings_match(out, settings)
+        return datasets.load_from_disk(str(out))
+    _settings_match(out, settings)
+    shard_dir = out / ".shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (eos if eos is not None else 0)
+    n_shards = (len(prompts) + prompts_per_shard - 1) // prompts_per_shard
+    key = jax.random.key(seed)
+    done = {int(p.stem.split("-")[1]) for p in shard_dir.glob("shard-*.parquet")}
+    bar = tqdm(total=len(prompts) * n, desc="sample", unit="resp", disable=not progress)
+    bar.update(sum(min(prompts_per_shard, len(prompts) - s * prompts_per_shard) * n for s in done))
+    for s in range(n_shards):
+        if s in done:
+            continue
+        idx = list(range(s * prompts_per_shard, min((s + 1) * prompts_per_shard, len(prompts))))
+        rows = [(i, j) for i in idx for j in range(n)]
+        r = generate(base, [ids[i] for i, _ in rows], key=jax.random.fold_in(key, s), max_new_tokens=max_new_tokens,
+                     temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos, pad_id=pad)
+        toks = r.token_lists()
+        lps = np.asarray(r.logprobs)
+        cols = {c: [] for c in COLUMNS}
+        for row, ((i, j), t) in enumerate(zip(rows, toks)):
+            cols["prompt_index"].append(i)
+            cols["sample_index"].append(j)
+            cols["prompt"].append(prompts[i])
+            cols["prompt_ids"].append(ids[i])
+            cols["response_ids"].append(t)
+            cols["response"].append(tok.decode(t, skip_special_tokens=True))
+            cols["logprobs"].append(lps[row, : len(t)].tolist())
+            cols["ended_with_eos"].append(bool(t) and eos is not None and t[-1] == eos)
+        tmp = shard_dir / f".tmp-{s:05d}.parquet"
+        datasets.Dataset.from_dict(cols).to_parquet(str(tmp))
+        os.replace(tmp, shard_dir / f"shard-{s:05d}.parquet")
+        bar.update(len(rows))
+        if on_shard is not None:
+            on_shard(s)
+    bar.close()
+    files = [str(shard_dir / f"shard-{s:05d}.parquet") for s in range(n_shards)]
+    datasets.disable_progress_bars()
+    ds = datasets.concatenate_datasets([datasets.Dataset.from_parquet(f) for f in files])
+    tmp_out = out.with_name(out.name + ".tmp-final")
+    if tmp_out.exists():
+        shutil.rmtree(tmp_out)
+    ds.save_to_disk(str(tmp_out))
+    for f in tmp_out.iterdir():
+        os.replace(f, out / f.name)
+    tmp_out.rmdir()
+    shutil.rmtree(shard_dir)
+    return datasets.load_from_disk(str(out))
+
+
+def _digest(prompts: list[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]

@@ -1,0 +1,396 @@
+"""Value-model training by TD(λ) on rollouts, compiled end to end, with checkpoints that resume.
+
+The schedule is a pure function of the step number: pass p, TD batch b, epoch e and minibatch m
+are derived from it, and every shuffle is seeded from (seed, p, b, e). At the first step of each
+TD batch the targets are computed once from the current model (or its EMA) and stay frozen while
+that batch is optimised for `epochs` epochs, as in the reference trainer. A checkpoint holds the
+parameters, optimizer state, EMA, the frozen targets and the step, so `resume=True` continues an
+interrupted run to the same final parameters as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from .decode import bucket_length
+from .errors import VasError
+from .model import Transformer
+from .td import lambda_returns, sparse_rewards
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    gamma: float = 1.0
+    lam: float = 0.95
+    learning_rate: float = 1e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    batch_size: int = 64  # rollouts per TD batch (targets frozen while it is optimised)
+    minibatch_size: int = 16  # rollouts per optimizer update
+    grad_accum: int = 1  # micro-batches per update (minibatch_size must divide by it)
+    epochs: int = 2  # epochs over each TD batch
+    passes: int = 1  # passes over the whole rollout set
+    ema: float = 0.0  # > 0: bootstrap targets come from an EMA of the parameters with this decay
+    compute_dtype: str = "float32"  # or "bfloat16" (parameters and optimizer stay float32)
+    seed: int = 0
+    save_every: int = 50
+    keep: int = 3
+    eval_fraction: float = 0.1
+    eval_every: int = 0  # 0: evaluate at the end only
+
+    def validate(self):
+        if self.minibatch_size > self.batch_size or self.batch_size % self.minibatch_size:
+            raise VasError(f"--batch-size ({self.batch_size}) must be a multiple of --minibatch-size ({self.minibatch_size})")
+        if self.minibatch_size % self.grad_accum:
+            raise VasError(f"--minibatch-size ({self.minibatch_size}) must be a multiple of --grad-accum ({self.grad_accum})")
+        if not (0 <= self.lam <= 1 and 0 < self.gamma <= 1):
+            raise VasError(f"need 0 <= lambda <= 1 and 0 < gamma <= 1, got lambda={self.lam}, gamma={self.gamma}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise VasError(f"unsupported compute dtype {self.compute_dtype!r}; use float32 or bfloat16")
+
+
+# ----------------------------------------------------------------------------- the value model
+
+
+def init_value_model(lm: Transformer, *, head: str = "scalar") -> Transformer:
+    """A value model from a small LM: its trunk, with a zero-initialised head.
+
+    head="scalar": a `score` head (num_labels=1), saved as `*ForSequenceClassification`;
+    head="vocab": a vocabulary-wide head Q(s, .) (untied from the embeddings), saved as `*ForCausalLM`.
+    """
+    if head not in ("scalar", "vocab"):
+        raise VasError(f"unknown value head {head!r}; use scalar or vocab")
+    cfg = lm.config
+    new_cfg = (cfg.replace(head="score", num_labels=1) if head == "scalar"
+               else cfg.replace(head="lm", tie_word_embeddings=False))
+    vm = nnx.eval_shape(lambda: Transformer(new_cfg, dtype=lm.dtype, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(vm)
+    src = dict(nnx.to_flat_state(nnx.state(lm, nnx.Param)))
+    flat = dict(nnx.to_flat_state(state))
+    for path, var in flat.items():
+        if path[0] in ("score", "lm_head"):
+            var.value = jnp.zeros(var.value.shape, lm.dtype)
+        else:
+            var.value = src[path][...]
+    return nnx.merge(graphdef, nnx.from_flat_state(flat))
+
+
+def value_readout(model: Transformer, ids, mask):
+    """V(prompt + y<=t) at every position t: float32[B, T].
+
+    A scalar head reads its score at t; a vocabulary-wide head reads Q at t-1 for token t.
+    """
+    out = model(ids, attention_mask=mask)
+    if model.config.head == "score":
+        return out
+    q = jnp.take_along_axis(out[:, :-1], ids[:, 1:, None], axis=-1)[..., 0]
+    return jnp.concatenate([jnp.zeros((ids.shape[0], 1), jnp.float32), q], axis=1)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclasses.dataclass
+class Batch:
+    ids: np.ndarray  # int32[N, L]: prompt + response, right-padded
+    mask: np.ndarray  # bool[N, L]: real tokens
+    resp: np.ndarray  # bool[N, L]: response tokens
+    reward: np.ndarray  # float32[N]
+
+    def take(self, idx):
+        return Batch(self.ids[idx], self.mask[idx], self.resp[idx], self.reward[idx])
+
+    def __len__(self):
+        return len(self.reward)
+
+
+def rollout_arrays(ds, *, pad_id: int = 0, max_length: int | None = None) -> Batch:
+    """Rollouts (prompt_ids, response_ids, reward) as right-padded arrays; empty responses are dropped."""
+    for c in ("prompt_ids", "response_ids", "reward"):
+        if c not in ds.column_names:
+            hint = "score it with `vas score`" if c == "reward" else "make it with `vas sample`"
+            raise VasError(f"the rollout dataset has no {c!r} column; {hint}")
+    rows = [(p, r, float(w)) for p, r, w in zip(ds["prompt_ids"], ds["response_ids"], ds["reward"]) if len(r)]
+    if not rows:
+        raise VasError("the rollout dataset has no non-empty responses to train on")
+    bad = [i for i, (_, _, w) in enumerate(rows) if not math.isfinite(w)]
+    if bad:
+        raise VasError(f"non-finite reward(s) at row(s) {', '.join(map(str, bad[:10]))}; rescore the rollouts")
+    longest = max(len(p) + len(r) for p, r, _ in rows)
+    length = bucket_length(longest) if max_length is None else max_length
+    if longest > length:
+        raise VasError(f"a rollout has {longest} tokens, more than --max-length {length}")
+    n = len(rows)
+    ids = np.full((n, length), pad_id, np.int32)
+    mask = np.zeros((n, length), bool)
+    resp = np.zeros((n, length), bool)
+    for i, (p, r, _) in enumerate(rows):
+        ids[i, : len(p) + len(r)] = list(p) + list(r)
+        mask[i, : len(p) + len(r)] = True
+        resp[i, len(p): len(p) + len(r)] = True
+    return Batch(ids, mask, resp, np.array([w for _, _, w in rows], np.float32))
+
+
+# ----------------------------------------------------------------------------- compiled pieces
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int):
+    warm = min(cfg.warmup_steps, max(total_steps - 1, 0))
+    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warm, max(total_steps, warm + 1),
+                                               end_value=cfg.learning_rate * 0.1)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
+                       optax.adamw(sched, weight_decay=cfg.weight_decay))
+
+
+def make_steps(model: Transformer, tx, cfg: TrainConfig):
+    """(targets_fn, train_step): plain functions of pytrees, jitted once (nnx.merge inside)."""
+    graphdef = nnx.graphdef(model)
+    compute = graphdef
+    if cfg.compute_dtype == "bfloat16":
+        compute = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model.config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))))
+
+    def values(params, ids, mask):
+        if compute is not graphdef:
+            params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
+        return value_readout(nnx.merge(compute, params), ids, mask)
+
+    @jax.jit
+    def targets_fn(params, ids, mask, resp, reward):
+        v = values(params, ids, mask)
+        return lambda_returns(v, sparse_rewards(reward, resp), resp, gamma=cfg.gamma, lam=cfg.lam)
+
+    def loss_fn(params, ids, mask, resp, tgt):
+        v = values(params, ids, mask)
+        w = resp.astype(jnp.float32)
+        err = (v - tgt) * w
+        n = jnp.maximum(w.sum(), 1.0)
+        loss = jnp.sum(err * err) / n
+        mean_t = jnp.sum(tgt * w) / n
+        var_t = jnp.sum(((tgt - mean_t) * w) ** 2) / n
+        mean_e = jnp.sum(err) / n
+        var_e = jnp.sum(((err - mean_e) * w) ** 2) / n
+        return loss, 1.0 - var_e / jnp.maximum(var_t, 1e-8)
+
+    @partial_jit_donate
+    def train_step(params, opt_state, ema, ids, mask, resp, tgt):
+        """One update over [grad_accum, micro, L] arrays (gradients averaged over micro-batches)."""
+        def micro(acc, xs):
+            (loss, ev), g = jax.value_and_grad(loss_fn, has_aux=True)(params, *xs)
+            return jax.tree.map(jnp.add, acc, (g, loss, ev)), None
+
+        zeros = (jax.tree.map(jnp.zeros_like, params), jnp.float32(0), jnp.float32(0))
+        (grads, loss, ev), _ = jax.lax.scan(micro, zeros, (ids, mask, resp, tgt))
+        k = ids.shape[0]
+        grads = jax.tree.map(lambda g: g / k, grads)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        if cfg.ema > 0:
+            ema = jax.tree.map(lambda e, p: cfg.ema * e + (1 - cfg.ema) * p, ema, params)
+        return params, opt_state, ema, {"loss": loss / k, "explained_variance": ev / k,
+                                        "grad_norm": optax.global_norm(grads)}
+
+    return targets_fn, train_step
+
+
+def partial_jit_donate(fn):
+    return jax.jit(fn, donate_argnums=(0, 1, 2))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(targets_fn_values, params, data: Batch, cfg: TrainConfig, batch: int = 64) -> dict:
+    """Correlation and error of V against observed (Monte-Carlo, discounted) returns on held-out rollouts."""
+    vs, gs, last_v = [], [], []
+    for s in range(0, len(data), batch):
+        d = data.take(np.arange(s, min(s + batch, len(data))))
+        v = np.asarray(targets_fn_values(params, d.ids, d.mask))
+        g = np.asarray(lambda_returns(np.zeros_like(v), sparse_rewards(d.reward, d.resp), d.resp,
+                                      gamma=cfg.gamma, lam=1.0))
+        vs.append(v[d.resp])
+        gs.append(g[d.resp])
+        last = d.resp.shape[1] - 1 - np.argmax(d.resp[:, ::-1], axis=1)
+        last_v.append(v[np.arange(len(d)), last])
+    v, g = np.concatenate(vs), np.concatenate(gs)
+    lv = np.concatenate(last_v)
+    corr = float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else 0.0
+    return {"eval_corr": corr, "eval_rmse": float(np.sqrt(np.mean((v - g) ** 2))),
+            "eval_final_rmse": float(np.sqrt(np.mean((lv - data.reward) ** 2))),
+            "eval_explained_variance": float(1 - np.var(g - v) / max(np.var(g), 1e-8))}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _Schedule:
+    def __init__(self, n: int, cfg: TrainConfig):
+        self.cfg = cfg
+        self.n = n
+        self.bs = min(cfg.batch_size, n - n % cfg.minibatch_size) if n < cfg.batch_size else cfg.batch_size
+        if self.bs < cfg.minibatch_size:
+            raise VasError(f"only {n} training rollouts, fewer than --minibatch-size {cfg.minibatch_size}")
+        self.batches = n // self.bs
+        self.mbs = self.bs // cfg.minibatch_size
+        self.per_batch = cfg.epochs * self.mbs
+        self.total = cfg.passes * self.batches * self.per_batch
+
+    def locate(self, step: int):
+        per_pass = self.batches * self.per_batch
+        p, r = divmod(step, per_pass)
+        b, r = divmod(r, self.per_batch)
+        e, m = divmod(r, self.mbs)
+        return p, b, e, m
+
+    def batch_rows(self, p: int, b: int) -> np.ndarray:
+        perm = np.random.RandomState([self.cfg.seed, p]).permutation(self.n)
+        return perm[b * self.bs:(b + 1) * self.bs]
+
+    def minibatch(self, p, b, e, m) -> np.ndarray:
+        perm = np.random.RandomState([self.cfg.seed, p, b, e, 7]).permutation(self.bs)
+        return perm[m * self.cfg.minibatch_size:(m + 1) * self.cfg.minibatch_size]
+
+
+def split_eval(data: Batch, cfg: TrainConfig):
+    n = len(data)
+    n_eval = int(round(n * cfg.eval_fraction)) if cfg.eval_fraction > 0 else 0
+    if n_eval and n - n_eval < cfg.minibatch_size:
+        n_eval = 0
+    perm = np.random.RandomState([cfg.seed, 99]).permutation(n)
+    return data.take(np.sort(perm[n_eval:])), (data.take(np.sort(perm[:n_eval])) if n_eval else None)
+
+
+def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
+                progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
+                max_steps: int | None = None) -> tuple[Transformer, dict]:
+    """Train `model` (a value model from `init_value_model`) on `data`; checkpoints under OUT/checkpoints.
+
+    Returns the trained model and the last metrics. `on_step(step, metrics)` runs after each update.
+    """
+    import orbax.checkpoint as ocp
+    from tqdm import tqdm
+
+    cfg.validate()
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    settings = dataclasses.asdict(cfg)
+    settings_file = out / "train_settings.json"
+    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not resume:
+        raise VasError(f"{str(out)!r} already holds checkpoints; pass --resume to continue, or use another --out")
+    if resume and settings_file.exists():
+        old = json.loads(settings_file.read_text())
+        diff = [k for k in settings if k not in ("save_every", "keep", "eval_every") and old.get(k) != settings[k]]
+        if diff:
+            raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
+    settings_file.write_text(json.dumps(settings, indent=2))
+
+    train_data, eval_data = split_eval(data, cfg)
+    sched = _Schedule(len(train_data), cfg)
+    total = sched.total if max_steps is None else min(sched.total, max_steps)
+    tx = make_optimizer(cfg, sched.total)
+    targets_fn, train_step = make_steps(model, tx, cfg)
+    graphdef, params = nnx.split(model)
+    # a copy: the train step donates its parameters, and the caller's model must survive it
+    params = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), params)
+    state = {
+        "params": params,
+        "opt_state": tx.init(params),
+        "ema": jax.tree.map(jnp.copy, params) if cfg.ema > 0 else {},
+        "targets": jnp.zeros((sched.bs, train_data.ids.shape[1]), jnp.float32),
+        "step": jnp.int32(0),
+    }
+    mngr = ocp.CheckpointManager(
+        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, save_interval_steps=1, create=True))
+    start = 0
+    log_path = out / "metrics.jsonl"
+    if resume and mngr.latest_step() is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+        start = int(state["step"])
+        if log_path.exists():  # drop log lines written after the checkpoint
+            keep = [ln for ln in log_path.read_text().splitlines() if json.loads(ln).get("step", 0) <= start]
+            log_path.write_text("".join(k + "\n" for k in keep))
+    elif log_path.exists():
+        log_path.unlink()
+    writer = _tensorboard(out)
+    values_fn = jax.jit(lambda p, ids, mask: make_values(graphdef, p, ids, mask))
+    ga = cfg.grad_accum
+    metrics: dict = {}
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress)
+    t0, tokens = time.perf_counter(), 0
+    with log_path.open("a") as log:
+        for step in range(start, total):
+            p, b, e, m = sched.locate(step)
+            rows = sched.batch_rows(p, b)
+            if e == 0 and m == 0:  # a new TD batch: freeze its targets
+                d = train_data.take(rows)
+                src = state["ema"] if cfg.ema > 0 else state["params"]
+                state["targets"] = targets_fn(src, d.ids, d.mask, d.resp, d.reward)
+            mb = sched.minibatch(p, b, e, m)
+            d = train_data.take(rows[mb])
+            tgt = state["targets"][mb]
+
+            def fold(x):
+                return x.reshape((ga, x.shape[0] // ga) + x.shape[1:])
+
+            state["params"], state["opt_state"], state["ema"], mtr = train_step(
+                state["params"], state["opt_state"], state["ema"], fold(d.ids), fold(d.mask), fold(d.resp), fold(tgt))
+            state["step"] = jnp.int32(step + 1)
+            tokens += int(d.mask.sum())
+            if (step + 1) % cfg.save_every == 0 or step + 1 == total:
+                mngr.save(step + 1, args=ocp.args.StandardSave(state))
+            metrics = {k: float(v) for k, v in mtr.items()}
+            metrics["step"] = step + 1
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and eval_data is not None:
+                metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
+            if step + 1 == total:
+                dt = time.perf_counter() - t0
+                metrics["tokens_per_s"] = tokens / dt if dt > 0 else 0.0
+                if eval_data is not None:
+                    metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+            if writer is not None:
+                for k, v in metrics.items():
+                    if k != "step":
+                        writer.add_scalar(k, v, step + 1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(step + 1, metrics)
+    bar.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    trained = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(model.dtype), state["params"]))
+    return trained, metrics
+
+
+def make_values(graphdef, params, ids, mask):
+    return value_readout(nnx.merge(graphdef, params), ids, mask)
+
+
+def _tensorboard(out: Path):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:
+            return None
+    try:
+        return SummaryWriter(str(out / "tensorboard"))
+    except Exception:
+        return None
