@@ -349,7 +349,11 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
             state["params"], state["opt_state"], state["ema"], mtr = train_step(
                 state["params"], state["opt_state"], state["ema"], fold(d.ids), fold(d.mask), fold(d.resp), fold(tgt))
             state["step"] = jnp.int32(step + 1)
-            tokens += int(d.mask.sum())
+            if step == start:  # throughput excludes the first update, which compiles
+                jax.block_until_ready(mtr)
+                t0 = time.perf_counter()
+            else:
+                tokens += int(d.mask.sum())
             if (step + 1) % cfg.save_every == 0 or step + 1 == total:
                 mngr.save(step + 1, args=ocp.args.StandardSave(state))
             metrics = {k: float(v) for k, v in mtr.items()}
@@ -357,8 +361,9 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and eval_data is not None:
                 metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
             if step + 1 == total:
+                jax.block_until_ready(state["params"])
                 dt = time.perf_counter() - t0
-                metrics["tokens_per_s"] = tokens / dt if dt > 0 else 0.0
+                metrics["tokens_per_s"] = tokens / dt if tokens and dt > 0 else 0.0
                 if eval_data is not None:
                     metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
             log.write(json.dumps(metrics) + "\n")
