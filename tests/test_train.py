@@ -5,6 +5,7 @@ import json
 
 import datasets
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -74,13 +75,14 @@ def _flat(model):
     return {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
-@pytest.mark.parametrize("ema,accum,dtype", [(0.0, 1, "float32"), (0.9, 2, "bfloat16")])
-def test_interrupted_training_resumes_to_same_parameters(hf_dir, small_data, tmp_path, ema, accum, dtype):
+@pytest.mark.parametrize("ema,accum,dtype,lora", [(0.0, 1, "float32", 0), (0.9, 2, "bfloat16", 4)])
+def test_interrupted_training_resumes_to_same_parameters(hf_dir, small_data, tmp_path, ema, accum, dtype, lora):
     lm = vas_jax.load_model(hf_dir("llama")[1])
     data = rollout_arrays(small_data)
     assert len(data) < 40  # empty responses were dropped
     cfg = TrainConfig(batch_size=16, minibatch_size=8, grad_accum=accum, epochs=2, passes=2, ema=ema,
-                      save_every=5, keep=2, learning_rate=1e-3, eval_fraction=0.1, compute_dtype=dtype)
+                      save_every=5, keep=2, learning_rate=1e-3, eval_fraction=0.1, compute_dtype=dtype,
+                      lora_rank=lora)
     full, m_full = train_value(init_value_model(lm), data, tmp_path / "a", cfg, progress=False)
 
     class Killed(Exception):
@@ -103,6 +105,32 @@ def test_interrupted_training_resumes_to_same_parameters(hf_dir, small_data, tmp
     assert steps == sorted(set(steps)) and steps[-1] == m_full["step"]
     kept = sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir() if p.name.isdigit())
     assert len(kept) == 2 and int(kept[-1]) == m_full["step"]
+
+
+def test_lora_trains_adapters_only_and_merges(hf_dir, small_data, tmp_path):
+    from vas_jax.model import add_lora, merge_lora
+
+    lm = vas_jax.load_model(hf_dir("llama")[1])
+    ids = np.array([[3, 4, 5, 6]])
+    # adapters start as a no-op, and merging folds them in exactly
+    m = add_lora(vas_jax.load_model(hf_dir("llama")[1]), 4)
+    np.testing.assert_allclose(np.asarray(m(ids)), np.asarray(lm(ids)), atol=1e-6)
+    for _, mod in m.iter_modules():
+        if getattr(mod, "lora_b", None) is not None:
+            mod.lora_b.value = jnp.ones_like(mod.lora_b[...]) * 0.01
+    before = np.asarray(m(ids))
+    np.testing.assert_allclose(np.asarray(merge_lora(m)(ids)), before, atol=1e-5)
+    # training with LoRA changes the head and (through the adapters) the trunk's function, but the
+    # trunk's stored kernels only by the merged low-rank update
+    cfg = TrainConfig(batch_size=16, minibatch_size=8, epochs=1, passes=1, learning_rate=1e-2,
+                      eval_fraction=0.0, lora_rank=2, save_every=100)
+    vm0 = init_value_model(lm)
+    w0 = np.asarray(vm0.layers[0].attn.q_proj.kernel[...])
+    vm, _ = train_value(init_value_model(lm), rollout_arrays(small_data), tmp_path, cfg, progress=False)
+    w1 = np.asarray(vm.layers[0].attn.q_proj.kernel[...])
+    assert vm.layers[0].attn.q_proj.lora_a is None  # merged for export
+    assert np.linalg.matrix_rank(w1 - w0, tol=1e-6) <= 2 and not np.allclose(w1, w0)
+    np.testing.assert_array_equal(np.asarray(vm.embed[...]), np.asarray(vm0.embed[...]))  # frozen
 
 
 def test_init_value_model_heads(hf_dir):

@@ -29,6 +29,8 @@ def add_arguments(p):
     o.add_argument("--batch-size", type=int, default=64, help="rollouts per TD batch")
     o.add_argument("--minibatch-size", type=int, default=16, help="rollouts per optimizer update")
     o.add_argument("--grad-accum", type=int, default=1, help="micro-batches per update")
+    o.add_argument("--lora-rank", type=int, default=0, help="> 0: train LoRA adapters of this rank and the head only")
+    o.add_argument("--lora-alpha", type=float, default=0.0, help="LoRA scale numerator (0: the rank)")
     o.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     o.add_argument("--seed", type=int, default=0)
     c = p.add_argument_group("checkpoints and evaluation")
@@ -51,6 +53,7 @@ def run(args):
                       weight_decay=args.weight_decay, clip_norm=args.clip_norm, batch_size=args.batch_size,
                       minibatch_size=args.minibatch_size, grad_accum=args.grad_accum, epochs=args.epochs,
                       passes=args.passes, ema=args.ema, compute_dtype=args.compute_dtype, seed=args.seed,
+                      lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
                       save_every=args.save_every, keep=args.keep, eval_fraction=args.eval_fraction,
                       eval_every=args.eval_every)
     cfg.validate()

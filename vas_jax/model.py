@@ -74,15 +74,53 @@ def apply_rope(x, positions, inv_freq):
 
 
 class Linear(nnx.Module):
+    """y = x W (+ b), W stored [in, out]; optionally plus a low-rank update scale * x A B (LoRA)."""
+
     def __init__(self, din: int, dout: int, *, bias: bool, dtype, rngs: nnx.Rngs):
         self.kernel = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (din, dout), dtype))
         self.bias = nnx.Param(jnp.zeros((dout,), dtype)) if bias else None
+        self.lora_a = nnx.data(None)  # data slots, filled by add_lora
+        self.lora_b = nnx.data(None)
+        self.lora_scale = 0.0
 
     def __call__(self, x):
         y = jnp.dot(x, self.kernel[...].astype(x.dtype))
+        if self.lora_a is not None:
+            y = y + self.lora_scale * jnp.dot(jnp.dot(x, self.lora_a[...].astype(x.dtype)),
+                                              self.lora_b[...].astype(x.dtype))
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
         return y
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def add_lora(model, rank: int, *, alpha: float | None = None, targets=LORA_TARGETS, seed: int = 0):
+    """Give the trunk's projections LoRA adapters (A random, B zero: the model's output is unchanged)."""
+    rngs = nnx.Rngs(seed)
+    scale = (alpha if alpha is not None else rank) / rank
+    for path, mod in model.iter_modules():
+        if isinstance(mod, Linear) and path and path[-1] in targets:
+            din, dout = mod.kernel.shape
+            dt = mod.kernel[...].dtype
+            mod.lora_a = nnx.data(nnx.Param(jax.random.normal(rngs.params(), (din, rank), dt) / np.sqrt(din)))
+            mod.lora_b = nnx.data(nnx.Param(jnp.zeros((rank, dout), dt)))
+            mod.lora_scale = scale
+    return model
+
+
+def merge_lora(model):
+    """Fold every adapter into its kernel (W + scale * A B) and remove it: a plain model again."""
+    for _, mod in model.iter_modules():
+        if isinstance(mod, Linear) and mod.lora_a is not None:
+            w = mod.kernel[...]
+            delta = mod.lora_scale * (mod.lora_a[...].astype(jnp.float32) @ mod.lora_b[...].astype(jnp.float32))
+            mod.kernel = nnx.Param((w.astype(jnp.float32) + delta).astype(w.dtype))
+            mod.lora_a = nnx.data(None)
+            mod.lora_b = nnx.data(None)
+            mod.lora_scale = 0.0
+    return model
 
 
 class Norm(nnx.Module):

@@ -46,6 +46,8 @@ class TrainConfig:
     ema: float = 0.0  # > 0: bootstrap targets come from an EMA of the parameters with this decay
     compute_dtype: str = "float32"  # or "bfloat16" (parameters and optimizer stay float32)
     seed: int = 0
+    lora_rank: int = 0  # > 0: train LoRA adapters (and the head) only; merged into the weights on export
+    lora_alpha: float = 0.0  # 0: alpha = rank
     save_every: int = 50
     keep: int = 3
     eval_fraction: float = 0.1
@@ -155,25 +157,36 @@ def make_optimizer(cfg: TrainConfig, total_steps: int):
                        optax.adamw(sched, weight_decay=cfg.weight_decay))
 
 
+def trainable_filter(cfg: TrainConfig):
+    """Which parameters train: all of them, or (LoRA) the adapters and the head."""
+    if cfg.lora_rank > 0:
+        return nnx.Any(nnx.PathContains("lora_a"), nnx.PathContains("lora_b"), nnx.PathContains("score"),
+                       nnx.PathContains("lm_head"))
+    return nnx.Param
+
+
 def make_steps(model: Transformer, tx, cfg: TrainConfig):
-    """(targets_fn, train_step): plain functions of pytrees, jitted once (nnx.merge inside)."""
-    graphdef = nnx.graphdef(model)
-    compute = graphdef
-    if cfg.compute_dtype == "bfloat16":
-        compute = nnx.graphdef(nnx.eval_shape(lambda: Transformer(model.config, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))))
+    """(targets_fn, train_step): plain functions of pytrees, jitted once (nnx.merge inside).
+
+    `params` is (trainable, frozen) as split by `trainable_filter`; only the first is differentiated
+    and updated.
+    """
+    graphdef = nnx.split(model, trainable_filter(cfg), ...)[0]
+    bf16 = cfg.compute_dtype == "bfloat16"
 
     def values(params, ids, mask):
-        if compute is not graphdef:
-            params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
-        return value_readout(nnx.merge(compute, params), ids, mask)
+        m = nnx.merge(graphdef, *params)
+        if bf16:  # activations in bfloat16; each kernel is cast where it is used
+            m.dtype_name = "bfloat16"
+        return value_readout(m, ids, mask)
 
     @jax.jit
     def targets_fn(params, ids, mask, resp, reward):
         v = values(params, ids, mask)
         return lambda_returns(v, sparse_rewards(reward, resp), resp, gamma=cfg.gamma, lam=cfg.lam)
 
-    def loss_fn(params, ids, mask, resp, tgt):
-        v = values(params, ids, mask)
+    def loss_fn(trainable, frozen, ids, mask, resp, tgt):
+        v = values((trainable, frozen), ids, mask)
         w = resp.astype(jnp.float32)
         err = (v - tgt) * w
         n = jnp.maximum(w.sum(), 1.0)
@@ -187,8 +200,10 @@ def make_steps(model: Transformer, tx, cfg: TrainConfig):
     @partial_jit_donate
     def train_step(params, opt_state, ema, ids, mask, resp, tgt):
         """One update over [grad_accum, micro, L] arrays (gradients averaged over micro-batches)."""
+        params, frozen = params
+
         def micro(acc, xs):
-            (loss, ev), g = jax.value_and_grad(loss_fn, has_aux=True)(params, *xs)
+            (loss, ev), g = jax.value_and_grad(loss_fn, has_aux=True)(params, frozen, *xs)
             return jax.tree.map(jnp.add, acc, (g, loss, ev)), None
 
         zeros = (jax.tree.map(jnp.zeros_like, params), jnp.float32(0), jnp.float32(0))
@@ -199,7 +214,7 @@ def make_steps(model: Transformer, tx, cfg: TrainConfig):
         params = optax.apply_updates(params, updates)
         if cfg.ema > 0:
             ema = jax.tree.map(lambda e, p: cfg.ema * e + (1 - cfg.ema) * p, ema, params)
-        return params, opt_state, ema, {"loss": loss / k, "explained_variance": ev / k,
+        return (params, frozen), opt_state, ema, {"loss": loss / k, "explained_variance": ev / k,
                                         "grad_norm": optax.global_norm(grads)}
 
     return targets_fn, train_step
@@ -301,14 +316,20 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     sched = _Schedule(len(train_data), cfg)
     total = sched.total if max_steps is None else min(sched.total, max_steps)
     tx = make_optimizer(cfg, sched.total)
+    if cfg.lora_rank > 0:
+        from .model import add_lora
+
+        model = add_lora(model, cfg.lora_rank, alpha=cfg.lora_alpha or None, seed=cfg.seed)
     targets_fn, train_step = make_steps(model, tx, cfg)
-    graphdef, params = nnx.split(model)
+    graphdef, trainable, frozen = nnx.split(model, trainable_filter(cfg), ...)
     # a copy: the train step donates its parameters, and the caller's model must survive it
-    params = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), params)
+    trainable = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), trainable)
+    frozen = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), frozen)
+    params = (trainable, frozen)
     state = {
         "params": params,
-        "opt_state": tx.init(params),
-        "ema": jax.tree.map(jnp.copy, params) if cfg.ema > 0 else {},
+        "opt_state": tx.init(trainable),
+        "ema": jax.tree.map(jnp.copy, trainable) if cfg.ema > 0 else {},
         "targets": jnp.zeros((sched.bs, train_data.ids.shape[1]), jnp.float32),
         "step": jnp.int32(0),
     }
@@ -326,7 +347,7 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     elif log_path.exists():
         log_path.unlink()
     writer = _tensorboard(out)
-    values_fn = jax.jit(lambda p, ids, mask: make_values(graphdef, p, ids, mask))
+    values_fn = jax.jit(lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask))
     ga = cfg.grad_accum
     metrics: dict = {}
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress)
@@ -337,7 +358,7 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
             rows = sched.batch_rows(p, b)
             if e == 0 and m == 0:  # a new TD batch: freeze its targets
                 d = train_data.take(rows)
-                src = state["ema"] if cfg.ema > 0 else state["params"]
+                src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
                 state["targets"] = targets_fn(src, d.ids, d.mask, d.resp, d.reward)
             mb = sched.minibatch(p, b, e, m)
             d = train_data.take(rows[mb])
@@ -379,12 +400,12 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     bar.close()
     mngr.wait_until_finished()
     mngr.close()
-    trained = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(model.dtype), state["params"]))
+    trained = nnx.merge(graphdef, *jax.tree.map(lambda x: x.astype(model.dtype), state["params"]))
+    if cfg.lora_rank > 0:
+        from .model import merge_lora
+
+        trained = merge_lora(trained)
     return trained, metrics
-
-
-def make_values(graphdef, params, ids, mask):
-    return value_readout(nnx.merge(graphdef, params), ids, mask)
 
 
 def _tensorboard(out: Path):
