@@ -213,3 +213,30 @@ def test_bad_inputs(models):
     small = vas_jax.Transformer(models["q_qwen"].config.replace(vocab_size=50))
     with pytest.raises(VasError, match="value models must use the base model's tokenizer"):
         vas_jax.vas_decode(base, small, [[1]], beta=1.0, key=key, max_new_tokens=2)
+
+
+def test_num_samples_share_one_prefill_and_best_of_n(models):
+    base = models["base"]
+    # greedy: every sample of a prompt is the same, and equals the prompt decoded alone
+    r = vas_jax.generate(base, PROMPTS, key=jax.random.key(0), max_new_tokens=5, temperature=0.0, num_samples=3)
+    alone = vas_jax.generate(base, PROMPTS, key=jax.random.key(0), max_new_tokens=5, temperature=0.0)
+    assert r.tokens.shape == (9, 5)
+    np.testing.assert_array_equal(np.asarray(r.tokens), np.repeat(np.asarray(alone.tokens), 3, axis=0))
+    v = vas_jax.vas_decode(base, models["v_llama"], PROMPTS, beta=[1.0, 2.0, 3.0], key=jax.random.key(0), top_k=4,
+                           max_new_tokens=4, temperature=0.0, num_samples=2)
+    for i, bta in enumerate([1.0, 2.0, 3.0]):
+        one = vas_jax.vas_decode(base, models["v_llama"], [PROMPTS[i]], beta=bta, key=jax.random.key(0), top_k=4,
+                                 max_new_tokens=4, temperature=0.0)
+        assert v.token_lists()[2 * i] == v.token_lists()[2 * i + 1] == one.token_lists()[0]
+
+    def reward(prompts, responses):  # token lists: prefer many 7s
+        return [float(sum(t == 7 for t in r)) for r in responses]
+
+    bon = vas_jax.best_of_n(base, PROMPTS, reward, n=16, key=jax.random.key(1), max_new_tokens=6)
+    rw = np.asarray(bon.rewards)
+    assert rw.shape == (3, 16)
+    np.testing.assert_array_equal(np.asarray(bon.reward), rw.max(axis=1))
+    best = bon.samples.token_lists()
+    for i in range(3):
+        j = int(rw[i].argmax())
+        assert np.asarray(bon.tokens)[i, : int(bon.lengths[i])].tolist() == best[16 * i + j]

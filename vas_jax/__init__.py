@@ -2,14 +2,16 @@
 
 from .cache import KVCache, init_cache, insert_candidate
 from .config import SUPPORTED_MODEL_TYPES, ModelConfig
-from .decode import DecodeResult, generate, prepare_prompts, vas_decode
+from .decode import BestOfN, DecodeResult, best_of_n, generate, prepare_prompts, vas_decode
 from .errors import VasError
 from .hf import load_model, save_model
 from .tokenizer import check_same_tokenizer, load_tokenizer
 from .model import Transformer
 
 __all__ = [
+    "BestOfN",
     "DecodeResult",
+    "best_of_n",
     "KVCache",
     "ModelConfig",
     "SUPPORTED_MODEL_TYPES",

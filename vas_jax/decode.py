@@ -84,6 +84,7 @@ class DecodeSpec:
     restrict_to_topk: bool = False
     eos_ids: tuple = ()
     pad_id: int = 0
+    num_samples: int = 1  # samples per prompt; each prompt is prefilled once and its cache repeated
 
 
 def bucket_length(n: int) -> int:
@@ -174,6 +175,18 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
             _, vc = vm.forward(ids[:, :-1], vc, mode="prefill", outputs="none")
             q_logits.append(jnp.zeros((b, 0), jnp.float32))
         v_caches.append(vc)
+    if spec.num_samples > 1:  # prefilled once per prompt; the n samples share that work
+        def rep(x):
+            return jnp.repeat(x, spec.num_samples, axis=0)
+
+        def rep_cache(c):
+            return c.replace(k=tuple(map(rep, c.k)), v=tuple(map(rep, c.v)), starts=rep(c.starts))
+
+        cache, logits, ids = rep_cache(cache), rep(logits), rep(ids)
+        v_caches = [rep_cache(c) for c in v_caches]
+        q_logits = [rep(q) for q in q_logits]
+        b = ids.shape[0]
+        rows = jnp.arange(b)
 
     def body(carry):
         t, cache, v_caches, logits, q_logits, pending, done, lengths, out = carry
@@ -264,7 +277,7 @@ def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
 
 
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
-         restrict_to_topk, sample_top_k, pad_id):
+         restrict_to_topk, sample_top_k, pad_id, num_samples=1):
     if not isinstance(base, Transformer) or base.config.head != "lm":
         raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
     if max_new_tokens < 1:
@@ -295,12 +308,22 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         restrict_to_topk=bool(restrict_to_topk),
         eos_ids=_eos_tuple(eos_token_id),
         pad_id=int(pad_id),
+        num_samples=int(num_samples),
     )
+    if num_samples < 1:
+        raise VasError(f"num_samples must be at least 1, got {num_samples}")
     splits = [nnx.split(m) for m in [base, *values]]
     graphdefs = tuple(g for g, _ in splits)
     states = tuple(s for _, s in splits)
-    b = ids.shape[0]
-    beta_arr = _normalize_beta(beta, b, len(values)) if values else jnp.zeros((b, 0), jnp.float32)
+    b = ids.shape[0] * num_samples
+    if values:
+        bb = jnp.asarray(beta, jnp.float32)
+        if num_samples > 1 and bb.ndim >= 1 and bb.shape[0] == ids.shape[0] and not (
+                bb.ndim == 1 and bb.shape[0] == len(values)):
+            bb = jnp.repeat(bb, num_samples, axis=0)  # per-prompt beta -> per-row
+        beta_arr = _normalize_beta(bb, b, len(values))
+    else:
+        beta_arr = jnp.zeros((b, 0), jnp.float32)
     if key is None:
         raise VasError("a PRNG key is required: key=jax.random.key(0)")
     return decode_program(graphdefs, states, jnp.asarray(ids), jnp.asarray(starts), beta_arr, key,
@@ -308,20 +331,22 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
 
 
 def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, eos_token_id=None, pad_id: int = 0) -> DecodeResult:
+             top_p: float = 1.0, eos_token_id=None, pad_id: int = 0, num_samples: int = 1) -> DecodeResult:
     """Sample continuations of `prompts` from `base`.
 
     prompts: a list of token-id lists (any lengths), an int[B, T] array, or (ids, mask) / a tokenizer's
-    {"input_ids", "attention_mask"} for a padded batch. temperature=0 is greedy.
+    {"input_ids", "attention_mask"} for a padded batch. temperature=0 is greedy. num_samples: rows per
+    prompt (prompt-major: row i*n + j is sample j of prompt i); each prompt is prefilled once.
     """
     return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id, restrict_to_topk=False,
-                sample_top_k=top_k, pad_id=pad_id)
+                sample_top_k=top_k, pad_id=pad_id, num_samples=num_samples)
 
 
 def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], prompts, *, beta, key,
                max_new_tokens: int, top_k: int = 20, temperature: float = 1.0, top_p: float = 1.0,
-               eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0) -> DecodeResult:
+               eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0,
+               num_samples: int = 1) -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
 
     values: a value model or a list (scalar heads: `*ForSequenceClassification`, num_labels=1, read as
@@ -336,4 +361,39 @@ def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], p
         raise VasError("vas_decode needs at least one value model; use generate for plain sampling")
     return _run(base, values, prompts, beta=beta, top_k=top_k, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id,
-                restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id)
+                restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id, num_samples=num_samples)
+
+
+@struct.dataclass
+class BestOfN:
+    """tokens: int32[B, N_new] and lengths: int32[B] of each prompt's best sample; reward: float32[B] its
+    reward; rewards: float32[B, n] every sample's; samples: the DecodeResult of all B*n rows."""
+
+    tokens: jax.Array
+    lengths: jax.Array
+    reward: jax.Array
+    rewards: jax.Array
+    samples: DecodeResult
+
+
+def best_of_n(base: Transformer, prompts, reward, *, n: int, key, max_new_tokens: int, tokenizer=None,
+              temperature: float = 1.0, top_p: float = 1.0, eos_token_id=None, pad_id: int = 0) -> BestOfN:
+    """Best-of-N: sample n responses per prompt, keep the best by `reward`.
+
+    Each prompt is prefilled once and its KV cache shared by its n samples (not n prefills).
+    reward: (prompts, responses) -> list[float], given texts when `tokenizer` is passed, token lists otherwise.
+    """
+    rows = _prompt_lists(prompts)
+    r = generate(base, rows, key=key, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                 eos_token_id=eos_token_id, pad_id=pad_id, num_samples=n)
+    resp = r.token_lists()
+    ps = [p for p in rows for _ in range(n)]
+    if tokenizer is not None:
+        ps = [tokenizer.decode(p) for p in ps]
+        resp = [tokenizer.decode(x, skip_special_tokens=True) for x in resp]
+    scores = np.asarray(reward(ps, resp), np.float32).reshape(len(rows), n)
+    if not np.isfinite(scores).all():
+        raise VasError("the reward returned a non-finite value")
+    best = scores.argmax(axis=1) + np.arange(len(rows)) * n
+    return BestOfN(tokens=r.tokens[best], lengths=r.lengths[best], reward=jnp.asarray(scores.max(axis=1)),
+                   rewards=jnp.asarray(scores), samples=r)
