@@ -28,6 +28,7 @@ from flax import nnx
 
 import vas_jax
 from vas_jax import ModelConfig, Transformer
+from vas_jax.flops import flops_per_token
 
 PRESETS = {
     # base 6.8M parameters; value 1.3M (scalar head) / 1.8M (vocabulary-wide head): about a quarter
@@ -62,18 +63,6 @@ def make(spec: dict, head: str, dtype) -> Transformer:
     cfg = ModelConfig(model_type="llama", max_position_embeddings=4096, norm_eps=1e-5, head=head, num_labels=1,
                       **spec)
     return Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(0))
-
-
-def flops_per_token(cfg: ModelConfig, ctx: float, with_head: bool) -> float:
-    """Forward FLOPs for one token at context length ctx (matmuls and attention; 2 per multiply-add)."""
-    h, d = cfg.hidden_size, cfg.head_dim
-    attn_proj = h * (cfg.num_heads + 2 * cfg.num_kv_heads) * d + cfg.num_heads * d * h
-    mlp = 3 * h * cfg.intermediate_size
-    attn_scores = 2 * cfg.num_heads * d * ctx  # q.k and p.v
-    f = 2 * cfg.num_layers * (attn_proj + mlp + attn_scores)
-    if with_head:
-        f += 2 * h * cfg.out_dim
-    return float(f)
 
 
 def main(argv=None):

@@ -16,7 +16,8 @@ COMMANDS = {
     "sample": ("train.sample", "sample N responses per prompt from the base model (resumable)"),
     "score": ("train.score", "add a reward column to rollouts (Python function or reward model)"),
     "train": ("train.train_value", "train a value model by TD(lambda) on scored rollouts (resumable)"),
-    "demo": ("vas_jax.cli_demo", "a first look at VAS on small models built on the spot (what `make demo` runs)"),
+    "demo": ("vas_jax.cli_demo", "align the shipped tiny model to two rewards, compare with Best-of-N (make demo)"),
+    "bench": ("decode.vas_bench", "VAS vs Best-of-N on your own base, value and reward: report and plots"),
 }
 
 

@@ -1,0 +1,69 @@
+"""`vas bench`: the demo's comparison on your own models.
+
+    vas bench --base BASE --value V_POS --reward-fn my_rewards:positivity --prompts heldout.jsonl --out runs/bench
+    vas bench --base BASE --value V1 --value V2 --reward-model RM1 --reward-model RM2 --prompts p.jsonl
+
+The first value model goes with the first reward (the beta grid and Best-of-N); with two of each, a
+composed grid of (beta_1, beta_2) is run too. Rewards are Python functions or reward-model directories.
+"""
+
+from __future__ import annotations
+
+
+def add_arguments(p):
+    p.add_argument("--base", required=True, help="base model directory")
+    p.add_argument("--value", action="append", required=True, metavar="DIR", help="value model directory (repeat)")
+    p.add_argument("--reward-fn", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="a reward function per value model, in order (repeat)")
+    p.add_argument("--reward-model", action="append", default=[], metavar="DIR",
+                   help="a reward model directory per value model, in order (repeat; after any --reward-fn)")
+    p.add_argument("--prompts", required=True, help="held-out prompts (.jsonl/.csv/.parquet/datasets dir)")
+    p.add_argument("--prompt-field", default="prompt")
+    p.add_argument("--max-prompts", type=int, default=64)
+    p.add_argument("--betas", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
+    p.add_argument("--composed", type=float, nargs="*", default=[0, 0, 4, 0, 0, 4, 4, 4],
+                   help="flattened (beta_1, beta_2) pairs for the composed grid")
+    p.add_argument("--samples", type=int, default=8, help="samples per prompt for base and VAS")
+    p.add_argument("--bon-max", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--out", default="runs/bench")
+
+
+def run(args):
+    import vas_jax
+    from vas_jax.data import encode_prompts, read_prompts
+    from vas_jax.errors import VasError
+    from vas_jax.flops import sequence_flops
+    from vas_jax.harness import format_table, run_comparison, write_report
+    from vas_jax.rewards import RewardModel, load_reward_function
+
+    rewards, rm_flops = {}, []
+    for spec in args.reward_fn:
+        rewards[spec] = load_reward_function(spec)
+    for d in args.reward_model:
+        rm = RewardModel(d)
+        rewards[d] = rm
+        rm_flops.append(rm.model.config)
+    if len(rewards) != len(args.value):
+        raise VasError(f"{len(args.value)} --value models but {len(rewards)} rewards; give one reward per value model")
+    if len(args.composed) % 2:
+        raise VasError("--composed takes pairs of betas")
+    tok = vas_jax.load_tokenizer(args.base)
+    base = vas_jax.load_model(args.base, dtype=args.dtype)
+    values = [vas_jax.load_model(v, dtype=args.dtype) for v in args.value]
+    texts = read_prompts(args.prompts, args.prompt_field)[: args.max_prompts]
+    prompts = encode_prompts(tok, texts)
+
+    def reward_flops(n_tokens):  # every reward model scores every response once
+        return sum(sequence_flops(c, n_tokens, 0) for c in rm_flops)
+
+    pairs = list(zip(args.composed[::2], args.composed[1::2]))
+    report = run_comparison(base, tok, prompts, values, rewards, betas=args.betas, composed=pairs,
+                            samples=args.samples, bon_max=args.bon_max, max_new_tokens=args.max_new_tokens,
+                            top_k=args.top_k, seed=args.seed, reward_flops=reward_flops)
+    write_report(report, args.out)
+    print(format_table(report))
+    print(f"\nreport: {args.out}/report.json")

@@ -1,0 +1,67 @@
+"""The embedded demo at a reduced size, and `vas bench` on tiny models."""
+
+import json
+
+import pytest
+
+from vas_jax.cli import main
+from vas_jax.corpus import brevity, make_corpus, positivity
+
+
+def test_builtin_rewards_and_corpus():
+    assert positivity([""], ["the film was great . i loved the plot ."]) == [2.0]
+    assert positivity([""], ["the film was boring . not worth it"]) == [-1.0]  # boring, not; worth
+    assert brevity(["", ""], ["a b c", ""]) == [-0.3, -0.0]
+    c = make_corpus(500, seed=0)
+    assert c == make_corpus(500, seed=0) and len(set(c)) > 400
+    scores = positivity([""] * 500, c)
+    assert min(scores) < -2 and max(scores) > 2  # the corpus spreads the reward
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    from vas_jax.demo import QUICK, run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(out, QUICK, progress=False, log=lambda *_: None)
+    return out
+
+
+def test_demo_report_structure_and_guidance_beats_base(quick_report):
+    rep = json.loads((quick_report / "report.json").read_text())
+    rows = rep["rows"]
+    assert {r["method"] for r in rows} == {"base", "vas", "bon"}
+    for r in rows:
+        for k in ("method", "beta", "n", "reward_mean", "reward_se", "kl", "flops_per_response",
+                  "seconds_per_response"):
+            assert k in r
+        assert r["flops_per_response"] > 0 and r["seconds_per_response"] > 0 and r["reward_se"] >= 0
+    assert [r["n"] for r in rows if r["method"] == "bon"] == [1, 2, 4, 8, 16]
+    base = next(r for r in rows if r["method"] == "base")
+    vas = [r for r in rows if r["method"] == "vas" and not r.get("composed")]
+    assert max(r["reward_mean"] for r in vas) > base["reward_mean"]
+    assert all(r["kl"] >= 0 for r in vas)
+    composed = [r for r in rows if r.get("composed")]
+    assert len(composed) == 2 and set(composed[0]["rewards"]) == {"positivity", "brevity"}
+    assert len(rep["compute_ratio"]) == len(vas)
+    for name in ("reward_vs_cost.png", "reward_vs_kl.png"):
+        assert (quick_report / name).stat().st_size > 10_000
+    # the value models are exported for vas decode
+    assert (quick_report / "value-positivity" / "config.json").exists()
+
+
+def test_vas_bench_cli(tiny_dirs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bench_rewards.py").write_text(
+        "def count_w1(prompts, responses):\n    return [float(r.split().count('w1')) for r in responses]\n")
+    (tmp_path / "p.jsonl").write_text("".join(f'{{"prompt": "w{i} w{i + 2}"}}\n' for i in range(4)))
+    rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
+               "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl", "--betas", "1", "4",
+               "--samples", "2", "--bon-max", "4", "--max-new-tokens", "4", "--top-k", "5", "--out", "b"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert [r["n"] for r in rep["rows"] if r["method"] == "bon"] == [1, 2, 4]
+    assert "Best-of" in capsys.readouterr().out or rep["compute_ratio"][0]["beyond_bon_max"]
+    rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
+               "--value", str(tiny_dirs["value2"]), "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl"])
+    assert rc == 2 and "2 --value models but 1 rewards" in capsys.readouterr().err

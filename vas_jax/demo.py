@@ -1,0 +1,87 @@
+"""The embedded demo: align the shipped tiny review model to two rewards and compare with Best-of-N."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+BASE_DIR = ASSETS / "tiny-review-base"
+SMALL_DIR = ASSETS / "tiny-review-small"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSize:
+    train_prompts: int = 96
+    samples_per_prompt: int = 8
+    passes: int = 3
+    eval_prompts: int = 32
+    eval_samples: int = 8
+    bon_max: int = 128
+    max_new_tokens: int = 40
+    betas: tuple = (0.5, 1.0, 2.0, 4.0, 8.0)
+    composed: tuple = ((0.0, 0.0), (4.0, 0.0), (0.0, 8.0), (4.0, 8.0), (8.0, 16.0))
+
+
+FULL = DemoSize()
+QUICK = DemoSize(train_prompts=24, samples_per_prompt=8, passes=2, eval_prompts=8, eval_samples=4, bon_max=16,
+                 max_new_tokens=24, betas=(1.0, 8.0), composed=((0.0, 0.0), (4.0, 8.0)))
+
+
+def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, log=print) -> dict:
+    import datasets
+
+    import vas_jax
+    from .corpus import brevity, demo_prompts, positivity
+    from .harness import format_table, run_comparison, write_report
+    from .rollouts import sample_rollouts
+    from .rewards import score_dataset
+    from .train import TrainConfig, init_value_model, rollout_arrays, train_value
+
+    out = Path(out)
+    if not BASE_DIR.exists():
+        raise vas_jax.VasError(f"the shipped model is missing from {BASE_DIR}; run python train/make_tiny_models.py")
+    tok = vas_jax.load_tokenizer(BASE_DIR)
+    base = vas_jax.load_model(BASE_DIR)
+    small = vas_jax.load_model(SMALL_DIR)
+    rewards = {"positivity": positivity, "brevity": brevity}
+    log(f"1/4 sampling {size.train_prompts} x {size.samples_per_prompt} rollouts from the shipped base model")
+    roll = out / "rollouts"
+    if roll.exists():
+        shutil.rmtree(roll)
+    ds = sample_rollouts(base, tok, demo_prompts(size.train_prompts, seed=1), roll, n=size.samples_per_prompt,
+                         max_new_tokens=size.max_new_tokens, prompts_per_shard=max(1, 256 // size.samples_per_prompt),
+                         progress=progress)
+    log("2/4 scoring them with the built-in rewards: " + ", ".join(rewards))
+    for name, fn in rewards.items():
+        ds = score_dataset(ds, fn, column=f"reward_{name}", progress=False)
+    values = []
+    for name in rewards:
+        log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small)")
+        d = ds.rename_column(f"reward_{name}", "reward")
+        cfg = TrainConfig(lam=0.95, learning_rate=3e-3, batch_size=128, minibatch_size=32, epochs=2,
+                          passes=size.passes, warmup_steps=10, eval_fraction=0.1, save_every=10**6)
+        run = out / f"train-{name}"
+        if run.exists():
+            shutil.rmtree(run)
+        vm, m = train_value(init_value_model(small), rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg,
+                            progress=progress)
+        vas_jax.save_model(vm, out / f"value-{name}", tokenizer=tok)
+        log(f"    held-out correlation of V with returns {m.get('eval_corr', float('nan')):.2f}")
+        values.append(vm)
+    log(f"4/4 comparing base, VAS (beta {list(size.betas)}) and Best-of-N (n up to {size.bon_max}) "
+        f"on {size.eval_prompts} held-out prompts")
+    prompts = [tok(p)["input_ids"] for p in demo_prompts(size.eval_prompts, seed=2)]
+    report = run_comparison(base, tok, prompts, values, rewards, betas=size.betas, composed=size.composed,
+                            samples=size.eval_samples, bon_max=size.bon_max, max_new_tokens=size.max_new_tokens,
+                            progress=progress)
+    report["demo"] = dataclasses.asdict(size)
+    write_report(report, out)
+    log("")
+    log(format_table(report))
+    log("")
+    for k, ex in report["examples"].items():
+        log(f"{k:>14}: {ex[0]}")
+    log(f"\nreport: {out / 'report.json'}; plots: {out / 'reward_vs_cost.png'}, {out / 'reward_vs_kl.png'}")
+    return report
