@@ -12,6 +12,8 @@ def test_builtin_rewards_and_corpus():
     assert positivity([""], ["the film was great . i loved the plot ."]) == [2.0]
     assert positivity([""], ["the film was boring . not worth it"]) == [-1.0]  # boring, not; worth
     assert brevity(["", ""], ["a b c", ""]) == [-0.3, -0.0]
+    # punctuation glued to words (as the tokenizer's decoder writes it) changes nothing
+    assert positivity([""], ["the film was great. i loved it!"]) == [2.0]
     c = make_corpus(500, seed=0)
     assert c == make_corpus(500, seed=0) and len(set(c)) > 400
     scores = positivity([""] * 500, c)

@@ -8,6 +8,7 @@ spread widely: what the built-in rewards measure. Generation is deterministic gi
 from __future__ import annotations
 
 import random
+import re
 
 SUBJECTS = ["the movie", "the film", "this movie", "the plot", "the acting", "the cast", "the ending",
             "the music", "the story", "the director", "the script", "the dialogue", "the lead", "the pacing"]
@@ -81,25 +82,30 @@ def demo_prompts(n: int, seed: int = 1) -> list[str]:
 # ----------------------------------------------------------------------------- built-in rewards
 
 
+def words(text: str) -> list[str]:
+    """Lower-case words and '!' marks, whatever the spacing around punctuation."""
+    return re.findall(r"[a-z0-9']+|!", text.lower())
+
+
 def positivity(prompts, responses) -> list[float]:
     """Positive words minus negative words in the response."""
     out = []
     for r in responses:
-        w = r.split()
+        w = words(r)
         out.append(float(sum(x in POSITIVE_WORDS for x in w) - sum(x in NEGATIVE_WORDS for x in w)))
     return out
 
 
 def brevity(prompts, responses) -> list[float]:
     """Shorter is better: minus the response's length in words, over 10."""
-    return [-len(r.split()) / 10.0 for r in responses]
+    return [-len(words(r)) / 10.0 for r in responses]
 
 
 def formality(prompts, responses) -> list[float]:
     """Formal intensifiers and phrasing minus casual ones."""
     formal = set(FORMAL_INT) | {"overall", "recommend", "worth", "achievement", "effort"}
     casual = set(CASUAL_INT) | {"lol", "tbh", "meh", "!", "skip"}
-    return [float(sum(x in formal for x in r.split()) - sum(x in casual for x in r.split())) for r in responses]
+    return [float(sum(x in formal for x in words(r)) - sum(x in casual for x in words(r))) for r in responses]
 
 
 REWARDS = {"positivity": positivity, "brevity": brevity, "formality": formality}
