@@ -257,3 +257,35 @@ def test_cli_input_errors(tiny_dirs, hf_dir, tmp_path, monkeypatch, capsys):
     assert main(["train", "--data", "d", "--init", base, "--out", "r", "--batch-size", "6",
                  "--minibatch-size", "4"]) == 2
     assert "--batch-size (6) must be a multiple of --minibatch-size (4)" in capsys.readouterr().err
+
+
+def test_torch_reward_model_matches_ours(tiny_dirs):
+    from vas_jax.rewards import RewardModel, TorchRewardModel
+
+    prompts, responses = ["w1 w2", "w5"], [" w3 w4 w9", " w6"]
+    ours = RewardModel(tiny_dirs["value"])(prompts, responses)
+    theirs = TorchRewardModel(tiny_dirs["value"])(prompts, responses)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_vocabulary_wide_value_head_trains_and_exports(hf_dir, small_data, tmp_path):
+    lm = vas_jax.load_model(hf_dir("qwen2")[1])
+    cfg = TrainConfig(batch_size=16, minibatch_size=8, epochs=1, passes=2, learning_rate=1e-2, eval_fraction=0.0,
+                      save_every=100)
+    vm, m = train_value(init_value_model(lm, head="vocab"), rollout_arrays(small_data), tmp_path, cfg,
+                        progress=False)
+    from vas_jax.train import value_readout
+
+    assert np.abs(np.asarray(vm.lm_head.kernel[...])).max() > 0  # trained away from its zero init
+    assert np.isfinite(m["loss"])
+    # V(prefix + y_t) is read from Q at position t-1, column y_t
+    ids = np.array([[3, 9, 4, 7]], np.int32)
+    v = np.asarray(value_readout(vm, ids, np.ones_like(ids, bool)))
+    logits = np.asarray(vm(ids))
+    np.testing.assert_allclose(v[0, 1:], logits[0, np.arange(3), ids[0, 1:]], atol=1e-6)
+    out = vas_jax.save_model(vm, tmp_path / "q")
+    q = vas_jax.load_model(out)
+    assert q.config.head == "lm"
+    # usable as a vocabulary-wide value model in vas_decode
+    r = vas_jax.vas_decode(lm, q, [[3, 4, 5]], beta=2.0, key=jax.random.key(0), max_new_tokens=3, top_k=5)
+    assert r.tokens.shape == (1, 3)
