@@ -277,7 +277,7 @@ def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
 
 
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
-         restrict_to_topk, sample_top_k, pad_id, num_samples=1):
+         restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None):
     if not isinstance(base, Transformer) or base.config.head != "lm":
         raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
     if max_new_tokens < 1:
@@ -326,12 +326,23 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         beta_arr = jnp.zeros((b, 0), jnp.float32)
     if key is None:
         raise VasError("a PRNG key is required: key=jax.random.key(0)")
-    return decode_program(graphdefs, states, jnp.asarray(ids), jnp.asarray(starts), beta_arr, key,
+    ids_a, starts_a = jnp.asarray(ids), jnp.asarray(starts)
+    if mesh is not None:  # batch over the mesh's data axis (parameters: vas_jax.sharding.shard_model)
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        if ids.shape[0] % mesh.shape["data"] == 0:
+            ids_a = jax.device_put(ids_a, NamedSharding(mesh, P("data", None)))
+            starts_a = jax.device_put(starts_a, NamedSharding(mesh, P("data")))
+        if beta_arr.shape[0] % mesh.shape["data"] == 0:
+            beta_arr = jax.device_put(beta_arr, NamedSharding(mesh, P("data", None)))
+    return decode_program(graphdefs, states, ids_a, starts_a, beta_arr, key,
                           jnp.float32(temperature), jnp.float32(top_p), spec=spec)
 
 
 def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, eos_token_id=None, pad_id: int = 0, num_samples: int = 1) -> DecodeResult:
+             top_p: float = 1.0, eos_token_id=None, pad_id: int = 0, num_samples: int = 1,
+             mesh=None) -> DecodeResult:
     """Sample continuations of `prompts` from `base`.
 
     prompts: a list of token-id lists (any lengths), an int[B, T] array, or (ids, mask) / a tokenizer's
@@ -340,13 +351,13 @@ def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperatur
     """
     return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id, restrict_to_topk=False,
-                sample_top_k=top_k, pad_id=pad_id, num_samples=num_samples)
+                sample_top_k=top_k, pad_id=pad_id, num_samples=num_samples, mesh=mesh)
 
 
 def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], prompts, *, beta, key,
                max_new_tokens: int, top_k: int = 20, temperature: float = 1.0, top_p: float = 1.0,
                eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0,
-               num_samples: int = 1) -> DecodeResult:
+               num_samples: int = 1, mesh=None) -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
 
     values: a value model or a list (scalar heads: `*ForSequenceClassification`, num_labels=1, read as
@@ -361,7 +372,8 @@ def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], p
         raise VasError("vas_decode needs at least one value model; use generate for plain sampling")
     return _run(base, values, prompts, beta=beta, top_k=top_k, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id,
-                restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id, num_samples=num_samples)
+                restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id, num_samples=num_samples,
+                mesh=mesh)
 
 
 @struct.dataclass

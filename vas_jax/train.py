@@ -289,10 +289,12 @@ def split_eval(data: Batch, cfg: TrainConfig):
 
 def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
                 progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
-                max_steps: int | None = None) -> tuple[Transformer, dict]:
+                max_steps: int | None = None, mesh=None) -> tuple[Transformer, dict]:
     """Train `model` (a value model from `init_value_model`) on `data`; checkpoints under OUT/checkpoints.
 
     Returns the trained model and the last metrics. `on_step(step, metrics)` runs after each update.
+    mesh: a `vas_jax.sharding.make_mesh` mesh: parameters and optimizer state are sharded by
+    TRAIN_RULES (FSDP + tensor parallel), each update's batch over (data, fsdp). The step is the same.
     """
     import orbax.checkpoint as ocp
     from tqdm import tqdm
@@ -326,6 +328,24 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     trainable = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), trainable)
     frozen = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), frozen)
     params = (trainable, frozen)
+    put_batch = None
+    if mesh is not None:
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        from .sharding import TRAIN_RULES, state_shardings
+
+        params = jax.device_put(params, state_shardings(params, mesh, TRAIN_RULES))
+        trainable = params[0]
+        n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
+        if (cfg.minibatch_size // cfg.grad_accum) % n_batch:
+            raise VasError(f"the micro-batch ({cfg.minibatch_size // cfg.grad_accum}) must divide by the mesh's "
+                           f"data x fsdp = {n_batch} devices")
+
+        def put_batch(x, axis):
+            spec = [None] * x.ndim
+            spec[axis] = TRAIN_RULES["batch"]
+            return jax.device_put(x, NamedSharding(mesh, P(*spec)))
     state = {
         "params": params,
         "opt_state": tx.init(trainable),
@@ -333,6 +353,17 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
         "targets": jnp.zeros((sched.bs, train_data.ids.shape[1]), jnp.float32),
         "step": jnp.int32(0),
     }
+    if mesh is not None:  # everything else (step counts, targets, ...) replicated on the mesh
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        def on_mesh(x):
+            sh = getattr(x, "sharding", None)
+            if isinstance(sh, NamedSharding) and sh.mesh == mesh:
+                return x
+            return jax.device_put(x, NamedSharding(mesh, P()))
+
+        state = jax.tree.map(on_mesh, state)
     mngr = ocp.CheckpointManager(
         ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, save_interval_steps=1, create=True))
     start = 0
@@ -365,7 +396,8 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
             tgt = state["targets"][mb]
 
             def fold(x):
-                return x.reshape((ga, x.shape[0] // ga) + x.shape[1:])
+                x = x.reshape((ga, x.shape[0] // ga) + x.shape[1:])
+                return put_batch(x, 1) if put_batch is not None else x
 
             state["params"], state["opt_state"], state["ema"], mtr = train_step(
                 state["params"], state["opt_state"], state["ema"], fold(d.ids), fold(d.mask), fold(d.resp), fold(tgt))
