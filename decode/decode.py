@@ -33,6 +33,7 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--mesh", help="device mesh, e.g. data=4,tensor=2 (parameters tensor-parallel, batch over data)")
     p.add_argument("--out", default="-", help="output JSONL file ('-' for standard output)")
 
 
@@ -86,12 +87,17 @@ def run(args):
     if args.batch_size < 1 or args.samples < 1:
         raise VasError("--batch-size and --samples must be at least 1")
     tok = vas_jax.load_tokenizer(args.base)
-    base = vas_jax.load_model(args.base, dtype=args.dtype)
+    mesh = None
+    if args.mesh:
+        from vas_jax.sharding import make_mesh
+
+        mesh = make_mesh(args.mesh)
+    base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh)
     values = []
     for d in args.value:
         if any((Path(d) / n).exists() for n in ("tokenizer.json", "tokenizer_config.json")):
             vas_jax.check_same_tokenizer(tok, vas_jax.load_tokenizer(d), names=("base", f"value ({d})"))
-        values.append(vas_jax.load_model(d, dtype=args.dtype))
+        values.append(vas_jax.load_model(d, dtype=args.dtype, mesh=mesh))
     texts = read_prompts(args)
     ids = encode(tok, texts, args.chat_template)
     jobs = [(i, s) for i in range(len(texts)) for s in range(args.samples)]
@@ -104,7 +110,7 @@ def run(args):
             prompts = [ids[i] for i, _ in batch]
             k = jax.random.fold_in(key, start)
             common = dict(key=k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_p=args.top_p, eos_token_id=tok.eos_token_id, pad_id=pad)
+                          top_p=args.top_p, eos_token_id=tok.eos_token_id, pad_id=pad, mesh=mesh)
             if values:
                 r = vas_jax.vas_decode(base, values, prompts, beta=np.asarray(betas, np.float32), top_k=args.top_k,
                                        restrict_to_topk=args.restrict_to_topk, **common)

@@ -35,7 +35,9 @@ def main(base_dir, value_dir, out):
         for rules in (DECODE_RULES, TRAIN_RULES):
             sb = shard_model(base, mesh, rules)
             np.testing.assert_allclose(np.asarray(sb(ids)), ref_logits, atol=2e-5)
-        sb, sv = shard_model(base, mesh), shard_model(value, mesh)
+        sb, sv = vas_jax.load_model(base_dir, mesh=mesh), vas_jax.load_model(value_dir, mesh=mesh)
+        spec_q = sb.layers[0].attn.q_proj.kernel[...].sharding.spec
+        assert tuple(spec_q) == (None, "tensor") or mesh.shape["tensor"] == 1, spec_q
         g = vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh)
         assert g.token_lists() == ref_gen.token_lists(), spec
         v = vas_jax.vas_decode(sb, sv, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6,

@@ -33,6 +33,7 @@ def add_arguments(p):
     o.add_argument("--lora-alpha", type=float, default=0.0, help="LoRA scale numerator (0: the rank)")
     o.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--mesh", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (default: all devices on data)")
     c = p.add_argument_group("checkpoints and evaluation")
     c.add_argument("--save-every", type=int, default=50)
     c.add_argument("--keep", type=int, default=3)
@@ -72,7 +73,12 @@ def run(args):
     if lm.config.head != "lm":
         raise VasError(f"--init {args.init} is not a causal LM checkpoint")
     vm = init_value_model(lm, head=args.head)
-    trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume)
+    mesh = None
+    if args.mesh or len(__import__("jax").devices()) > 1:
+        from vas_jax.sharding import make_mesh
+
+        mesh = make_mesh(args.mesh)
+    trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
     out = vas_jax.save_model(trained, Path(args.out) / "value", tokenizer=tok)
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("eval") or k in ("loss", "tokens_per_s")}
     print(f"value model saved to {out}; {shown}")

@@ -170,11 +170,14 @@ def _flat_params(model: Transformer) -> dict[tuple, nnx.Variable]:
     return {tuple(k): v for k, v in nnx.to_flat_state(state)}
 
 
-def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = None) -> Transformer:
+def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = None, mesh=None,
+               rules=None) -> Transformer:
     """Load a Hugging Face checkpoint directory (config.json + safetensors) as an NNX model.
 
     dtype: "float32" or "bfloat16" (parameters and compute; outputs are float32).
     head: override the head ("lm" or "score") that `architectures` implies.
+    mesh: place each tensor straight onto its shards of this mesh (by `rules`, default
+    vas_jax.sharding.DECODE_RULES): no device ever holds a full copy of a sharded tensor.
     """
     path = Path(path)
     d = read_config(path)
@@ -198,8 +201,15 @@ def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = N
     missing = [p for p in flat if p not in loaded]
     if missing:  # pragma: no cover - would be a key-map bug
         raise RuntimeError(f"no checkpoint tensor for parameters {missing[:3]}")
+    shardings = None
+    if mesh is not None:
+        from .sharding import DECODE_RULES, state_shardings
+
+        shardings = dict(nnx.to_flat_state(state_shardings(nnx.from_flat_state(
+            {p: v.value for p, v in flat.items()}), mesh, rules or DECODE_RULES)))
     for p, var in flat.items():
-        var.value = jnp.asarray(loaded[p], dtype=dt)
+        x = np.asarray(loaded[p]).astype(dt)
+        var.value = jax.device_put(x, shardings[p]) if shardings is not None else jnp.asarray(x)
     state = nnx.from_flat_state(flat)
     return nnx.merge(graphdef, state)
 
