@@ -29,3 +29,38 @@ def test_sharded_equals_single_device(hf_dir, tmp_path):
     p = subprocess.run([sys.executable, str(script), str(hf_dir("llama")[1]), str(hf_dir("llama", "score")[1]),
                         str(tmp_path)], env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0 and "ALL OK" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+
+
+def test_two_processes_train_like_one(hf_dir, tmp_path):
+    """Two processes with 4 fake CPU devices each, joined by jax.distributed on localhost, train on one
+    (2, 2, 2) mesh and end with the parameters of a single-process run."""
+    import socket
+
+    import numpy as np
+    from flax import nnx
+
+    import vas_jax
+    from multiprocess_data import CFG, dataset
+    from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
+
+    base = hf_dir("llama")[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = Path(__file__).with_name("multiprocess_check.py")
+    procs = []
+    for pid in range(2):
+        env = dict(os.environ, VAS_COORDINATOR=f"127.0.0.1:{port}", VAS_NUM_PROCESSES="2", VAS_PROCESS_ID=str(pid),
+                   JAX_PLATFORMS="cpu", PYTHONPATH=str(Path(__file__).parent))
+        env.pop("XLA_FLAGS", None)
+        procs.append(subprocess.Popen([sys.executable, str(script), str(base), str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-4000:]
+    got = np.load(tmp_path / "params.npz")
+    ref, m = train_value(init_value_model(vas_jax.load_model(base)), rollout_arrays(dataset()), tmp_path / "single",
+                         TrainConfig(**CFG), progress=False, max_steps=6)
+    assert abs(float(got["loss"]) - m["loss"]) < 1e-5
+    for k, v in nnx.to_flat_state(nnx.state(ref, nnx.Param)):
+        np.testing.assert_allclose(got["/".join(map(str, k))], np.asarray(v[...]), atol=2e-5, err_msg=str(k))

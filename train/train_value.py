@@ -79,6 +79,10 @@ def run(args):
 
         mesh = make_mesh(args.mesh)
     trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
+    import jax
+
+    if jax.process_index() != 0:  # multi-host: process 0 exports
+        return
     out = vas_jax.save_model(trained, Path(args.out) / "value", tokenizer=tok)
     shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("eval") or k in ("loss", "tokens_per_s")}
     print(f"value model saved to {out}; {shown}")

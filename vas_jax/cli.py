@@ -45,6 +45,10 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
+        from .distributed import initialize
+
+        # a multi-host launch (tpu/launch.sh sets VAS_DISTRIBUTED=1; or VAS_COORDINATOR & co.)
+        initialize(auto=os.environ.get("VAS_DISTRIBUTED") == "1")
         importlib.import_module(args._module).run(args)
     except VasError as e:
         print(f"vas {args.command}: error: {e}", file=sys.stderr)

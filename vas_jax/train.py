@@ -312,7 +312,9 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
         diff = [k for k in settings if k not in ("save_every", "keep", "eval_every") and old.get(k) != settings[k]]
         if diff:
             raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
-    settings_file.write_text(json.dumps(settings, indent=2))
+    main_process = jax.process_index() == 0  # multi-host: only process 0 writes logs and files
+    if main_process:
+        settings_file.write_text(json.dumps(settings, indent=2))
 
     train_data, eval_data = split_eval(data, cfg)
     sched = _Schedule(len(train_data), cfg)
@@ -335,7 +337,8 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
 
         from .sharding import TRAIN_RULES, state_shardings
 
-        params = jax.device_put(params, state_shardings(params, mesh, TRAIN_RULES))
+        # from host memory, so that on several hosts each process places only its own shards
+        params = jax.device_put(jax.tree.map(np.asarray, params), state_shardings(params, mesh, TRAIN_RULES))
         trainable = params[0]
         n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
         if (cfg.minibatch_size // cfg.grad_accum) % n_batch:
@@ -374,16 +377,24 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
         start = int(state["step"])
         if log_path.exists():  # drop log lines written after the checkpoint
             keep = [ln for ln in log_path.read_text().splitlines() if json.loads(ln).get("step", 0) <= start]
-            log_path.write_text("".join(k + "\n" for k in keep))
-    elif log_path.exists():
+            if main_process:
+                log_path.write_text("".join(k + "\n" for k in keep))
+    elif log_path.exists() and main_process:
         log_path.unlink()
-    writer = _tensorboard(out)
-    values_fn = jax.jit(lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask))
+    writer = _tensorboard(out) if main_process else None
+    replicated = None
+    if mesh is not None:
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        replicated = NamedSharding(mesh, P())  # results every process can read
+    values_fn = jax.jit(lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask),
+                        out_shardings=replicated)
     ga = cfg.grad_accum
     metrics: dict = {}
-    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))
     t0, tokens = time.perf_counter(), 0
-    with log_path.open("a") as log:
+    with open(log_path if main_process else os.devnull, "a") as log:
         for step in range(start, total):
             p, b, e, m = sched.locate(step)
             rows = sched.batch_rows(p, b)
@@ -401,7 +412,8 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
 
             state["params"], state["opt_state"], state["ema"], mtr = train_step(
                 state["params"], state["opt_state"], state["ema"], fold(d.ids), fold(d.mask), fold(d.resp), fold(tgt))
-            state["step"] = jnp.int32(step + 1)
+            state["step"] = (jnp.int32(step + 1) if replicated is None
+                             else jax.device_put(np.int32(step + 1), replicated))
             if step == start:  # throughput excludes the first update, which compiles
                 jax.block_until_ready(mtr)
                 t0 = time.perf_counter()
@@ -432,7 +444,10 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     bar.close()
     mngr.wait_until_finished()
     mngr.close()
-    trained = nnx.merge(graphdef, *jax.tree.map(lambda x: x.astype(model.dtype), state["params"]))
+    final = state["params"]
+    if replicated is not None:  # gathered, so that every process can export
+        final = jax.jit(lambda p: p, out_shardings=replicated)(final)
+    trained = nnx.merge(graphdef, *jax.tree.map(lambda x: x.astype(model.dtype), final))
     if cfg.lora_rank > 0:
         from .model import merge_lora
 
