@@ -38,7 +38,7 @@ case "$cmd" in
     g ssh "$TPU" --worker=0 --command "cd ~/vas-jax && vas score --data $OUT/rollouts --reward-fn $REWARD" ;;
   train)
     all "cd ~/vas-jax && VAS_DISTRIBUTED=1 vas train --data $OUT/rollouts --init $INIT --out $OUT/train \
-         --mesh ${MESH:-data=$((${WORKERS:-4} * 4))} ${RESUME:+--resume} ${TRAIN_ARGS:-}" ;;
+         ${MESH:+--mesh $MESH} ${RESUME:+--resume} ${TRAIN_ARGS:-}" ;;
   delete)  g delete "$TPU" --quiet ;;
   *) echo "unknown command $cmd" >&2; exit 2 ;;
 esac
