@@ -30,6 +30,10 @@ import vas_jax
 from vas_jax import ModelConfig, Transformer
 from vas_jax.flops import flops_per_token
 
+# a Llama-3.2-1B-like base (~1.2B parameters) for the GPU presets
+GPU_BASE = dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
+                num_kv_heads=8, head_dim=64)
+
 PRESETS = {
     # base 6.8M parameters; value 1.3M (scalar head) / 1.8M (vocabulary-wide head): about a quarter
     "cpu": dict(
@@ -41,8 +45,7 @@ PRESETS = {
     ),
     # base ~1.2B (Llama-3.2-1B-like); value ~0.2B (scalar) / ~0.25B (vocabulary-wide): about a quarter
     "gpu": dict(
-        base=dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
-                  num_kv_heads=8, head_dim=64),
+        base=GPU_BASE,
         value=dict(vocab_size=32768, hidden_size=1024, intermediate_size=2816, num_layers=12, num_heads=16,
                    num_kv_heads=4, head_dim=64),
         prompt_len=128, new_tokens=256, batches=(1, 16), ks=(1, 5, 20), repeats=3,
@@ -50,10 +53,8 @@ PRESETS = {
     # the same base; a value model of a quarter of its size made shallow (4 of 16 layers) rather
     # than narrow: on a GPU at these sizes a decode step costs per layer, not per FLOP
     "gpu-shallow": dict(
-        base=dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
-                  num_kv_heads=8, head_dim=64),
-        value=dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=4, num_heads=32,
-                   num_kv_heads=8, head_dim=64),
+        base=GPU_BASE,
+        value=dict(GPU_BASE, num_layers=4),
         prompt_len=128, new_tokens=256, batches=(1, 16), ks=(1, 5, 20), repeats=3,
     ),
 }

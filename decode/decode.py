@@ -21,7 +21,8 @@ def add_arguments(p):
                    help="guidance strength; one per --value, or one for all (default 1.0)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", metavar="TEXT", help="a prompt; repeat for several")
-    src.add_argument("--prompts", metavar="FILE", help="a .txt file (one prompt a line) or .jsonl file")
+    src.add_argument("--prompts", metavar="FILE",
+                     help="a .txt file (one prompt a line), .jsonl, .csv, .parquet or a saved datasets directory")
     p.add_argument("--prompt-field", default="prompt", help="the field holding the prompt in a .jsonl file")
     p.add_argument("--chat-template", action="store_true", help="wrap each prompt in the tokenizer's chat template")
     p.add_argument("--top-k", type=int, default=20, help="candidates re-ranked by the value models per step")
@@ -43,6 +44,10 @@ def read_prompts(args) -> list[str]:
     path = Path(args.prompts)
     if not path.exists():
         raise VasError(f"prompt file {str(path)!r} does not exist")
+    if path.is_dir() or path.suffix.lower() in (".csv", ".parquet", ".json"):
+        from vas_jax.data import read_prompts as read_table_prompts
+
+        return read_table_prompts(path, args.prompt_field)
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     if path.suffix == ".jsonl":
         out = []
@@ -60,21 +65,13 @@ def read_prompts(args) -> list[str]:
     return lines
 
 
-def encode(tok, texts, chat_template: bool) -> list[list[int]]:
-    if chat_template:
-        if not getattr(tok, "chat_template", None):
-            raise VasError("--chat-template given, but the base tokenizer has no chat template")
-        return [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True)
-                for t in texts]
-    return [tok(t)["input_ids"] for t in texts]
-
-
 def run(args):
     import jax
     import numpy as np
     from tqdm import tqdm
 
     import vas_jax
+    from vas_jax.data import encode_prompts
 
     if args.beta is None:
         betas = [1.0] * len(args.value)
@@ -99,7 +96,7 @@ def run(args):
             vas_jax.check_same_tokenizer(tok, vas_jax.load_tokenizer(d), names=("base", f"value ({d})"))
         values.append(vas_jax.load_model(d, dtype=args.dtype, mesh=mesh))
     texts = read_prompts(args)
-    ids = encode(tok, texts, args.chat_template)
+    ids = encode_prompts(tok, texts, chat_template=args.chat_template)
     jobs = [(i, s) for i in range(len(texts)) for s in range(args.samples)]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out = sys.stdout if args.out == "-" else open(args.out, "w")

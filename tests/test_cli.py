@@ -45,3 +45,11 @@ def test_decode_cli_errors_are_one_line(tiny_dirs, tmp_path, capsys):
     assert rc == 2 and "has no field 'prompt'; set --prompt-field" in err and "\n" not in err
     rc = main(["decode", "--base", str(tmp_path / "missing"), "--prompt", "w1"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_decode_cli_reads_csv_prompts_by_field(tiny_dirs, tmp_path):
+    (tmp_path / "p.csv").write_text("id,text\n1,w1 w2\n2,w3\n")
+    out = tmp_path / "o.jsonl"
+    assert main(["decode", "--base", str(tiny_dirs["base"]), "--prompts", str(tmp_path / "p.csv"),
+                 "--prompt-field", "text", "--max-new-tokens", "3", "--out", str(out)]) == 0
+    assert [json.loads(ln)["prompt"] for ln in out.read_text().splitlines()] == ["w1 w2", "w3"]

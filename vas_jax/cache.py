@@ -56,14 +56,6 @@ def init_cache(cfg, batch: int, size: int, dtype, starts=None) -> KVCache:
     )
 
 
-def pick_candidate(new_kv, choice: jax.Array):
-    """The chosen candidate's keys/values: per-layer [B, KVH, K, D] -> [B, KVH, 1, D]."""
-    idx = choice[:, None, None, None]
-    k, v = new_kv
-    return (tuple(jnp.take_along_axis(x, idx, axis=2) for x in k),
-            tuple(jnp.take_along_axis(x, idx, axis=2) for x in v))
-
-
 def insert_candidate(cache: KVCache, new_kv, choice: jax.Array) -> KVCache:
     """Write the chosen candidate's keys/values (from a `candidates` forward) at `index`.
 

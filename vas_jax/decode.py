@@ -286,6 +286,8 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         raise VasError(f"temperature must be >= 0, got {temperature}")
     if not 0 < top_p <= 1:
         raise VasError(f"top_p must be in (0, 1], got {top_p}")
+    if num_samples < 1:
+        raise VasError(f"num_samples must be at least 1, got {num_samples}")
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
     size = ids.shape[1] + max_new_tokens
     limits = [base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]
@@ -310,32 +312,24 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         pad_id=int(pad_id),
         num_samples=int(num_samples),
     )
-    if num_samples < 1:
-        raise VasError(f"num_samples must be at least 1, got {num_samples}")
     splits = [nnx.split(m) for m in [base, *values]]
     graphdefs = tuple(g for g, _ in splits)
     states = tuple(s for _, s in splits)
-    b = ids.shape[0] * num_samples
-    if values:
-        bb = jnp.asarray(beta, jnp.float32)
-        if num_samples > 1 and bb.ndim >= 1 and bb.shape[0] == ids.shape[0] and not (
-                bb.ndim == 1 and bb.shape[0] == len(values)):
-            bb = jnp.repeat(bb, num_samples, axis=0)  # per-prompt beta -> per-row
-        beta_arr = _normalize_beta(bb, b, len(values))
+    b = ids.shape[0]
+    if values:  # [prompts, n_values], then one row per sample
+        beta_arr = jnp.repeat(_normalize_beta(beta, b, len(values)), num_samples, axis=0)
     else:
-        beta_arr = jnp.zeros((b, 0), jnp.float32)
+        beta_arr = jnp.zeros((b * num_samples, 0), jnp.float32)
     if key is None:
         raise VasError("a PRNG key is required: key=jax.random.key(0)")
     ids_a, starts_a = jnp.asarray(ids), jnp.asarray(starts)
     if mesh is not None:  # batch over the mesh's data axis (parameters: vas_jax.sharding.shard_model)
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
+        from .sharding import DECODE_RULES, batch_sharding
 
-        if ids.shape[0] % mesh.shape["data"] == 0:
-            ids_a = jax.device_put(ids_a, NamedSharding(mesh, P("data", None)))
-            starts_a = jax.device_put(starts_a, NamedSharding(mesh, P("data")))
-        if beta_arr.shape[0] % mesh.shape["data"] == 0:
-            beta_arr = jax.device_put(beta_arr, NamedSharding(mesh, P("data", None)))
+        if b % mesh.shape["data"] == 0:
+            ids_a = jax.device_put(ids_a, batch_sharding(mesh, DECODE_RULES, 2))
+            starts_a = jax.device_put(starts_a, batch_sharding(mesh, DECODE_RULES, 1))
+            beta_arr = jax.device_put(beta_arr, batch_sharding(mesh, DECODE_RULES, 2))
     return decode_program(graphdefs, states, ids_a, starts_a, beta_arr, key,
                           jnp.float32(temperature), jnp.float32(top_p), spec=spec)
 

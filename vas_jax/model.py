@@ -320,7 +320,7 @@ class Transformer(nnx.Module):
           K = T - n_pending tokens are alternatives for the next position: each is a query at that
           one position that sees the cache (pending tokens included) and itself only, and none is
           written. Returns (out for the K candidates, cache', (k, v)) with the candidates' keys and
-          values, per layer [B, KVH, K, D] (for `pick_candidate` / `insert_candidate`).
+          values, per layer [B, KVH, K, D] (for `insert_candidate`).
         outputs: "all" positions, only the "last" one ([B, 1, ...]), or "none" (out is None).
         """
         input_ids = jnp.asarray(input_ids, jnp.int32)

@@ -124,5 +124,8 @@ def shard_model(model, mesh: Mesh, rules: dict = DECODE_RULES):
     return nnx.merge(graphdef, jax.device_put(state, shardings))
 
 
-def batch_sharding(mesh: Mesh, rules: dict, ndim: int = 2) -> NamedSharding:
-    return NamedSharding(mesh, P(rules["batch"], *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, rules: dict, ndim: int = 2, axis: int = 0) -> NamedSharding:
+    """Dimension `axis` of an ndim-array split as `rules` split the batch; the rest replicated."""
+    spec = [None] * ndim
+    spec[axis] = rules["batch"]
+    return NamedSharding(mesh, P(*spec))

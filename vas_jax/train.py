@@ -11,6 +11,7 @@ interrupted run to the same final parameters as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -165,13 +166,12 @@ def trainable_filter(cfg: TrainConfig):
     return nnx.Param
 
 
-def make_steps(model: Transformer, tx, cfg: TrainConfig):
+def make_steps(graphdef, tx, cfg: TrainConfig):
     """(targets_fn, train_step): plain functions of pytrees, jitted once (nnx.merge inside).
 
-    `params` is (trainable, frozen) as split by `trainable_filter`; only the first is differentiated
-    and updated.
+    `params` is (trainable, frozen) as split by `trainable_filter` (`graphdef` is that split's);
+    only the first is differentiated and updated.
     """
-    graphdef = nnx.split(model, trainable_filter(cfg), ...)[0]
     bf16 = cfg.compute_dtype == "bfloat16"
 
     def values(params, ids, mask):
@@ -197,7 +197,7 @@ def make_steps(model: Transformer, tx, cfg: TrainConfig):
         var_e = jnp.sum(((err - mean_e) * w) ** 2) / n
         return loss, 1.0 - var_e / jnp.maximum(var_t, 1e-8)
 
-    @partial_jit_donate
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
     def train_step(params, opt_state, ema, ids, mask, resp, tgt):
         """One update over [grad_accum, micro, L] arrays (gradients averaged over micro-batches)."""
         params, frozen = params
@@ -220,19 +220,15 @@ def make_steps(model: Transformer, tx, cfg: TrainConfig):
     return targets_fn, train_step
 
 
-def partial_jit_donate(fn):
-    return jax.jit(fn, donate_argnums=(0, 1, 2))
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(targets_fn_values, params, data: Batch, cfg: TrainConfig, batch: int = 64) -> dict:
+def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64) -> dict:
     """Correlation and error of V against observed (Monte-Carlo, discounted) returns on held-out rollouts."""
     vs, gs, last_v = [], [], []
     for s in range(0, len(data), batch):
         d = data.take(np.arange(s, min(s + batch, len(data))))
-        v = np.asarray(targets_fn_values(params, d.ids, d.mask))
+        v = np.asarray(values_fn(params, d.ids, d.mask))
         g = np.asarray(lambda_returns(np.zeros_like(v), sparse_rewards(d.reward, d.resp), d.resp,
                                       gamma=cfg.gamma, lam=1.0))
         vs.append(v[d.resp])
@@ -324,18 +320,18 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
         from .model import add_lora
 
         model = add_lora(model, cfg.lora_rank, alpha=cfg.lora_alpha or None, seed=cfg.seed)
-    targets_fn, train_step = make_steps(model, tx, cfg)
     graphdef, trainable, frozen = nnx.split(model, trainable_filter(cfg), ...)
+    targets_fn, train_step = make_steps(graphdef, tx, cfg)
     # a copy: the train step donates its parameters, and the caller's model must survive it
     trainable = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), trainable)
     frozen = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), frozen)
     params = (trainable, frozen)
-    put_batch = None
+    put_batch = replicated = None
     if mesh is not None:
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
-        from .sharding import TRAIN_RULES, state_shardings
+        from .sharding import TRAIN_RULES, batch_sharding, state_shardings
 
         # from host memory, so that on several hosts each process places only its own shards
         params = jax.device_put(jax.tree.map(np.asarray, params), state_shardings(params, mesh, TRAIN_RULES))
@@ -344,11 +340,10 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
         if (cfg.minibatch_size // cfg.grad_accum) % n_batch:
             raise VasError(f"the micro-batch ({cfg.minibatch_size // cfg.grad_accum}) must divide by the mesh's "
                            f"data x fsdp = {n_batch} devices")
+        replicated = NamedSharding(mesh, P())  # step counts, targets, metrics: every process can read them
 
-        def put_batch(x, axis):
-            spec = [None] * x.ndim
-            spec[axis] = TRAIN_RULES["batch"]
-            return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+        def put_batch(x):  # [grad_accum, micro, ...]: the micro-batch split over (data, fsdp)
+            return jax.device_put(x, batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=1))
     state = {
         "params": params,
         "opt_state": tx.init(trainable),
@@ -356,15 +351,10 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
         "targets": jnp.zeros((sched.bs, train_data.ids.shape[1]), jnp.float32),
         "step": jnp.int32(0),
     }
-    if mesh is not None:  # everything else (step counts, targets, ...) replicated on the mesh
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
+    if mesh is not None:  # everything not sharded above is replicated on the mesh
         def on_mesh(x):
             sh = getattr(x, "sharding", None)
-            if isinstance(sh, NamedSharding) and sh.mesh == mesh:
-                return x
-            return jax.device_put(x, NamedSharding(mesh, P()))
+            return x if isinstance(sh, NamedSharding) and sh.mesh == mesh else jax.device_put(x, replicated)
 
         state = jax.tree.map(on_mesh, state)
     mngr = ocp.CheckpointManager(
@@ -382,15 +372,14 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     elif log_path.exists() and main_process:
         log_path.unlink()
     writer = _tensorboard(out) if main_process else None
-    replicated = None
-    if mesh is not None:
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
-        replicated = NamedSharding(mesh, P())  # results every process can read
     values_fn = jax.jit(lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask),
                         out_shardings=replicated)
     ga = cfg.grad_accum
+
+    def fold(x):
+        x = x.reshape((ga, x.shape[0] // ga) + x.shape[1:])
+        return put_batch(x) if put_batch is not None else x
+
     metrics: dict = {}
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))
     t0, tokens = time.perf_counter(), 0
@@ -405,21 +394,16 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
             mb = sched.minibatch(p, b, e, m)
             d = train_data.take(rows[mb])
             tgt = state["targets"][mb]
-
-            def fold(x):
-                x = x.reshape((ga, x.shape[0] // ga) + x.shape[1:])
-                return put_batch(x, 1) if put_batch is not None else x
-
             state["params"], state["opt_state"], state["ema"], mtr = train_step(
                 state["params"], state["opt_state"], state["ema"], fold(d.ids), fold(d.mask), fold(d.resp), fold(tgt))
-            state["step"] = (jnp.int32(step + 1) if replicated is None
-                             else jax.device_put(np.int32(step + 1), replicated))
             if step == start:  # throughput excludes the first update, which compiles
                 jax.block_until_ready(mtr)
                 t0 = time.perf_counter()
             else:
                 tokens += int(d.mask.sum())
             if (step + 1) % cfg.save_every == 0 or step + 1 == total:
+                state["step"] = (jnp.int32(step + 1) if replicated is None
+                                 else jax.device_put(np.int32(step + 1), replicated))
                 mngr.save(step + 1, args=ocp.args.StandardSave(state))
             metrics = {k: float(v) for k, v in mtr.items()}
             metrics["step"] = step + 1
