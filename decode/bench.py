@@ -29,6 +29,7 @@ from flax import nnx
 import vas_jax
 from vas_jax import ModelConfig, Transformer
 from vas_jax.flops import flops_per_token
+from vas_jax.model import fuse_projections
 
 # a Llama-3.2-1B-like base (~1.2B parameters) for the GPU presets
 GPU_BASE = dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
@@ -74,6 +75,9 @@ def main(argv=None):
     ap.add_argument("--ks", type=int, nargs="*", help="override the preset's candidate counts")
     ap.add_argument("--new-tokens", type=int, help="override the preset's tokens per row")
     ap.add_argument("--repeats", type=int, help="timed repetitions (best is kept)")
+    ap.add_argument("--check-every", type=int, default=8, help="decode steps between early-exit tests")
+    ap.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections (fuse_projections)")
+    ap.add_argument("--no-vocab", action="store_true", help="skip the vocabulary-wide value head")
     ap.add_argument("--json", help="write the results here too")
     a = ap.parse_args(argv)
     p = dict(PRESETS[a.preset])
@@ -85,13 +89,16 @@ def main(argv=None):
     base = make(p["base"], "lm", dtype)
     value = make(p["value"], "score", dtype)
     qvalue = make(p["value"], "lm", dtype)
+    if a.fuse:
+        base, value, qvalue = (fuse_projections(m) for m in (base, value, qvalue))
+    ce = dict(check_every=a.check_every)
     ctx = p["prompt_len"] + n / 2
     fb = flops_per_token(base.config, ctx, True)
     fv = flops_per_token(value.config, ctx, False)
     fq = flops_per_token(qvalue.config, ctx, True)
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({platform.machine()}), dtype {a.dtype}, prompt {p['prompt_len']}, "
-          f"{n} new tokens, jax {jax.__version__}")
+          f"{n} new tokens, jax {jax.__version__}, check_every {a.check_every}, fused {a.fuse}")
     print(f"base {base.config.num_layers}L/{base.config.hidden_size}d: {fb / 1e6:.1f} MFLOP/token; "
           f"value {value.config.num_layers}L/{value.config.hidden_size}d: {fv / 1e6:.1f} MFLOP/candidate, "
           f"vocab-wide {fq / 1e6:.1f} MFLOP/step")
@@ -103,12 +110,13 @@ def main(argv=None):
     for b in batches:
         prompts = rng.randint(4, base.config.vocab_size, size=(b, p["prompt_len"])).astype(np.int32)
         key = jax.random.key(0)
-        methods = [("generate", lambda: vas_jax.generate(base, prompts, key=key, max_new_tokens=n).tokens, 1.0)]
+        methods = [("generate", lambda: vas_jax.generate(base, prompts, key=key, max_new_tokens=n, **ce).tokens, 1.0)]
         for k in ks:
             methods.append((f"vas scalar k={k}", lambda k=k: vas_jax.vas_decode(
-                base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n).tokens, fb / (fb + k * fv)))
-        methods.append(("vas vocab k=20", lambda: vas_jax.vas_decode(
-            base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n).tokens, fb / (fb + fq)))
+                base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, **ce).tokens, fb / (fb + k * fv)))
+        if not a.no_vocab:
+            methods.append(("vas vocab k=20", lambda: vas_jax.vas_decode(
+                base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, **ce).tokens, fb / (fb + fq)))
         # compile and warm everything, then time in interleaved rounds so that drift in the
         # machine's speed hits every method alike; the best round of each is kept
         for _, fn, _ in methods:
@@ -128,7 +136,8 @@ def main(argv=None):
             print(f"{b:>5} {name:<16} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {rf}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, rows=rows), f, indent=2)
+            json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, check_every=a.check_every,
+                           fused=a.fuse, rows=rows), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -89,12 +89,12 @@ def run(args):
         from vas_jax.sharding import make_mesh
 
         mesh = make_mesh(args.mesh)
-    base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh)
+    base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
     values = []
     for d in args.value:
         if any((Path(d) / n).exists() for n in ("tokenizer.json", "tokenizer_config.json")):
             vas_jax.check_same_tokenizer(tok, vas_jax.load_tokenizer(d), names=("base", f"value ({d})"))
-        values.append(vas_jax.load_model(d, dtype=args.dtype, mesh=mesh))
+        values.append(vas_jax.load_model(d, dtype=args.dtype, mesh=mesh, fuse=True))
     texts = read_prompts(args)
     ids = encode_prompts(tok, texts, chat_template=args.chat_template)
     jobs = [(i, s) for i in range(len(texts)) for s in range(args.samples)]

@@ -52,8 +52,8 @@ def run(args):
     if len(args.composed) % 2:
         raise VasError("--composed takes pairs of betas")
     tok = vas_jax.load_tokenizer(args.base)
-    base = vas_jax.load_model(args.base, dtype=args.dtype)
-    values = [vas_jax.load_model(v, dtype=args.dtype) for v in args.value]
+    base = vas_jax.load_model(args.base, dtype=args.dtype, fuse=True)
+    values = [vas_jax.load_model(v, dtype=args.dtype, fuse=True) for v in args.value]
     texts = read_prompts(args.prompts, args.prompt_field)[: args.max_prompts]
     prompts = encode_prompts(tok, texts)
 

@@ -40,6 +40,10 @@ def main(base_dir, value_dir, out):
         assert tuple(spec_q) == (None, "tensor") or mesh.shape["tensor"] == 1, spec_q
         g = vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh)
         assert g.token_lists() == ref_gen.token_lists(), spec
+        # decoding with fused projections: each fused tensor is split on its kv groups / MLP units
+        sb, sv = vas_jax.load_model(base_dir, mesh=mesh, fuse=True), vas_jax.load_model(value_dir, mesh=mesh, fuse=True)
+        spec_f = sb.layers[0].attn.qkv_proj.kernel[...].sharding.spec
+        assert tuple(spec_f) == (None, "tensor") or mesh.shape["tensor"] == 1, spec_f
         v = vas_jax.vas_decode(sb, sv, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6,
                                temperature=0.0, mesh=mesh)
         assert v.token_lists() == ref_vas.token_lists(), spec

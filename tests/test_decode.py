@@ -240,3 +240,43 @@ def test_num_samples_share_one_prefill_and_best_of_n(models):
     for i in range(3):
         j = int(rw[i].argmax())
         assert np.asarray(bon.tokens)[i, : int(bon.lengths[i])].tolist() == best[16 * i + j]
+
+
+def test_check_every_changes_nothing_but_the_exit_granularity(models):
+    """The loop runs in chunks of `check_every` steps between early-exit tests: chunk sizes that do
+    and do not divide max_new_tokens, rows that end early (EOS) and ones that do not, same result."""
+    base, values = models["base"], [models["v_llama"], models["q_qwen"]]
+    key = jax.random.key(4)
+    greedy = vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=9, temperature=0.0).token_lists()
+    eos = greedy[1][2]  # row 1 ends at its 3rd token
+    runs = []
+    for c in (1, 4, 9, 16):
+        g = vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=9, eos_token_id=eos, check_every=c)
+        v = vas_jax.vas_decode(base, values, PROMPTS, beta=[2.0, 1.0], top_k=5, key=key, max_new_tokens=9,
+                               eos_token_id=eos, check_every=c)
+        runs.append([np.asarray(x) for r in (g, v) for x in (r.tokens, r.lengths, r.logprobs,
+                                                              r.policy_logprobs, r.guidance)])
+        assert g.tokens.shape == v.tokens.shape == (3, 9)
+    for other in runs[1:]:  # the cache is as long as the rounded-up steps: sums may differ in the last bit
+        for a, b in zip(runs[0], other):
+            if a.dtype.kind == "f":
+                np.testing.assert_allclose(a, b, atol=1e-5)
+            else:
+                np.testing.assert_array_equal(a, b)
+    g = vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=9, temperature=0.0, eos_token_id=eos, check_every=4)
+    assert int(g.lengths[1]) == 3 and g.token_lists()[1] == greedy[1][:3]
+    with pytest.raises(VasError, match="check_every must be at least 1"):
+        vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=2, check_every=0)
+
+
+def test_fused_models_decode_the_same(models):
+    values = [models["v_llama"], models["q_qwen"]]
+    kw = dict(beta=[2.0, 1.0], top_k=5, key=jax.random.key(2), max_new_tokens=6, temperature=0.0)
+    ref = vas_jax.vas_decode(models["base"], values, PROMPTS, **kw)
+    fuse = vas_jax.fuse_projections
+    import copy
+
+    got = vas_jax.vas_decode(fuse(copy.deepcopy(models["base"])), [fuse(copy.deepcopy(v)) for v in values],
+                             PROMPTS, **kw)
+    assert got.token_lists() == ref.token_lists()
+    np.testing.assert_allclose(np.asarray(got.guidance), np.asarray(ref.guidance), atol=1e-4)

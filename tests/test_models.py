@@ -182,6 +182,28 @@ def test_candidate_scoring_matches_full_sequence(hf_dir, arch):
 
 
 @pytest.mark.parametrize("arch", ALL)
+def test_fused_projections_compute_the_same(hf_dir, tmp_path, arch):
+    """fuse_projections (q/k/v grouped per kv head, gate/up interleaved) changes no output: full
+    sequence, prefill and candidate scoring with the keys/values they return."""
+    _, d = hf_dir(arch, "score")
+    plain, fused = vas_jax.load_model(d), vas_jax.load_model(d, fuse=True)
+    assert fused.layers[0].attn.q_proj is None and fused.layers[0].attn.qkv_proj is not None
+    ids = rand_ids(2, 9, seed=2)
+    np.testing.assert_allclose(np.asarray(fused(ids)), np.asarray(plain(ids)), atol=1e-5)
+    outs = []
+    for m in (plain, fused):
+        cache = init_cache(m.config, 2, 12, m.dtype, np.array([0, 3]))
+        _, cache = m.forward(ids, cache, mode="prefill")
+        outs.append(m.forward(rand_ids(2, 6, seed=3), cache, mode="candidates", n_pending=1))
+    (v0, c0, kv0), (v1, c1, kv1) = outs
+    np.testing.assert_allclose(np.asarray(v1), np.asarray(v0), atol=1e-5)
+    for a, b in zip(c0.k + c0.v + kv0[0] + kv0[1], c1.k + c1.v + kv1[0] + kv1[1]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+    with pytest.raises(VasError, match="fused for decoding"):
+        vas_jax.save_model(fused, tmp_path / "x")
+
+
+@pytest.mark.parametrize("arch", ALL)
 @pytest.mark.parametrize("head", ["lm", "score"])
 def test_round_trip_through_transformers(hf_dir, tmp_path, arch, head):
     _, d = hf_dir(arch, head)

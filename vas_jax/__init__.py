@@ -6,7 +6,7 @@ from .decode import BestOfN, DecodeResult, best_of_n, generate, prepare_prompts,
 from .errors import VasError
 from .hf import load_model, save_model
 from .tokenizer import check_same_tokenizer, load_tokenizer
-from .model import Transformer
+from .model import Transformer, fuse_projections
 
 __all__ = [
     "BestOfN",
@@ -18,6 +18,7 @@ __all__ = [
     "Transformer",
     "VasError",
     "check_same_tokenizer",
+    "fuse_projections",
     "generate",
     "prepare_prompts",
     "vas_decode",

@@ -85,6 +85,12 @@ class DecodeSpec:
     eos_ids: tuple = ()
     pad_id: int = 0
     num_samples: int = 1  # samples per prompt; each prompt is prefilled once and its cache repeated
+    check_every: int = 8  # steps between early-exit checks (see `_decode_program`)
+
+    @property
+    def steps(self) -> int:
+        """max_new_tokens rounded up to whole chunks of `check_every` steps."""
+        return -(-self.max_new_tokens // self.check_every) * self.check_every
 
 
 def bucket_length(n: int) -> int:
@@ -190,6 +196,7 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
 
     def body(carry):
         t, cache, v_caches, logits, q_logits, pending, done, lengths, out = carry
+        done = done | (t >= n)  # the steps that round the last chunk up record nothing
         step_key = jax.random.fold_in(key, t)
         v_caches = list(v_caches)
         if values:
@@ -239,20 +246,27 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
                 new_q.append(q_logits[i])
         return (t + 1, cache, v_caches, new_logits[:, 0], new_q, feed, done, lengths, out)
 
+    # The loop runs in chunks of `check_every` steps: the inner loop has a fixed trip count, so on
+    # a GPU the host queues a whole chunk's kernels without waiting; only the outer loop's
+    # early-exit test (all rows done?) makes the host wait for the device, once per chunk.
+    def chunk(carry):
+        return jax.lax.fori_loop(0, spec.check_every, lambda _, c: body(c), carry)
+
     def cond(carry):
         t, done = carry[0], carry[6]
         return (t < n) & ~jnp.all(done)
 
+    steps = spec.steps
     out0 = {
-        "tokens": jnp.full((b, n), spec.pad_id, jnp.int32),
-        "logprobs": jnp.zeros((b, n), jnp.float32),
-        "policy_logprobs": jnp.zeros((b, n), jnp.float32),
-        "guidance": jnp.zeros((b, n), jnp.float32),
+        "tokens": jnp.full((b, steps), spec.pad_id, jnp.int32),
+        "logprobs": jnp.zeros((b, steps), jnp.float32),
+        "policy_logprobs": jnp.zeros((b, steps), jnp.float32),
+        "guidance": jnp.zeros((b, steps), jnp.float32),
     }
     carry = (jnp.zeros((), jnp.int32), cache, v_caches, logits[:, 0], q_logits, ids[:, -1],
              jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), out0)
-    carry = jax.lax.while_loop(cond, body, carry)
-    out, lengths = carry[8], carry[7]
+    carry = jax.lax.while_loop(cond, chunk, carry)
+    out, lengths = {k: v[:, :n] for k, v in carry[8].items()}, carry[7]
     return DecodeResult(tokens=out["tokens"], lengths=lengths, logprobs=out["logprobs"],
                         policy_logprobs=out["policy_logprobs"], guidance=out["guidance"])
 
@@ -277,7 +291,7 @@ def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
 
 
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
-         restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None):
+         restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None, check_every=8):
     if not isinstance(base, Transformer) or base.config.head != "lm":
         raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
     if max_new_tokens < 1:
@@ -288,8 +302,11 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         raise VasError(f"top_p must be in (0, 1], got {top_p}")
     if num_samples < 1:
         raise VasError(f"num_samples must be at least 1, got {num_samples}")
+    if check_every < 1:
+        raise VasError(f"check_every must be at least 1, got {check_every}")
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
-    size = ids.shape[1] + max_new_tokens
+    steps = -(-int(max_new_tokens) // int(check_every)) * int(check_every)
+    size = ids.shape[1] + steps  # the last chunk's extra steps write their (unused) keys here
     limits = [base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]
     if int(lens.max()) + max_new_tokens > min(limits):
         raise VasError(
@@ -311,6 +328,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         eos_ids=_eos_tuple(eos_token_id),
         pad_id=int(pad_id),
         num_samples=int(num_samples),
+        check_every=int(check_every),
     )
     splits = [nnx.split(m) for m in [base, *values]]
     graphdefs = tuple(g for g, _ in splits)
@@ -336,28 +354,32 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
 
 def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_token_id=None, pad_id: int = 0, num_samples: int = 1,
-             mesh=None) -> DecodeResult:
+             mesh=None, check_every: int = 8) -> DecodeResult:
     """Sample continuations of `prompts` from `base`.
 
     prompts: a list of token-id lists (any lengths), an int[B, T] array, or (ids, mask) / a tokenizer's
     {"input_ids", "attention_mask"} for a padded batch. temperature=0 is greedy. num_samples: rows per
     prompt (prompt-major: row i*n + j is sample j of prompt i); each prompt is prefilled once.
+    check_every: steps between tests for "every row is done" (the loop's early exit). Between two
+    tests the steps run without the host waiting on the device; the results do not depend on it.
     """
     return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id, restrict_to_topk=False,
-                sample_top_k=top_k, pad_id=pad_id, num_samples=num_samples, mesh=mesh)
+                sample_top_k=top_k, pad_id=pad_id, num_samples=num_samples, mesh=mesh,
+                check_every=check_every)
 
 
 def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], prompts, *, beta, key,
                max_new_tokens: int, top_k: int = 20, temperature: float = 1.0, top_p: float = 1.0,
                eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0,
-               num_samples: int = 1, mesh=None) -> DecodeResult:
+               num_samples: int = 1, mesh=None, check_every: int = 8) -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
 
     values: a value model or a list (scalar heads: `*ForSequenceClassification`, num_labels=1, read as
     V(prefix + token) at the token's position; or vocabulary-wide heads: `*ForCausalLM` read as Q(s, .)).
     beta: float, [n_values], [B] or [B, n_values] -- each request may carry its own mix (traced: no
     recompilation when it changes). top_k: the number of base candidates the values re-rank.
+    Other arguments as for `generate`.
     """
     if isinstance(values, Transformer):
         values = [values]
@@ -367,7 +389,7 @@ def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], p
     return _run(base, values, prompts, beta=beta, top_k=top_k, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id,
                 restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id, num_samples=num_samples,
-                mesh=mesh)
+                mesh=mesh, check_every=check_every)
 
 
 @struct.dataclass

@@ -171,13 +171,15 @@ def _flat_params(model: Transformer) -> dict[tuple, nnx.Variable]:
 
 
 def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = None, mesh=None,
-               rules=None) -> Transformer:
+               rules=None, fuse: bool = False) -> Transformer:
     """Load a Hugging Face checkpoint directory (config.json + safetensors) as an NNX model.
 
     dtype: "float32" or "bfloat16" (parameters and compute; outputs are float32).
     head: override the head ("lm" or "score") that `architectures` implies.
     mesh: place each tensor straight onto its shards of this mesh (by `rules`, default
     vas_jax.sharding.DECODE_RULES): no device ever holds a full copy of a sharded tensor.
+    fuse: merge each layer's q/k/v and gate/up projections (`fuse_projections`): faster decoding,
+    the same outputs; such a model cannot be trained or saved.
     """
     path = Path(path)
     d = read_config(path)
@@ -211,13 +213,27 @@ def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = N
         x = np.asarray(loaded[p]).astype(dt)
         var.value = jax.device_put(x, shardings[p]) if shardings is not None else jnp.asarray(x)
     state = nnx.from_flat_state(flat)
-    return nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef, state)
+    if fuse:
+        from .model import fuse_projections
+
+        model = fuse_projections(model)
+        if mesh is not None:  # each fused tensor onto its shards (kv groups and MLP units stay whole)
+            from .sharding import DECODE_RULES, shard_model
+
+            model = shard_model(model, mesh, rules or DECODE_RULES)
+    return model
 
 
 def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, tokenizer=None) -> Path:
     """Save as a Hugging Face directory (config.json + model.safetensors) that transformers loads."""
     from safetensors.numpy import save_file
 
+    from .model import is_fused
+
+    if is_fused(model):
+        raise VasError("this model's projections are fused for decoding (fuse_projections); save the model "
+                       "as loaded, before fusing")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = model.config

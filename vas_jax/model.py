@@ -123,6 +123,55 @@ def merge_lora(model):
     return model
 
 
+def _fused_linear(parts, layout, *, dtype):
+    """One Linear whose kernel concatenates `parts`' kernels (and biases) as `layout` arranges them."""
+    din = parts[0].kernel.shape[0]
+    kernel = layout([p.kernel[...] for p in parts])
+    lin = Linear(din, kernel.shape[-1], bias=parts[0].bias is not None, dtype=dtype, rngs=nnx.Rngs(0))
+    lin.kernel = nnx.Param(kernel.reshape(din, -1))
+    if parts[0].bias is not None:
+        lin.bias = nnx.Param(layout([p.bias[...][None] for p in parts]).reshape(-1))
+    return lin
+
+
+def fuse_projections(model):
+    """Merge each layer's q/k/v projections into one matmul and gate/up into one (for decoding).
+
+    The same function, fewer and larger matrix products per layer: on a GPU a decode step is
+    bound by the number of kernels more than by their size. Layouts keep tensor parallelism
+    whole: q/k/v are grouped per kv head (its query heads, its key, its value), gate/up are
+    interleaved per unit, so a split of the output dimension keeps each group on one device.
+    Works in place and returns the model; LoRA adapters must be merged first. A fused model
+    decodes and scores like the original; it cannot be trained or saved.
+    """
+    for _, mod in model.iter_modules():
+        if isinstance(mod, Linear) and mod.lora_a is not None:
+            raise ValueError("merge the LoRA adapters (merge_lora) before fusing projections")
+    for blk in model.layers:
+        a = blk.attn
+        if a.qkv_proj is None:
+            g = a.nh // a.kvh
+
+            def qkv_layout(ws, a=a, g=g):
+                q, k, v = ws
+                lead = q.shape[0]
+                return jnp.concatenate([q.reshape(lead, a.kvh, g * a.d), k.reshape(lead, a.kvh, a.d),
+                                        v.reshape(lead, a.kvh, a.d)], axis=-1)
+
+            a.qkv_proj = nnx.data(_fused_linear([a.q_proj, a.k_proj, a.v_proj], qkv_layout, dtype=model.dtype))
+            a.q_proj = a.k_proj = a.v_proj = nnx.data(None)
+        m = blk.mlp
+        if m.gated and m.gate_up_proj is None:
+            m.gate_up_proj = nnx.data(_fused_linear([m.gate_proj, m.up_proj], lambda ws: jnp.stack(ws, axis=-1),
+                                                    dtype=model.dtype))
+            m.gate_proj = m.up_proj = nnx.data(None)
+    return model
+
+
+def is_fused(model) -> bool:
+    return any(blk.attn.qkv_proj is not None for blk in model.layers)
+
+
 class Norm(nnx.Module):
     """RMSNorm (Llama family) or LayerNorm (GPT-2); statistics in float32."""
 
@@ -143,15 +192,31 @@ class Norm(nnx.Module):
         return y.astype(x.dtype)
 
 
-def _attend(q, segments, scale):
+def _attend(q, segments, scale, self_kv=None):
     """Softmax attention of q over one or more key/value segments, normalised jointly.
 
     q: [B, T, NH, D]; segments: [(k [B, KVH, S_i, D], v [B, KVH, S_i, D], mask bool[B, T, S_i]), ...].
     Keys are head-major so both matmuls read a cache in place (batch dims B, KVH lead).
     Grouped-query heads are handled by folding query heads into groups.
+    self_kv: (k, v [B, KVH, T, D], ok bool[T]): query t also sees its own key/value where ok[t]
+    (a candidate token that attends to the cache and to itself): one product per query, not a
+    [T, T] matrix that is zero off its diagonal.
     """
     kvh = segments[0][0].shape[1]
     qg = rearrange(q, "b t (k g) d -> b k g t d", k=kvh)
+    if self_kv is not None:
+        (k, v, mask), (ks, vs, ok) = segments[0], self_kv
+        sc = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+        sc = jnp.where(mask[:, None, None], sc, _NEG)
+        own = jnp.einsum("bkgtd,bktd->bkgt", qg.astype(jnp.float32), ks.astype(jnp.float32)) * scale
+        own = jnp.where(ok, own, _NEG)
+        m = jnp.maximum(jnp.max(sc, axis=-1), own)
+        e = jnp.exp(sc - m[..., None])
+        e_own = jnp.exp(own - m)
+        denom = jnp.sum(e, axis=-1) + e_own
+        out = jnp.einsum("bkgts,bksd->bkgtd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        out = (out + e_own[..., None] * vs[:, :, None].astype(jnp.float32)) / denom[..., None]
+        return rearrange(out.astype(v.dtype), "b k g t d -> b t (k g d)")
     scores = []
     for k, _, mask in segments:
         sc = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
@@ -174,6 +239,7 @@ class Attention(nnx.Module):
         self.k_proj = Linear(h, kvh * d, bias=cfg.attention_bias, dtype=dtype, rngs=rngs)
         self.v_proj = Linear(h, kvh * d, bias=cfg.attention_bias, dtype=dtype, rngs=rngs)
         self.o_proj = Linear(nh * d, h, bias=cfg.o_bias, dtype=dtype, rngs=rngs)
+        self.qkv_proj = nnx.data(None)  # set by fuse_projections
         scale = d**-0.5
         if cfg.attn_scale_by_layer:
             scale /= float(layer + 1)
@@ -182,9 +248,14 @@ class Attention(nnx.Module):
 
     def qkv(self, x, positions, inv_freq):
         b, t, _ = x.shape
-        q = self.q_proj(x).reshape(b, t, self.nh, self.d)
-        k = self.k_proj(x).reshape(b, t, self.kvh, self.d)
-        v = self.v_proj(x).reshape(b, t, self.kvh, self.d)
+        if self.qkv_proj is not None:  # fused: per kv head, its query group, then its key and value
+            y = self.qkv_proj(x).reshape(b, t, self.kvh, self.nh // self.kvh + 2, self.d)
+            q = y[:, :, :, :-2].reshape(b, t, self.nh, self.d)
+            k, v = y[:, :, :, -2], y[:, :, :, -1]
+        else:
+            q = self.q_proj(x).reshape(b, t, self.nh, self.d)
+            k = self.k_proj(x).reshape(b, t, self.kvh, self.d)
+            v = self.v_proj(x).reshape(b, t, self.kvh, self.d)
         if self.use_rope:
             q = apply_rope(q, positions, inv_freq)
             k = apply_rope(k, positions, inv_freq)
@@ -201,8 +272,12 @@ class MLP(nnx.Module):
             self.gate_proj = Linear(h, f, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
         self.up_proj = Linear(h, f, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
         self.down_proj = Linear(f, h, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
+        self.gate_up_proj = nnx.data(None)  # set by fuse_projections
 
     def __call__(self, x):
+        if self.gate_up_proj is not None:  # fused: gate and up interleaved, [..., F, 2]
+            y = self.gate_up_proj(x).reshape(x.shape[:-1] + (-1, 2))
+            return self.down_proj(_act(self.act, y[..., 0]) * y[..., 1])
         if self.gated:
             return self.down_proj(_act(self.act, self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(_act(self.act, self.up_proj(x)))
@@ -343,9 +418,7 @@ class Transformer(nnx.Module):
         new_mask = None
         if mode == "prefill":  # attend among the new tokens only: the cache holds nothing before them
             new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (pos_w >= 0)[:, None, :]
-        if kc_:
-            cand_mask = jnp.concatenate([jnp.zeros((p, kc_), bool), jnp.eye(kc_, dtype=bool)], axis=0)
-            cand_mask = jnp.broadcast_to(cand_mask[None], (b, t, kc_))
+        own_ok = jnp.arange(t) >= p  # queries that see their own key outside the cache: the candidates
         masks = {}
         ks, vs, cand_k, cand_v = [], [], [], []
 
@@ -369,12 +442,11 @@ class Transformer(nnx.Module):
             vs.append(vc)
             if mode == "prefill":
                 return _attend(q, [(kw, vw, nm)], attn.scale)
-            segs = [(kc, vc, cm)]
-            if kc_:
+            if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
                 cand_k.append(k[:, :, p:])
                 cand_v.append(v[:, :, p:])
-                segs.append((k[:, :, p:], v[:, :, p:], cand_mask))
-            return _attend(q, segs, attn.scale)
+                return _attend(q, [(kc, vc, cm)], attn.scale, self_kv=(k, v, own_ok))
+            return _attend(q, [(kc, vc, cm)], attn.scale)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
         if mode == "candidates":

@@ -34,6 +34,10 @@ _PARAM_AXES = {
     ("k_proj", "kernel"): ("embed", "kv"),
     ("v_proj", "kernel"): ("embed", "kv"),
     ("o_proj", "kernel"): ("heads", "embed"),
+    ("qkv_proj", "kernel"): ("embed", "kv"),  # fused (fuse_projections): grouped per kv head
+    ("qkv_proj", "bias"): ("kv",),
+    ("gate_up_proj", "kernel"): ("embed", "mlp"),  # fused: gate and up interleaved per unit
+    ("gate_up_proj", "bias"): ("mlp",),
     ("q_proj", "bias"): ("heads",),
     ("k_proj", "bias"): ("kv",),
     ("v_proj", "bias"): ("kv",),

@@ -76,6 +76,10 @@ def init_value_model(lm: Transformer, *, head: str = "scalar") -> Transformer:
     """
     if head not in ("scalar", "vocab"):
         raise VasError(f"unknown value head {head!r}; use scalar or vocab")
+    from .model import is_fused
+
+    if is_fused(lm):
+        raise VasError("the LM's projections are fused for decoding; load it without fuse to train from it")
     cfg = lm.config
     new_cfg = (cfg.replace(head="score", num_labels=1) if head == "scalar"
                else cfg.replace(head="lm", tie_word_embeddings=False))

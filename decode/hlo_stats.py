@@ -1,0 +1,111 @@
+"""Count the kernels one decode step launches: the compiled loop body of `generate` / `vas_decode`.
+
+    python decode/hlo_stats.py --preset gpu --dtype bfloat16          # on the machine that will run it
+
+On a GPU a decode step at these sizes costs per kernel more than per FLOP, so the count of
+fusions, library calls (matrix products) and copies in the innermost loop body is the number
+to bring down. Counts are read from XLA's optimised HLO for the current backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import vas_jax
+from vas_jax import decode as dec
+from vas_jax.model import fuse_projections
+
+_FREE = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "after-all", "opt-barrier"}
+_HEAD = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")  # a computation starts at column 0
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*.*?\s([a-z][a-z0-9\-]*)\(")
+_BODY = re.compile(r"body=%?([\w.\-]+)")
+
+
+def loop_body(hlo: str) -> list[tuple[str, str]]:
+    """Opcode counts of the decode step: the while body with the most instructions that launch work
+    (the outer loop's body holds little but the inner loop; the random-number loops are small)."""
+    comps, name, bodies = {}, None, []
+    for line in hlo.splitlines():
+        m = _HEAD.match(line)
+        if m:
+            name = m.group(1)
+            comps[name] = []
+            continue
+        if name is None:
+            continue
+        m = _INSTR.match(line)
+        if m:
+            comps[name].append((m.group(1), line))
+            b = _BODY.search(line)
+            if m.group(1) == "while" and b:
+                bodies.append(b.group(1))
+    work = [[(op, ln) for op, ln in comps[b] if op not in _FREE] for b in bodies if b in comps]
+    return max(work, key=len, default=[])
+
+
+def loop_body_ops(hlo: str) -> collections.Counter:
+    return collections.Counter(op for op, _ in loop_body(hlo))
+
+
+def copied_shapes(hlo: str) -> collections.Counter:
+    """Shapes of the arrays the decode step copies (a cache-sized copy per step is a bug to fix)."""
+    return collections.Counter(ln.split("=", 1)[1].split(" copy(")[0].strip() for op, ln in loop_body(hlo)
+                               if op == "copy")
+
+
+def main(argv=None):
+    from bench import PRESETS, make  # decode/bench.py
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--k", type=int, default=20)
+    a = ap.parse_args(argv)
+    p = PRESETS[a.preset]
+    dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
+    prompts = np.random.RandomState(0).randint(4, 100, size=(a.batch, p["prompt_len"])).astype(np.int32)
+    print(f"backend {jax.default_backend()}, preset {a.preset}, batch {a.batch}, k {a.k}")
+    for fused in (False, True):
+        base, value = make(p["base"], "lm", dtype), make(p["value"], "score", dtype)
+        if fused:
+            base, value = fuse_projections(base), fuse_projections(value)
+        for name, vals in (("generate", []), (f"vas k={a.k}", [value])):
+            captured = {}
+            real = dec.decode_program
+
+            def spy(graphdefs, states, *args, spec):
+                captured["hlo"] = real.lower(graphdefs, states, *args, spec=spec).compile().as_text()
+                raise StopIteration
+
+            dec.decode_program = spy
+            try:
+                if vals:
+                    vas_jax.vas_decode(base, vals, prompts, beta=1.0, top_k=a.k, key=jax.random.key(0),
+                                       max_new_tokens=p["new_tokens"])
+                else:
+                    vas_jax.generate(base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"])
+            except StopIteration:
+                pass
+            finally:
+                dec.decode_program = real
+            ops = loop_body_ops(captured["hlo"])
+            top = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))
+            print(f"{'fused' if fused else 'plain':<6} {name:<10} {sum(ops.values()):>5} ops per step ({top})",
+                  flush=True)
+            big = [f"{n} x {s}" for s, n in copied_shapes(captured["hlo"]).most_common() if "," in s]
+            if big:
+                print(f"{'':<17} copies: {'; '.join(big[:6])}", flush=True)
+        del base, value
+        nnx  # keep the import for readers running pieces interactively
+
+
+if __name__ == "__main__":
+    main()
