@@ -21,15 +21,18 @@ def main(base_dir, out):
 
     import vas_jax
     from vas_jax.sharding import make_mesh
-    from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
+    from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
     from multiprocess_data import CFG, dataset
 
     mesh = make_mesh("data=2,fsdp=2,tensor=2")
-    vm, m = train_value(init_value_model(vas_jax.load_model(base_dir)), rollout_arrays(dataset()), f"{out}/run",
+    data = load_rollouts(dataset(), mesh=mesh)  # this host's shard only
+    assert data.count == 2 and len(data.local) == 1
+    np.save(f"{out}/rows{jax.process_index()}.npy", next(iter(data.local.values())).ids)
+    vm, m = train_value(init_value_model(vas_jax.load_model(base_dir)), data, f"{out}/run",
                         TrainConfig(**CFG), progress=False, mesh=mesh, max_steps=6)
     if jax.process_index() == 0:
         flat = {"/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(vm, nnx.Param))}
-        np.savez(f"{out}/params.npz", loss=m["loss"], **flat)
+        np.savez(f"{out}/params.npz", loss=m["loss"], eval_rmse=m["eval_rmse"], **flat)
     print("process", jax.process_index(), "done", flush=True)
 
 

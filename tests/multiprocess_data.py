@@ -2,7 +2,7 @@
 
 import numpy as np
 
-CFG = dict(batch_size=16, minibatch_size=8, epochs=1, passes=3, learning_rate=1e-3, eval_fraction=0.0,
+CFG = dict(batch_size=16, minibatch_size=8, epochs=1, passes=3, learning_rate=1e-3, eval_fraction=0.25,
            save_every=3, keep=2)
 
 

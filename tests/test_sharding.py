@@ -32,8 +32,9 @@ def test_sharded_equals_single_device(hf_dir, tmp_path):
 
 
 def test_two_processes_train_like_one(hf_dir, tmp_path):
-    """Two processes with 4 fake CPU devices each, joined by jax.distributed on localhost, train on one
-    (2, 2, 2) mesh and end with the parameters of a single-process run."""
+    """Two processes with 4 fake CPU devices each, joined by jax.distributed on localhost, each reading
+    only its own half of the rollouts, train on one (2, 2, 2) mesh and end with the parameters of a
+    single-process run over the same two shards."""
     import socket
 
     import numpy as np
@@ -41,7 +42,7 @@ def test_two_processes_train_like_one(hf_dir, tmp_path):
 
     import vas_jax
     from multiprocess_data import CFG, dataset
-    from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
+    from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
 
     base = hf_dir("llama")[1]
     with socket.socket() as s:
@@ -59,8 +60,12 @@ def test_two_processes_train_like_one(hf_dir, tmp_path):
     for p, o in zip(procs, outs):
         assert p.returncode == 0, o[-4000:]
     got = np.load(tmp_path / "params.npz")
-    ref, m = train_value(init_value_model(vas_jax.load_model(base)), rollout_arrays(dataset()), tmp_path / "single",
+    data = load_rollouts(dataset(), shards=2)
+    for s in (0, 1):  # each process read exactly its shard
+        np.testing.assert_array_equal(np.load(tmp_path / f"rows{s}.npy"), data.local[s].ids)
+    ref, m = train_value(init_value_model(vas_jax.load_model(base)), data, tmp_path / "single",
                          TrainConfig(**CFG), progress=False, max_steps=6)
     assert abs(float(got["loss"]) - m["loss"]) < 1e-5
+    assert abs(float(got["eval_rmse"]) - m["eval_rmse"]) < 1e-5  # held-out rollouts of both hosts
     for k, v in nnx.to_flat_state(nnx.state(ref, nnx.Param)):
         np.testing.assert_allclose(got["/".join(map(str, k))], np.asarray(v[...]), atol=2e-5, err_msg=str(k))

@@ -257,6 +257,36 @@ def test_cli_input_errors(tiny_dirs, hf_dir, tmp_path, monkeypatch, capsys):
     assert main(["train", "--data", "d", "--init", base, "--out", "r", "--batch-size", "6",
                  "--minibatch-size", "4"]) == 2
     assert "--batch-size (6) must be a multiple of --minibatch-size (4)" in capsys.readouterr().err
+    assert main(["train", "--data", "d", "--init", base, "--out", "r", "--data-shards", "0"]) == 2
+    assert "--data-shards must be at least 1, got 0" in capsys.readouterr().err
+    assert main(["train", "--data", "d", "--init", base, "--out", "r", "--data-shards", "4"]) == 2
+    assert "1 rollout(s) cannot fill 4 data shards" in capsys.readouterr().err
+
+
+def test_data_shards_split_like_datasets_and_train(hf_dir, small_data, tmp_path):
+    """In one process, --data-shards N holds the N contiguous shards that N hosts would each read
+    (datasets' split_dataset_by_node), padded to one length, and trains on them. (That a pod's hosts,
+    each with its own shard, train exactly like this is test_sharding's two-process test.)"""
+    from datasets.distributed import split_dataset_by_node
+
+    from vas_jax.train import load_rollouts
+
+    data = load_rollouts(small_data, shards=3)
+    assert data.count == 3 and sorted(data.local) == [0, 1, 2]
+    assert len({b.ids.shape[1] for b in data.local.values()}) == 1
+    for s in range(3):
+        one = rollout_arrays(split_dataset_by_node(small_data, rank=s, world_size=3),
+                             max_length=data.local[s].ids.shape[1])
+        np.testing.assert_array_equal(data.local[s].ids, one.ids)
+        np.testing.assert_array_equal(data.local[s].reward, one.reward)
+    lm = vas_jax.load_model(hf_dir("llama")[1])
+    cfg = TrainConfig(batch_size=12, minibatch_size=6, epochs=1, passes=1, eval_fraction=0.1, learning_rate=1e-3)
+    seen = []
+    _, m = train_value(init_value_model(lm), data, tmp_path, cfg, progress=False, on_step=lambda s, mt: seen.append(mt))
+    assert m["step"] == len(seen) > 0 and np.isfinite(m["loss"]) and "eval_rmse" in m
+    with pytest.raises(VasError, match=r"--batch-size \(8\) and the micro-batch .* must divide by the 3 data shards"):
+        train_value(init_value_model(lm), data, tmp_path / "x", TrainConfig(batch_size=8, minibatch_size=4),
+                    progress=False)
 
 
 def test_torch_reward_model_matches_ours(tiny_dirs):

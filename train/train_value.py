@@ -34,6 +34,10 @@ def add_arguments(p):
     o.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--mesh", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (default: all devices on data)")
+    o.add_argument("--data-shards", type=int,
+                   help="shards of the rollouts, each shuffled on its own, every batch drawn equally from all "
+                        "(default: one per host; on a pod each host reads only its own). Set it to a pod's host "
+                        "count to reproduce that pod's run in one process")
     c = p.add_argument_group("checkpoints and evaluation")
     c.add_argument("--save-every", type=int, default=50)
     c.add_argument("--keep", type=int, default=3)
@@ -48,7 +52,7 @@ def run(args):
     import vas_jax
     from vas_jax.data import load_table
     from vas_jax.errors import VasError
-    from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
+    from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
 
     cfg = TrainConfig(gamma=args.gamma, lam=args.lam, learning_rate=args.lr, warmup_steps=args.warmup_steps,
                       weight_decay=args.weight_decay, clip_norm=args.clip_norm, batch_size=args.batch_size,
@@ -68,16 +72,16 @@ def run(args):
         if not Path(base_dir).exists():
             raise VasError(f"base model directory {base_dir!r} (named by the rollouts) does not exist; pass --base")
         vas_jax.check_same_tokenizer(vas_jax.load_tokenizer(base_dir), tok, names=("base", "value (--init)"))
-    data = rollout_arrays(ds, pad_id=tok.pad_token_id or 0)
-    lm = vas_jax.load_model(args.init)
-    if lm.config.head != "lm":
-        raise VasError(f"--init {args.init} is not a causal LM checkpoint")
-    vm = init_value_model(lm, head=args.head)
     mesh = None
     if args.mesh or len(__import__("jax").devices()) > 1:
         from vas_jax.sharding import make_mesh
 
         mesh = make_mesh(args.mesh)
+    data = load_rollouts(ds, pad_id=tok.pad_token_id or 0, shards=args.data_shards, mesh=mesh)
+    lm = vas_jax.load_model(args.init)
+    if lm.config.head != "lm":
+        raise VasError(f"--init {args.init} is not a causal LM checkpoint")
+    vm = init_value_model(lm, head=args.head)
     trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
     import jax
 

@@ -124,22 +124,19 @@ class Batch:
         return len(self.reward)
 
 
-def rollout_arrays(ds, *, pad_id: int = 0, max_length: int | None = None) -> Batch:
-    """Rollouts (prompt_ids, response_ids, reward) as right-padded arrays; empty responses are dropped."""
+def _rollout_rows(ds) -> list[tuple]:
     for c in ("prompt_ids", "response_ids", "reward"):
         if c not in ds.column_names:
             hint = "score it with `vas score`" if c == "reward" else "make it with `vas sample`"
             raise VasError(f"the rollout dataset has no {c!r} column; {hint}")
     rows = [(p, r, float(w)) for p, r, w in zip(ds["prompt_ids"], ds["response_ids"], ds["reward"]) if len(r)]
-    if not rows:
-        raise VasError("the rollout dataset has no non-empty responses to train on")
     bad = [i for i, (_, _, w) in enumerate(rows) if not math.isfinite(w)]
     if bad:
         raise VasError(f"non-finite reward(s) at row(s) {', '.join(map(str, bad[:10]))}; rescore the rollouts")
-    longest = max(len(p) + len(r) for p, r, _ in rows)
-    length = bucket_length(longest) if max_length is None else max_length
-    if longest > length:
-        raise VasError(f"a rollout has {longest} tokens, more than --max-length {length}")
+    return rows
+
+
+def _pad_rows(rows, pad_id: int, length: int) -> Batch:
     n = len(rows)
     ids = np.full((n, length), pad_id, np.int32)
     mask = np.zeros((n, length), bool)
@@ -149,6 +146,84 @@ def rollout_arrays(ds, *, pad_id: int = 0, max_length: int | None = None) -> Bat
         mask[i, : len(p) + len(r)] = True
         resp[i, len(p): len(p) + len(r)] = True
     return Batch(ids, mask, resp, np.array([w for _, _, w in rows], np.float32))
+
+
+def _check_length(longest: int, max_length: int | None) -> int:
+    length = bucket_length(longest) if max_length is None else max_length
+    if longest > length:
+        raise VasError(f"a rollout has {longest} tokens, more than --max-length {length}")
+    return length
+
+
+def rollout_arrays(ds, *, pad_id: int = 0, max_length: int | None = None) -> Batch:
+    """Rollouts (prompt_ids, response_ids, reward) as right-padded arrays; empty responses are dropped."""
+    rows = _rollout_rows(ds)
+    if not rows:
+        raise VasError("the rollout dataset has no non-empty responses to train on")
+    return _pad_rows(rows, pad_id, _check_length(max(len(p) + len(r) for p, r, _ in rows), max_length))
+
+
+@dataclasses.dataclass
+class RolloutShards:
+    """Rollouts in `count` shards. The schedule shuffles each shard on its own and builds every
+    batch from equal parts of all shards, so a pod's hosts each read one shard (`local` holds this
+    process's: all of them in one process) and one process given the same count trains alike."""
+
+    local: dict  # shard id -> Batch
+    count: int
+
+
+def process_block(mesh) -> int:
+    """Which block of the batch this process's devices hold (the shard it reads), on a pod."""
+    from .sharding import TRAIN_RULES, batch_sharding
+
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+    nproc = jax.process_count()
+    per = n // nproc if n % nproc == 0 else 0
+    held = batch_sharding(mesh, TRAIN_RULES, 1).addressable_devices_indices_map((n,)).values()
+    rows = sorted({i for (sl,) in held for i in range(*sl.indices(n))})
+    if not per or rows != list(range(rows[0], rows[0] + per)):
+        raise VasError(f"each host must hold its own block of the batch: the mesh's data x fsdp ({n}) must be a "
+                       f"multiple of the {nproc} hosts, with the hosts along those axes (e.g. data={nproc})")
+    return rows[0] // per
+
+
+def load_rollouts(ds, *, pad_id: int = 0, max_length: int | None = None, shards: int | None = None,
+                  mesh=None) -> RolloutShards:
+    """Scored rollouts as `RolloutShards` for `train_value`.
+
+    One process: `shards` (default 1) contiguous shards, all held. Several processes (a pod): one
+    shard per process, and each reads only its own (`datasets.distributed.split_dataset_by_node`,
+    the shard of the batch block its devices hold); rows are padded to one length on every host.
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    nproc = jax.process_count()
+    if shards is not None and shards < 1:
+        raise VasError(f"--data-shards must be at least 1, got {shards}")
+    if nproc > 1:
+        if mesh is None:
+            raise VasError("training on several hosts needs a mesh (--mesh)")
+        if shards not in (None, nproc):
+            raise VasError(f"on {nproc} hosts the rollouts are read in {nproc} shards, one per host; "
+                           f"--data-shards {shards} does not fit")
+        count, mine = nproc, [process_block(mesh)]
+    else:
+        count = shards or 1
+        mine = list(range(count))
+    if len(ds) < count:
+        raise VasError(f"{len(ds)} rollout(s) cannot fill {count} data shards; use fewer shards (--data-shards)")
+    parts = {s: _rollout_rows(ds if count == 1 else split_dataset_by_node(ds, rank=s, world_size=count))
+             for s in mine}
+    longest = max((len(p) + len(r) for rows in parts.values() for p, r, _ in rows), default=0)
+    if nproc > 1:
+        from jax.experimental import multihost_utils
+
+        longest = int(np.max(multihost_utils.process_allgather(np.int32(longest))))
+    if longest == 0:
+        raise VasError("the rollout dataset has no non-empty responses to train on")
+    length = _check_length(longest, max_length)
+    return RolloutShards({s: _pad_rows(rows, pad_id, length) for s, rows in parts.items()}, count)
 
 
 # ----------------------------------------------------------------------------- compiled pieces
@@ -219,7 +294,7 @@ def make_steps(graphdef, tx, cfg: TrainConfig):
         if cfg.ema > 0:
             ema = jax.tree.map(lambda e, p: cfg.ema * e + (1 - cfg.ema) * p, ema, params)
         return (params, frozen), opt_state, ema, {"loss": loss / k, "explained_variance": ev / k,
-                                        "grad_norm": optax.global_norm(grads)}
+                                                  "grad_norm": optax.global_norm(grads), "tokens": jnp.sum(mask)}
 
     return targets_fn, train_step
 
@@ -251,16 +326,27 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64) 
 
 
 class _Schedule:
-    def __init__(self, n: int, cfg: TrainConfig):
+    """The update schedule over `shards` shards of n rollouts each (sizes below are per shard).
+
+    With one shard the seeds are (seed, p) and (seed, p, b, e, 7); shard s of several adds s.
+    """
+
+    def __init__(self, n: int, cfg: TrainConfig, shards: int = 1):
         self.cfg = cfg
         self.n = n
-        self.bs = min(cfg.batch_size, n - n % cfg.minibatch_size) if n < cfg.batch_size else cfg.batch_size
-        if self.bs < cfg.minibatch_size:
-            raise VasError(f"only {n} training rollouts, fewer than --minibatch-size {cfg.minibatch_size}")
+        self.shards = shards
+        batch, mb = cfg.batch_size // shards, cfg.minibatch_size // shards
+        self.mb = mb
+        self.bs = min(batch, n - n % mb) if n < batch else batch
+        if self.bs < mb:
+            raise VasError(f"only {n * shards} training rollouts, fewer than --minibatch-size {cfg.minibatch_size}")
         self.batches = n // self.bs
-        self.mbs = self.bs // cfg.minibatch_size
+        self.mbs = self.bs // mb
         self.per_batch = cfg.epochs * self.mbs
         self.total = cfg.passes * self.batches * self.per_batch
+
+    def _seed(self, *parts, shard: int):
+        return [self.cfg.seed, *parts] + ([shard] if self.shards > 1 else [])
 
     def locate(self, step: int):
         per_pass = self.batches * self.per_batch
@@ -269,28 +355,30 @@ class _Schedule:
         e, m = divmod(r, self.mbs)
         return p, b, e, m
 
-    def batch_rows(self, p: int, b: int) -> np.ndarray:
-        perm = np.random.RandomState([self.cfg.seed, p]).permutation(self.n)
+    def batch_rows(self, p: int, b: int, shard: int = 0) -> np.ndarray:
+        perm = np.random.RandomState(self._seed(p, shard=shard)).permutation(self.n)
         return perm[b * self.bs:(b + 1) * self.bs]
 
-    def minibatch(self, p, b, e, m) -> np.ndarray:
-        perm = np.random.RandomState([self.cfg.seed, p, b, e, 7]).permutation(self.bs)
-        return perm[m * self.cfg.minibatch_size:(m + 1) * self.cfg.minibatch_size]
+    def minibatch(self, p, b, e, m, shard: int = 0) -> np.ndarray:
+        perm = np.random.RandomState(self._seed(p, b, e, 7, shard=shard)).permutation(self.bs)
+        return perm[m * self.mb:(m + 1) * self.mb]
 
 
-def split_eval(data: Batch, cfg: TrainConfig):
+def split_eval(data: Batch, cfg: TrainConfig, shard: int | None = None, min_train: int | None = None):
     n = len(data)
     n_eval = int(round(n * cfg.eval_fraction)) if cfg.eval_fraction > 0 else 0
-    if n_eval and n - n_eval < cfg.minibatch_size:
+    if n_eval and n - n_eval < (min_train or cfg.minibatch_size):
         n_eval = 0
-    perm = np.random.RandomState([cfg.seed, 99]).permutation(n)
+    perm = np.random.RandomState([cfg.seed, 99] + ([shard] if shard is not None else [])).permutation(n)
     return data.take(np.sort(perm[n_eval:])), (data.take(np.sort(perm[:n_eval])) if n_eval else None)
 
 
-def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConfig, *, resume: bool = False,
+def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Path, cfg: TrainConfig, *, resume: bool = False,
                 progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
                 max_steps: int | None = None, mesh=None) -> tuple[Transformer, dict]:
     """Train `model` (a value model from `init_value_model`) on `data`; checkpoints under OUT/checkpoints.
+
+    data: a `Batch` (`rollout_arrays`) or `RolloutShards` (`load_rollouts`: on a pod, this host's shard).
 
     Returns the trained model and the last metrics. `on_step(step, metrics)` runs after each update.
     mesh: a `vas_jax.sharding.make_mesh` mesh: parameters and optimizer state are sharded by
@@ -316,8 +404,32 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     if main_process:
         settings_file.write_text(json.dumps(settings, indent=2))
 
-    train_data, eval_data = split_eval(data, cfg)
-    sched = _Schedule(len(train_data), cfg)
+    shards = data if isinstance(data, RolloutShards) else RolloutShards({0: data}, 1)
+    S, ga = shards.count, cfg.grad_accum
+    multi = jax.process_count() > 1
+    if multi and (mesh is None or S != jax.process_count() or len(shards.local) != 1):
+        raise VasError("on several hosts pass the mesh and the rollouts as load_rollouts(..., mesh=mesh) gives "
+                       "them: one shard per host")
+    if cfg.batch_size % S or (cfg.minibatch_size // ga) % S:
+        raise VasError(f"--batch-size ({cfg.batch_size}) and the micro-batch (--minibatch-size / --grad-accum = "
+                       f"{cfg.minibatch_size // ga}) must divide by the {S} data shards")
+    splits = {s: split_eval(b, cfg, shard=s if S > 1 else None, min_train=cfg.minibatch_size // S)
+              for s, b in shards.local.items()}
+    n_train = min(len(t) for t, _ in splits.values())  # every shard is cut to the smallest one's size
+    n_eval = min(len(e) if e is not None else 0 for _, e in splits.values())
+    if multi:
+        from jax.experimental.multihost_utils import process_allgather
+
+        n_train, n_eval = (int(x) for x in np.min(process_allgather(np.array([n_train, n_eval], np.int32)), axis=0))
+    train_parts = {s: t.take(np.arange(n_train)) for s, (t, _) in splits.items()}
+    eval_data = None
+    if n_eval:
+        parts = [splits[s][1].take(np.arange(n_eval)) for s in sorted(splits)]
+        eval_data = Batch(*(np.concatenate([getattr(b, f) for b in parts]) for f in ("ids", "mask", "resp", "reward")))
+        if multi:  # every host evaluates on all held-out rollouts (a small set)
+            eval_data = Batch(*(np.asarray(process_allgather(getattr(eval_data, f), tiled=True))
+                                for f in ("ids", "mask", "resp", "reward")))
+    sched = _Schedule(n_train, cfg, S)
     total = sched.total if max_steps is None else min(sched.total, max_steps)
     tx = make_optimizer(cfg, sched.total)
     if cfg.lora_rank > 0:
@@ -330,7 +442,7 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     trainable = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), trainable)
     frozen = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), frozen)
     params = (trainable, frozen)
-    put_batch = replicated = None
+    replicated = None
     if mesh is not None:
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
@@ -345,14 +457,22 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
             raise VasError(f"the micro-batch ({cfg.minibatch_size // cfg.grad_accum}) must divide by the mesh's "
                            f"data x fsdp = {n_batch} devices")
         replicated = NamedSharding(mesh, P())  # step counts, targets, metrics: every process can read them
+        targets_fn = jax.jit(targets_fn, out_shardings=replicated)
 
-        def put_batch(x):  # [grad_accum, micro, ...]: the micro-batch split over (data, fsdp)
-            return jax.device_put(x, batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=1))
+    def assemble(parts: dict, axis: int):
+        """{shard: this process's rows} -> the global batch, split over (data, fsdp) on `axis`."""
+        if multi:
+            (x,) = parts.values()
+            shape = x.shape[:axis] + (x.shape[axis] * S,) + x.shape[axis + 1:]
+            return jax.make_array_from_process_local_data(batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=axis), x,
+                                                          shape)
+        x = np.concatenate([parts[s] for s in range(S)], axis=axis) if S > 1 else parts[0]
+        return x if mesh is None else jax.device_put(x, batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=axis))
     state = {
         "params": params,
         "opt_state": tx.init(trainable),
         "ema": jax.tree.map(jnp.copy, trainable) if cfg.ema > 0 else {},
-        "targets": jnp.zeros((sched.bs, train_data.ids.shape[1]), jnp.float32),
+        "targets": jnp.zeros((sched.bs * S, next(iter(train_parts.values())).ids.shape[1]), jnp.float32),
         "step": jnp.int32(0),
     }
     if mesh is not None:  # everything not sharded above is replicated on the mesh
@@ -378,33 +498,38 @@ def train_value(model: Transformer, data: Batch, out: str | Path, cfg: TrainConf
     writer = _tensorboard(out) if main_process else None
     values_fn = jax.jit(lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask),
                         out_shardings=replicated)
-    ga = cfg.grad_accum
-
-    def fold(x):
-        x = x.reshape((ga, x.shape[0] // ga) + x.shape[1:])
-        return put_batch(x) if put_batch is not None else x
-
     metrics: dict = {}
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))
     t0, tokens = time.perf_counter(), 0
     with open(log_path if main_process else os.devnull, "a") as log:
         for step in range(start, total):
             p, b, e, m = sched.locate(step)
-            rows = sched.batch_rows(p, b)
-            if e == 0 and m == 0:  # a new TD batch: freeze its targets
-                d = train_data.take(rows)
+            rows = {s: sched.batch_rows(p, b, s) for s in train_parts}
+            if e == 0 and m == 0:  # a new TD batch (equal parts of every shard): freeze its targets
+                td = {s: part.take(rows[s]) for s, part in train_parts.items()}
                 src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
-                state["targets"] = targets_fn(src, d.ids, d.mask, d.resp, d.reward)
-            mb = sched.minibatch(p, b, e, m)
-            d = train_data.take(rows[mb])
-            tgt = state["targets"][mb]
+                state["targets"] = targets_fn(src, *(assemble({s: getattr(d, f) for s, d in td.items()}, 0)
+                                                     for f in ("ids", "mask", "resp", "reward")))
+            mbs = {s: sched.minibatch(p, b, e, m, s) for s in range(S)}
+            # [grad_accum, micro]: each micro-batch holds equal parts of every shard, shard s's at
+            # rows s*bs.. of the TD batch (targets) and in block s of the micro-batch
+            idx = np.concatenate([s * sched.bs + mbs[s].reshape(ga, -1) for s in range(S)], axis=1)
+            tgt = state["targets"][idx]
+            if mesh is not None:
+                tgt = jax.device_put(tgt, batch_sharding(mesh, TRAIN_RULES, 3, axis=1))
+            mine = {s: part.take(rows[s][mbs[s]]) for s, part in train_parts.items()}
+
+            def fold(f):
+                return assemble({s: getattr(d, f).reshape((ga, -1) + getattr(d, f).shape[1:])
+                                 for s, d in mine.items()}, 1)
+
             state["params"], state["opt_state"], state["ema"], mtr = train_step(
-                state["params"], state["opt_state"], state["ema"], fold(d.ids), fold(d.mask), fold(d.resp), fold(tgt))
+                state["params"], state["opt_state"], state["ema"], fold("ids"), fold("mask"), fold("resp"), tgt)
             if step == start:  # throughput excludes the first update, which compiles
                 jax.block_until_ready(mtr)
                 t0 = time.perf_counter()
             else:
-                tokens += int(d.mask.sum())
+                tokens += int(mtr["tokens"])
             if (step + 1) % cfg.save_every == 0 or step + 1 == total:
                 state["step"] = (jnp.int32(step + 1) if replicated is None
                                  else jax.device_put(np.int32(step + 1), replicated))
