@@ -18,6 +18,24 @@ def flat(m):
     return {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(m, nnx.Param))}
 
 
+def compiled_text(call) -> str:
+    """The compiled (per-device) HLO of the decode program that `call` runs."""
+    from vas_jax import decode as dec
+
+    real, got = dec.decode_program, {}
+
+    def spy(graphdefs, states, *args, spec):
+        got["hlo"] = real.lower(graphdefs, states, *args, spec=spec).compile().as_text()
+        return real(graphdefs, states, *args, spec=spec)
+
+    dec.decode_program = spy
+    try:
+        call()
+    finally:
+        dec.decode_program = real
+    return got["hlo"]
+
+
 def main(base_dir, value_dir, out):
     import datasets
 
@@ -40,6 +58,10 @@ def main(base_dir, value_dir, out):
         assert tuple(spec_q) == (None, "tensor") or mesh.shape["tensor"] == 1, spec_q
         g = vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh)
         assert g.token_lists() == ref_gen.token_lists(), spec
+        if spec == "data=2,fsdp=2,tensor=2":  # each device holds its rows' cache for its kv heads only
+            hlo = compiled_text(lambda: vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6,
+                                                         temperature=0.0, mesh=mesh))
+            assert "f32[4,1,24,8]" in hlo and "f32[8,2,24,8]" not in hlo and "f32[4,2,24,8]" not in hlo
         # decoding with fused projections: each fused tensor is split on its kv groups / MLP units
         sb, sv = vas_jax.load_model(base_dir, mesh=mesh, fuse=True), vas_jax.load_model(value_dir, mesh=mesh, fuse=True)
         spec_f = sb.layers[0].attn.qkv_proj.kernel[...].sharding.spec

@@ -86,6 +86,7 @@ class DecodeSpec:
     pad_id: int = 0
     num_samples: int = 1  # samples per prompt; each prompt is prefilled once and its cache repeated
     check_every: int = 8  # steps between early-exit checks (see `_decode_program`)
+    cache_shardings: tuple = ()  # on a mesh: per model (base, then values), where its KV cache lives
 
     @property
     def steps(self) -> int:
@@ -166,12 +167,19 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
     n = spec.max_new_tokens
     rows = jnp.arange(b)
 
+    def pin(c, i):  # on a mesh: rows over data, kv heads over tensor, in the carry and every step
+        if not spec.cache_shardings:
+            return c
+        sh = spec.cache_shardings[i]
+        return c.replace(k=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.k),
+                         v=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.v))
+
     # ---- prefill: one batched forward per model
-    cache = init_cache(base.config, b, spec.cache_size, base.dtype, starts)
+    cache = pin(init_cache(base.config, b, spec.cache_size, base.dtype, starts), 0)
     logits, cache = base.forward(ids, cache, mode="prefill", outputs="last")
     v_caches, q_logits = [], []
-    for vm, kind in zip(values, spec.value_kinds):
-        vc = init_cache(vm.config, b, spec.cache_size, vm.dtype, starts)
+    for j, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+        vc = pin(init_cache(vm.config, b, spec.cache_size, vm.dtype, starts), j + 1)
         if kind == "vocab":
             out, vc = vm.forward(ids, vc, mode="prefill", outputs="last")
             q_logits.append(out[:, 0])
@@ -188,8 +196,8 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         def rep_cache(c):
             return c.replace(k=tuple(map(rep, c.k)), v=tuple(map(rep, c.v)), starts=rep(c.starts))
 
-        cache, logits, ids = rep_cache(cache), rep(logits), rep(ids)
-        v_caches = [rep_cache(c) for c in v_caches]
+        cache, logits, ids = pin(rep_cache(cache), 0), rep(logits), rep(ids)
+        v_caches = [pin(rep_cache(c), j + 1) for j, c in enumerate(v_caches)]
         q_logits = [rep(q) for q in q_logits]
         b = ids.shape[0]
         rows = jnp.arange(b)
@@ -207,7 +215,8 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
                     # ONE call: the pending (last chosen) token is appended to the cache, and the
                     # k candidates are scored as queries at the next position.
                     toks = jnp.concatenate([pending[:, None], top_idx], axis=1)
-                    v, v_caches[i], _ = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1)
+                    v, c, _ = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1)
+                    v_caches[i] = pin(c, i + 1)
                 else:
                     v = jnp.take_along_axis(q_logits[i], top_idx, axis=1)
                 v = v.astype(jnp.float32)
@@ -237,10 +246,12 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
             done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
         # ---- advance every cache by the fed token
         new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last")
+        cache = pin(cache, 0)
         new_q = []
         for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
             if kind == "vocab":
-                ql, v_caches[i] = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last")
+                ql, c = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last")
+                v_caches[i] = pin(c, i + 1)
                 new_q.append(ql[:, 0])
             else:
                 new_q.append(q_logits[i])
@@ -290,6 +301,24 @@ def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
     return "vocab"
 
 
+def _cache_shardings(mesh, models, rows: int) -> tuple:
+    """Per model, its KV cache's sharding on `mesh` by DECODE_RULES: rows over data (when they
+    divide), kv heads over tensor (when they divide); () without a mesh."""
+    if mesh is None:
+        return ()
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from .sharding import DECODE_RULES
+
+    batch = DECODE_RULES["batch"] if rows % mesh.shape["data"] == 0 else None
+    out = []
+    for m in models:
+        heads = DECODE_RULES["kv"] if m.config.num_kv_heads % mesh.shape[DECODE_RULES["kv"]] == 0 else None
+        out.append(NamedSharding(mesh, P(batch, heads, None, None)))
+    return tuple(out)
+
+
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
          restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None, check_every=8):
     if not isinstance(base, Transformer) or base.config.head != "lm":
@@ -329,6 +358,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         pad_id=int(pad_id),
         num_samples=int(num_samples),
         check_every=int(check_every),
+        cache_shardings=_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples),
     )
     splits = [nnx.split(m) for m in [base, *values]]
     graphdefs = tuple(g for g, _ in splits)

@@ -324,8 +324,16 @@ class Transformer(nnx.Module):
     def dtype(self):
         return jnp.dtype(self.dtype_name)
 
+    def _hint(self, name: str):
+        """A sharding to pin, set (as `shard_hints`) only inside a sharded train step."""
+        hints = getattr(self, "shard_hints", None)
+        return hints.get(name) if hints else None
+
     def _embed(self, input_ids, positions):
-        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        table = self.embed[...]
+        if self._hint("embed_table") is not None:
+            table = jax.lax.with_sharding_constraint(table, self._hint("embed_table"))
+        x = jnp.take(table, input_ids, axis=0).astype(self.dtype)
         if self.config.is_gpt2:
             pos = jnp.clip(positions, 0, self.config.max_position_embeddings - 1)
             x = x + jnp.take(self.pos_embed[...], pos, axis=0).astype(self.dtype)
@@ -344,7 +352,10 @@ class Transformer(nnx.Module):
 
     def _trunk(self, x, attn_fn):
         inv_freq = jnp.asarray(rope_inv_freq(self.config)) if not self.config.is_gpt2 else None
+        pin = self._hint("residual")
         for i, blk in enumerate(self.layers):
+            if pin is not None:
+                x = jax.lax.with_sharding_constraint(x, pin)
             a = attn_fn(i, blk.attn, blk.input_norm(x), inv_freq)
             x = x + blk.attn.o_proj(a)
             x = x + blk.mlp(blk.post_norm(x))

@@ -133,3 +133,16 @@ def batch_sharding(mesh: Mesh, rules: dict, ndim: int = 2, axis: int = 0) -> Nam
     spec = [None] * ndim
     spec[axis] = rules["batch"]
     return NamedSharding(mesh, P(*spec))
+
+
+def train_hints(mesh: Mesh) -> dict:
+    """Shardings a model pins inside a sharded train step (`Transformer.shard_hints`).
+
+    residual: the [B, T, H] stream split like the batch at every layer; embed_table: the
+    embedding table gathered over its FSDP (embed) dimension before the lookup, vocabulary still
+    split, so the lookup and its gradient work on batch-split activations. Without these the
+    partitioner may move activations onto the FSDP axis, which it can only do by replicating them.
+    """
+    vocab = TRAIN_RULES["vocab"]
+    return {"residual": batch_sharding(mesh, TRAIN_RULES, 3),
+            "embed_table": NamedSharding(mesh, P(vocab, None))}
