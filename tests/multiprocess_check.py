@@ -22,7 +22,7 @@ def main(base_dir, out):
     import vas_jax
     from vas_jax.sharding import make_mesh
     from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
-    from multiprocess_data import CFG, dataset
+    from multiprocess_data import CFG, PROMPTS, dataset
 
     mesh = make_mesh("data=2,fsdp=2,tensor=2")
     data = load_rollouts(dataset(), mesh=mesh)  # this host's shard only
@@ -33,6 +33,12 @@ def main(base_dir, out):
     if jax.process_index() == 0:
         flat = {"/".join(map(str, k)): np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(vm, nnx.Param))}
         np.savez(f"{out}/params.npz", loss=m["loss"], eval_rmse=m["eval_rmse"], **flat)
+    # sampling: each host samples its own shards of the prompts; host 0 joins them
+    from vas_jax.rollouts import sample_rollouts
+
+    ds = sample_rollouts(vas_jax.load_model(base_dir), vas_jax.load_tokenizer(base_dir), PROMPTS, f"{out}/rollouts",
+                         n=2, max_new_tokens=5, prompts_per_shard=2, progress=False)
+    assert len(ds) == 2 * len(PROMPTS)
     print("process", jax.process_index(), "done", flush=True)
 
 

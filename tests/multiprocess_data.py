@@ -6,6 +6,9 @@ CFG = dict(batch_size=16, minibatch_size=8, epochs=1, passes=3, learning_rate=1e
            save_every=3, keep=2)
 
 
+PROMPTS = [f"w{i} w{i + 1}" for i in range(10)]  # 5 sampling shards of 2 prompts: 3 on host 0, 2 on host 1
+
+
 def dataset():
     import datasets
 

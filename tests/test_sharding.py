@@ -33,20 +33,21 @@ def test_sharded_equals_single_device(hf_dir, tmp_path):
     assert "Involuntary full rematerialization" not in p.stderr, p.stderr[-3000:]
 
 
-def test_two_processes_train_like_one(hf_dir, tmp_path):
+def test_two_processes_train_like_one(tiny_dirs, tmp_path):
     """Two processes with 4 fake CPU devices each, joined by jax.distributed on localhost, each reading
     only its own half of the rollouts, train on one (2, 2, 2) mesh and end with the parameters of a
-    single-process run over the same two shards."""
+    single-process run over the same two shards; then they sample rollouts, each host its own
+    shards of the prompts, into the dataset that one process writes."""
     import socket
 
     import numpy as np
     from flax import nnx
 
     import vas_jax
-    from multiprocess_data import CFG, dataset
+    from multiprocess_data import CFG, PROMPTS, dataset
     from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
 
-    base = hf_dir("llama")[1]
+    base = tiny_dirs["base"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -71,3 +72,13 @@ def test_two_processes_train_like_one(hf_dir, tmp_path):
     assert abs(float(got["eval_rmse"]) - m["eval_rmse"]) < 1e-5  # held-out rollouts of both hosts
     for k, v in nnx.to_flat_state(nnx.state(ref, nnx.Param)):
         np.testing.assert_allclose(got["/".join(map(str, k))], np.asarray(v[...]), atol=2e-5, err_msg=str(k))
+    import datasets
+
+    from vas_jax.rollouts import sample_rollouts
+
+    one = sample_rollouts(vas_jax.load_model(base), vas_jax.load_tokenizer(base), PROMPTS, tmp_path / "rollouts1",
+                          n=2, max_new_tokens=5, prompts_per_shard=2, progress=False)
+    two = datasets.load_from_disk(str(tmp_path / "rollouts"))
+    assert not (tmp_path / "rollouts" / ".shards").exists()
+    for c in ("prompt_index", "sample_index", "response_ids", "logprobs"):
+        assert two[c] == one[c], c

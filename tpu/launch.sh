@@ -7,10 +7,11 @@
 #   bash tpu/launch.sh train   INIT=/data/small OUT=/data/run MESH=data=4,fsdp=2,tensor=2
 #   bash tpu/launch.sh delete
 #
-# Paths must be visible to every worker (a shared disk or a GCS FUSE mount): Orbax writes one
-# checkpoint from all workers, and rollouts are read by all of them. Every `vas` command runs on
-# all workers at once with VAS_DISTRIBUTED=1, so jax.distributed.initialize() discovers the slice;
-# process 0 alone writes logs, metrics and the exported value model.
+# Paths must be visible to every worker (a shared disk or a GCS FUSE mount): workers write their
+# sampling shards there, Orbax writes one checkpoint from all workers, and each worker reads its
+# own shard of the rollouts. `sample` and `train` run on all workers at once with
+# VAS_DISTRIBUTED=1, so jax.distributed.initialize() discovers the slice; process 0 alone joins
+# the rollouts and writes logs, metrics and the exported value model.
 set -euo pipefail
 : "${PROJECT:?set PROJECT}" "${ZONE:?set ZONE}" "${TPU:?set TPU (the slice name)}"
 TYPE=${TYPE:-v4-32}
@@ -30,10 +31,10 @@ case "$cmd" in
     all "mkdir -p ~/vas-jax && tar -xzf /tmp/vas-jax.tgz -C ~/vas-jax && cd ~/vas-jax && \
          python3 -m pip install -q -U 'jax[tpu]' && python3 -m pip install -q -e ." ;;
   sample)
-    # sampling is embarrassingly parallel: here worker 0 samples (resumable); run it on a GPU host
-    # instead if you have one.
-    g ssh "$TPU" --worker=0 --command "cd ~/vas-jax && vas sample --base $BASE --prompts $PROMPTS \
-         --n ${N:-8} --out $OUT/rollouts" ;;
+    # every worker samples its own shards of the prompts on its own chips; worker 0 joins them.
+    # Rerun the same command to resume: finished shards are skipped.
+    all "cd ~/vas-jax && VAS_DISTRIBUTED=1 vas sample --base $BASE --prompts $PROMPTS \
+         --n ${N:-8} --out $OUT/rollouts ${SAMPLE_ARGS:-}" ;;
   score)
     g ssh "$TPU" --worker=0 --command "cd ~/vas-jax && vas score --data $OUT/rollouts --reward-fn $REWARD" ;;
   train)

@@ -5,6 +5,10 @@ shard is sampled with a key derived from its index and written atomically (temp 
 under `OUT/.shards/`. A rerun after an interruption skips the finished shards, so it loses and
 duplicates nothing and produces the same rows as an uninterrupted run. When every shard is done
 they are joined into the dataset at OUT.
+
+On several hosts (jax.distributed) every host samples its own shards (shard s on host
+s mod hosts, each on its local devices) into the shared OUT, and host 0 joins them once all are
+written; the rows are those of a one-host run, since a shard's key depends on its index alone.
 """
 
 from __future__ import annotations
@@ -64,20 +68,31 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
                     seed=seed, prompts_per_shard=prompts_per_shard, chat_template=chat_template,
                     num_prompts=len(prompts), base=str(base_path) if base_path else None,
                     prompts_digest=_digest(prompts))
+    nproc, pid = jax.process_count(), jax.process_index()
     if (out / "dataset_info.json").exists() and not (out / ".shards").exists():
         _settings_match(out, settings)
         return datasets.load_from_disk(str(out))
-    _settings_match(out, settings)
     shard_dir = out / ".shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    if pid == 0:  # host 0 writes the settings and the shard folder; the others check them after
+        _settings_match(out, settings)
+        shard_dir.mkdir(parents=True, exist_ok=True)
+    _barrier("vas-sample-start", nproc)
+    if pid != 0:
+        _settings_match(out, settings)
     eos = tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos if eos is not None else 0)
     n_shards = (len(prompts) + prompts_per_shard - 1) // prompts_per_shard
     key = jax.random.key(seed)
     done = {int(p.stem.split("-")[1]) for p in shard_dir.glob("shard-*.parquet")}
-    bar = tqdm(total=len(prompts) * n, desc="sample", unit="resp", disable=not progress)
-    bar.update(sum(min(prompts_per_shard, len(prompts) - s * prompts_per_shard) * n for s in done))
-    for s in range(n_shards):
+    mine = [s for s in range(n_shards) if s % nproc == pid]
+
+    def size(s):
+        return min(prompts_per_shard, len(prompts) - s * prompts_per_shard) * n
+
+    bar = tqdm(total=sum(size(s) for s in mine), desc="sample" if nproc == 1 else f"sample (host {pid})",
+               unit="resp", disable=not progress)
+    bar.update(sum(size(s) for s in mine if s in done))
+    for s in mine:
         if s in done:
             continue
         idx = list(range(s * prompts_per_shard, min((s + 1) * prompts_per_shard, len(prompts))))
@@ -103,6 +118,24 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
         if on_shard is not None:
             on_shard(s)
     bar.close()
+    _barrier("vas-sample-shards", nproc)  # every host's shards are written
+    if pid == 0:
+        _join(shard_dir, out, n_shards)
+    _barrier("vas-sample-joined", nproc)
+    return datasets.load_from_disk(str(out))
+
+
+def _barrier(name: str, nproc: int) -> None:
+    if nproc > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _join(shard_dir: Path, out: Path, n_shards: int) -> None:
+    """The shards, in order, saved as the dataset at `out` (atomically); the shard folder removed."""
+    import datasets
+
     files = [str(shard_dir / f"shard-{s:05d}.parquet") for s in range(n_shards)]
     datasets.disable_progress_bars()
     ds = datasets.concatenate_datasets([datasets.Dataset.from_parquet(f) for f in files])
@@ -114,7 +147,6 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
         os.replace(f, out / f.name)
     tmp_out.rmdir()
     shutil.rmtree(shard_dir)
-    return datasets.load_from_disk(str(out))
 
 
 def _digest(prompts: list[str]) -> str:
