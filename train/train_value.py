@@ -43,6 +43,8 @@ def add_arguments(p):
     c.add_argument("--keep", type=int, default=3)
     c.add_argument("--eval-fraction", type=float, default=0.1, help="rollouts held out to evaluate V")
     c.add_argument("--eval-every", type=int, default=0, help="also evaluate every N steps (0: at the end)")
+    c.add_argument("--log-every", type=int, default=10,
+                   help="fetch metrics from the device every N steps (one wait per fetch; a line per step is logged)")
 
 
 def run(args):
@@ -60,7 +62,7 @@ def run(args):
                       passes=args.passes, ema=args.ema, compute_dtype=args.compute_dtype, seed=args.seed,
                       lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
                       save_every=args.save_every, keep=args.keep, eval_fraction=args.eval_fraction,
-                      eval_every=args.eval_every)
+                      eval_every=args.eval_every, log_every=args.log_every)
     cfg.validate()
     ds = load_table(args.data)
     base_dir = args.base

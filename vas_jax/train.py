@@ -51,12 +51,15 @@ class TrainConfig:
     lora_alpha: float = 0.0  # 0: alpha = rank
     save_every: int = 50
     keep: int = 3
+    log_every: int = 10  # updates between fetches of the metrics (log lines are still one per update)
     eval_fraction: float = 0.1
     eval_every: int = 0  # 0: evaluate at the end only
 
     def validate(self):
         if self.minibatch_size > self.batch_size or self.batch_size % self.minibatch_size:
             raise VasError(f"--batch-size ({self.batch_size}) must be a multiple of --minibatch-size ({self.minibatch_size})")
+        if self.log_every < 1 or self.save_every < 1:
+            raise VasError(f"--log-every and --save-every must be at least 1 (got {self.log_every}, {self.save_every})")
         if self.minibatch_size % self.grad_accum:
             raise VasError(f"--minibatch-size ({self.minibatch_size}) must be a multiple of --grad-accum ({self.grad_accum})")
         if not (0 <= self.lam <= 1 and 0 < self.gamma <= 1):
@@ -400,7 +403,8 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
         raise VasError(f"{str(out)!r} already holds checkpoints; pass --resume to continue, or use another --out")
     if resume and settings_file.exists():
         old = json.loads(settings_file.read_text())
-        diff = [k for k in settings if k not in ("save_every", "keep", "eval_every") and old.get(k) != settings[k]]
+        free = ("save_every", "keep", "eval_every", "log_every")  # may change between a run and its resume
+        diff = [k for k in settings if k not in free and old.get(k) != settings[k]]
         if diff:
             raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
     main_process = jax.process_index() == 0  # multi-host: only process 0 writes logs and files
@@ -508,7 +512,7 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
                         out_shardings=replicated)
     metrics: dict = {}
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))
-    t0, tokens = time.perf_counter(), 0
+    t0, tokens, pending = time.perf_counter(), 0, []
     with open(log_path if main_process else os.devnull, "a") as log:
         for step in range(start, total):
             p, b, e, m = sched.locate(step)
@@ -536,32 +540,43 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
             if step == start:  # throughput excludes the first update, which compiles
                 jax.block_until_ready(mtr)
                 t0 = time.perf_counter()
-            else:
-                tokens += int(mtr["tokens"])
-            if (step + 1) % cfg.save_every == 0 or step + 1 == total:
+            saving = (step + 1) % cfg.save_every == 0 or step + 1 == total
+            if saving:
                 state["step"] = (jnp.int32(step + 1) if replicated is None
                                  else jax.device_put(np.int32(step + 1), replicated))
                 mngr.save(step + 1, args=ocp.args.StandardSave(state))
-            metrics = {k: float(v) for k, v in mtr.items()}
-            metrics["step"] = step + 1
-            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and eval_data is not None:
-                metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
-            if step + 1 == total:
-                jax.block_until_ready(state["params"])
-                dt = time.perf_counter() - t0
-                metrics["tokens_per_s"] = tokens / dt if tokens and dt > 0 else 0.0
-                if eval_data is not None:
+            # metrics stay on the device and are fetched together every log_every updates (one
+            # wait for the device per fetch, not per update), and at checkpoints, evaluations, the end
+            pending.append((step + 1, mtr))
+            evaluating = bool(cfg.eval_every and (step + 1) % cfg.eval_every == 0 and eval_data is not None)
+            last = step + 1 == total
+            if not (on_step is not None or saving or evaluating or last or (step + 1) % cfg.log_every == 0):
+                bar.update(1)
+                continue
+            for (st, _), got in zip(pending, jax.device_get([mv for _, mv in pending])):
+                metrics = {k: float(v) for k, v in got.items()}
+                metrics["step"] = st
+                if st > start + 1:
+                    tokens += metrics["tokens"]
+                if st == step + 1 and evaluating:
                     metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
-            log.write(json.dumps(metrics) + "\n")
+                if st == step + 1 and last:
+                    jax.block_until_ready(state["params"])
+                    dt = time.perf_counter() - t0
+                    metrics["tokens_per_s"] = tokens / dt if tokens and dt > 0 else 0.0
+                    if eval_data is not None:
+                        metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
+                log.write(json.dumps(metrics) + "\n")
+                if writer is not None:
+                    for k, v in metrics.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, st)
+                if on_step is not None:
+                    on_step(st, metrics)
+            pending.clear()
             log.flush()
-            if writer is not None:
-                for k, v in metrics.items():
-                    if k != "step":
-                        writer.add_scalar(k, v, step + 1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
             bar.update(1)
-            if on_step is not None:
-                on_step(step + 1, metrics)
     bar.close()
     mngr.wait_until_finished()
     mngr.close()
