@@ -53,7 +53,13 @@ def test_td_training_recovers_exact_values_on_toy_problem(tmp_path):
     cfg = TrainConfig(lam=0.9, learning_rate=1e-2, batch_size=1000, minibatch_size=100, epochs=2, passes=10,
                       warmup_steps=20, eval_fraction=0.05, save_every=10_000)
     vm, metrics = train_value(init_value_model(lm), rollout_arrays(ds), tmp_path, cfg, progress=False)
-    errs = {pre: abs(float(vm(np.array([prompt + list(pre)]))[0, -1]) - t) for pre, t in truth.items()}
+    pres = list(truth)  # every prefix in one right-padded batch: V at each one's last token
+    ids = np.zeros((len(pres), 1 + h), np.int32)
+    for i, pre in enumerate(pres):
+        ids[i, : 1 + len(pre)] = prompt + list(pre)
+    lens = np.array([1 + len(pre) for pre in pres])
+    got = np.asarray(vm(ids, attention_mask=np.arange(1 + h)[None] < lens[:, None]))[np.arange(len(pres)), lens - 1]
+    errs = {pre: abs(float(g) - truth[pre]) for pre, g in zip(pres, got)}
     worst = max(errs, key=errs.get)
     assert errs[worst] < 0.15, (worst, errs[worst], truth[worst])
     assert metrics["eval_final_rmse"] < 0.1 and metrics["eval_corr"] > 0.7
