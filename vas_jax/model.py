@@ -307,6 +307,7 @@ class Transformer(nnx.Module):
         dtype = jnp.dtype(dtype)
         self.config = cfg
         self.dtype_name = dtype.name
+        self.shard_hints = None  # {name: sharding} to pin inside a sharded train step (sharding.train_hints)
         self.embed = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.vocab_size, cfg.hidden_size), dtype))
         if cfg.is_gpt2:
             self.pos_embed = nnx.Param(
@@ -326,8 +327,7 @@ class Transformer(nnx.Module):
 
     def _hint(self, name: str):
         """A sharding to pin, set (as `shard_hints`) only inside a sharded train step."""
-        hints = getattr(self, "shard_hints", None)
-        return hints.get(name) if hints else None
+        return self.shard_hints.get(name) if self.shard_hints else None
 
     def _embed(self, input_ids, positions):
         table = self.embed[...]

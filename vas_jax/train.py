@@ -248,12 +248,12 @@ def trainable_filter(cfg: TrainConfig):
     return nnx.Param
 
 
-def make_steps(graphdef, tx, cfg: TrainConfig, activation_sharding: dict | None = None):
+def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None):
     """(targets_fn, train_step): plain functions of pytrees, jitted once (nnx.merge inside).
 
     `params` is (trainable, frozen) as split by `trainable_filter` (`graphdef` is that split's);
-    only the first is differentiated and updated. activation_sharding: `sharding.train_hints(mesh)`,
-    the shardings the model pins its residual stream and embedding table to on a mesh.
+    only the first is differentiated and updated. shard_hints: `sharding.train_hints(mesh)`, the
+    shardings the model pins its residual stream and embedding table to on a mesh.
     """
     bf16 = cfg.compute_dtype == "bfloat16"
 
@@ -261,8 +261,7 @@ def make_steps(graphdef, tx, cfg: TrainConfig, activation_sharding: dict | None 
         m = nnx.merge(graphdef, *params)
         if bf16:  # activations in bfloat16; each kernel is cast where it is used
             m.dtype_name = "bfloat16"
-        if activation_sharding is not None:
-            m.shard_hints = activation_sharding
+        m.shard_hints = shard_hints
         return value_readout(m, ids, mask)
 
     @jax.jit
@@ -449,7 +448,7 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
         from .sharding import train_hints
 
         hints = train_hints(mesh)
-    targets_fn, train_step = make_steps(graphdef, tx, cfg, activation_sharding=hints)
+    targets_fn, train_step = make_steps(graphdef, tx, cfg, shard_hints=hints)
     # a copy: the train step donates its parameters, and the caller's model must survive it
     trainable = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), trainable)
     frozen = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), frozen)
