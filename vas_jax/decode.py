@@ -85,13 +85,8 @@ class DecodeSpec:
     eos_ids: tuple = ()
     pad_id: int = 0
     num_samples: int = 1  # samples per prompt; each prompt is prefilled once and its cache repeated
-    check_every: int = 8  # steps between early-exit checks (see `_decode_program`)
+    check_every: int = 1  # steps between early-exit tests; divides max_new_tokens (see `_decode_program`)
     cache_shardings: tuple = ()  # on a mesh: per model (base, then values), where its KV cache lives
-
-    @property
-    def steps(self) -> int:
-        """max_new_tokens rounded up to whole chunks of `check_every` steps."""
-        return -(-self.max_new_tokens // self.check_every) * self.check_every
 
 
 def bucket_length(n: int) -> int:
@@ -204,7 +199,6 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
 
     def body(carry):
         t, cache, v_caches, logits, q_logits, pending, done, lengths, out = carry
-        done = done | (t >= n)  # the steps that round the last chunk up record nothing
         step_key = jax.random.fold_in(key, t)
         v_caches = list(v_caches)
         if values:
@@ -267,17 +261,16 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         t, done = carry[0], carry[6]
         return (t < n) & ~jnp.all(done)
 
-    steps = spec.steps
     out0 = {
-        "tokens": jnp.full((b, steps), spec.pad_id, jnp.int32),
-        "logprobs": jnp.zeros((b, steps), jnp.float32),
-        "policy_logprobs": jnp.zeros((b, steps), jnp.float32),
-        "guidance": jnp.zeros((b, steps), jnp.float32),
+        "tokens": jnp.full((b, n), spec.pad_id, jnp.int32),
+        "logprobs": jnp.zeros((b, n), jnp.float32),
+        "policy_logprobs": jnp.zeros((b, n), jnp.float32),
+        "guidance": jnp.zeros((b, n), jnp.float32),
     }
     carry = (jnp.zeros((), jnp.int32), cache, v_caches, logits[:, 0], q_logits, ids[:, -1],
              jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), out0)
     carry = jax.lax.while_loop(cond, chunk, carry)
-    out, lengths = {k: v[:, :n] for k, v in carry[8].items()}, carry[7]
+    out, lengths = carry[8], carry[7]
     return DecodeResult(tokens=out["tokens"], lengths=lengths, logprobs=out["logprobs"],
                         policy_logprobs=out["policy_logprobs"], guidance=out["guidance"])
 
@@ -299,6 +292,12 @@ def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
             raise VasError(f"value model {i} has num_labels={c.num_labels}; a value head needs num_labels=1")
         return "scalar"
     return "vocab"
+
+
+def chunk_steps(max_new_tokens: int, check_every: int) -> int:
+    """Steps per chunk of the decode loop: the largest divisor of max_new_tokens up to check_every,
+    so that no chunk runs past the last token (a prime max_new_tokens above it gives 1)."""
+    return max(d for d in range(1, min(check_every, max_new_tokens) + 1) if max_new_tokens % d == 0)
 
 
 def _cache_shardings(mesh, models, rows: int) -> tuple:
@@ -334,8 +333,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
     if check_every < 1:
         raise VasError(f"check_every must be at least 1, got {check_every}")
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
-    steps = -(-int(max_new_tokens) // int(check_every)) * int(check_every)
-    size = ids.shape[1] + steps  # the last chunk's extra steps write their (unused) keys here
+    size = ids.shape[1] + max_new_tokens
     limits = [base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]
     if int(lens.max()) + max_new_tokens > min(limits):
         raise VasError(
@@ -357,7 +355,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         eos_ids=_eos_tuple(eos_token_id),
         pad_id=int(pad_id),
         num_samples=int(num_samples),
-        check_every=int(check_every),
+        check_every=chunk_steps(int(max_new_tokens), int(check_every)),
         cache_shardings=_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples),
     )
     splits = [nnx.split(m) for m in [base, *values]]
@@ -390,8 +388,9 @@ def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperatur
     prompts: a list of token-id lists (any lengths), an int[B, T] array, or (ids, mask) / a tokenizer's
     {"input_ids", "attention_mask"} for a padded batch. temperature=0 is greedy. num_samples: rows per
     prompt (prompt-major: row i*n + j is sample j of prompt i); each prompt is prefilled once.
-    check_every: steps between tests for "every row is done" (the loop's early exit). Between two
-    tests the steps run without the host waiting on the device; the results do not depend on it.
+    check_every: at most this many steps between tests for "every row is done" (the loop's early
+    exit); the loop uses the largest divisor of max_new_tokens up to it. Between two tests the steps
+    run without the host waiting on the device; the results do not depend on it.
     """
     return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id, restrict_to_topk=False,
