@@ -16,7 +16,6 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 import vas_jax
 from vas_jax import decode as dec
@@ -103,8 +102,6 @@ def main(argv=None):
             big = [f"{n} x {s}" for s, n in copied_shapes(captured["hlo"]).most_common() if "," in s]
             if big:
                 print(f"{'':<17} copies: {'; '.join(big[:6])}", flush=True)
-        del base, value
-        nnx  # keep the import for readers running pieces interactively
 
 
 if __name__ == "__main__":
