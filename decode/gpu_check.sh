@@ -12,4 +12,4 @@ step() { local name=$1 limit=$2; shift 2; echo "=== $name"; SECONDS=0
 common="--dtype bfloat16 --ks 20 --repeats 2 --no-vocab --fuse --check-every 8"
 step shallow 110 python3 decode/bench.py --preset gpu-shallow $common --json "$out/shallow.json"
 step narrow 110 python3 decode/bench.py --preset gpu $common --json "$out/narrow.json"
-step topk 40 python3 decode/topk_probe.py
+step topk 90 python3 decode/topk_probe.py
