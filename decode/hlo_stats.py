@@ -59,6 +59,31 @@ def copied_shapes(hlo: str) -> collections.Counter:
                                if op == "copy")
 
 
+class _Stop(Exception):
+    pass
+
+
+def compiled_decode_hlo(call, run: bool = True) -> str:
+    """The compiled (per-device) HLO text of the decode program that `call()` runs (a `generate` or
+    `vas_decode` call); with run=False the program is compiled but not run."""
+    real, got = dec.decode_program, {}
+
+    def spy(graphdefs, states, *args, spec):
+        got["hlo"] = real.lower(graphdefs, states, *args, spec=spec).compile().as_text()
+        if not run:
+            raise _Stop
+        return real(graphdefs, states, *args, spec=spec)
+
+    dec.decode_program = spy
+    try:
+        call()
+    except _Stop:
+        pass
+    finally:
+        dec.decode_program = real
+    return got["hlo"]
+
+
 def main(argv=None):
     from bench import PRESETS, make  # decode/bench.py
 
@@ -77,29 +102,18 @@ def main(argv=None):
         if fused:
             base, value = fuse_projections(base), fuse_projections(value)
         for name, vals in (("generate", []), (f"vas k={a.k}", [value])):
-            captured = {}
-            real = dec.decode_program
-
-            def spy(graphdefs, states, *args, spec):
-                captured["hlo"] = real.lower(graphdefs, states, *args, spec=spec).compile().as_text()
-                raise StopIteration
-
-            dec.decode_program = spy
-            try:
-                if vals:
-                    vas_jax.vas_decode(base, vals, prompts, beta=1.0, top_k=a.k, key=jax.random.key(0),
-                                       max_new_tokens=p["new_tokens"])
-                else:
-                    vas_jax.generate(base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"])
-            except StopIteration:
-                pass
-            finally:
-                dec.decode_program = real
-            ops = loop_body_ops(captured["hlo"])
+            if vals:
+                hlo = compiled_decode_hlo(lambda: vas_jax.vas_decode(
+                    base, vals, prompts, beta=1.0, top_k=a.k, key=jax.random.key(0),
+                    max_new_tokens=p["new_tokens"]), run=False)
+            else:
+                hlo = compiled_decode_hlo(lambda: vas_jax.generate(
+                    base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"]), run=False)
+            ops = loop_body_ops(hlo)
             top = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))
             print(f"{'fused' if fused else 'plain':<6} {name:<10} {sum(ops.values()):>5} ops per step ({top})",
                   flush=True)
-            big = [f"{n} x {s}" for s, n in copied_shapes(captured["hlo"]).most_common() if "," in s]
+            big = [f"{n} x {s}" for s, n in copied_shapes(hlo).most_common() if "," in s]
             if big:
                 print(f"{'':<17} copies: {'; '.join(big[:6])}", flush=True)
 

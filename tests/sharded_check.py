@@ -12,28 +12,11 @@ from flax import nnx  # noqa: E402
 import vas_jax  # noqa: E402
 from vas_jax.sharding import DECODE_RULES, TRAIN_RULES, make_mesh, shard_model  # noqa: E402
 from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value  # noqa: E402
+from decode.hlo_stats import compiled_decode_hlo  # noqa: E402
 
 
 def flat(m):
     return {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(m, nnx.Param))}
-
-
-def compiled_text(call) -> str:
-    """The compiled (per-device) HLO of the decode program that `call` runs."""
-    from vas_jax import decode as dec
-
-    real, got = dec.decode_program, {}
-
-    def spy(graphdefs, states, *args, spec):
-        got["hlo"] = real.lower(graphdefs, states, *args, spec=spec).compile().as_text()
-        return real(graphdefs, states, *args, spec=spec)
-
-    dec.decode_program = spy
-    try:
-        call()
-    finally:
-        dec.decode_program = real
-    return got["hlo"]
 
 
 def main(base_dir, value_dir, out):
@@ -59,7 +42,7 @@ def main(base_dir, value_dir, out):
         g = vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh)
         assert g.token_lists() == ref_gen.token_lists(), spec
         if spec == "data=2,fsdp=2,tensor=2":  # each device holds its rows' cache for its kv heads only
-            hlo = compiled_text(lambda: vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6,
+            hlo = compiled_decode_hlo(lambda: vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6,
                                                          temperature=0.0, mesh=mesh))
             assert "f32[4,1,22,8]" in hlo and "f32[8,2,22,8]" not in hlo and "f32[4,2,22,8]" not in hlo
         # decoding with fused projections: each fused tensor is split on its kv groups / MLP units

@@ -300,22 +300,15 @@ def chunk_steps(max_new_tokens: int, check_every: int) -> int:
     return max(d for d in range(1, min(check_every, max_new_tokens) + 1) if max_new_tokens % d == 0)
 
 
-def _cache_shardings(mesh, models, rows: int) -> tuple:
-    """Per model, its KV cache's sharding on `mesh` by DECODE_RULES: rows over data (when they
-    divide), kv heads over tensor (when they divide); () without a mesh."""
+def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
+    """Per model, its KV cache's [rows, kv heads, size, head dim] sharding on `mesh` by DECODE_RULES
+    (rows over data, kv heads over tensor, where they divide); () without a mesh."""
     if mesh is None:
         return ()
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
+    from .sharding import DECODE_RULES, fitted_sharding
 
-    from .sharding import DECODE_RULES
-
-    batch = DECODE_RULES["batch"] if rows % mesh.shape["data"] == 0 else None
-    out = []
-    for m in models:
-        heads = DECODE_RULES["kv"] if m.config.num_kv_heads % mesh.shape[DECODE_RULES["kv"]] == 0 else None
-        out.append(NamedSharding(mesh, P(batch, heads, None, None)))
-    return tuple(out)
+    return tuple(fitted_sharding(mesh, DECODE_RULES, ("batch", "kv", None, None),
+                                 (rows, m.config.num_kv_heads, size, m.config.head_dim)) for m in models)
 
 
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
@@ -356,7 +349,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         pad_id=int(pad_id),
         num_samples=int(num_samples),
         check_every=chunk_steps(int(max_new_tokens), int(check_every)),
-        cache_shardings=_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples),
+        cache_shardings=_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples, int(size)),
     )
     splits = [nnx.split(m) for m in [base, *values]]
     graphdefs = tuple(g for g, _ in splits)

@@ -192,43 +192,32 @@ class Norm(nnx.Module):
         return y.astype(x.dtype)
 
 
-def _attend(q, segments, scale, self_kv=None):
-    """Softmax attention of q over one or more key/value segments, normalised jointly.
+def _attend(q, k, v, mask, scale, own=None):
+    """Softmax attention of q over keys/values k, v.
 
-    q: [B, T, NH, D]; segments: [(k [B, KVH, S_i, D], v [B, KVH, S_i, D], mask bool[B, T, S_i]), ...].
-    Keys are head-major so both matmuls read a cache in place (batch dims B, KVH lead).
-    Grouped-query heads are handled by folding query heads into groups.
-    self_kv: (k, v [B, KVH, T, D], ok bool[T]): query t also sees its own key/value where ok[t]
-    (a candidate token that attends to the cache and to itself): one product per query, not a
-    [T, T] matrix that is zero off its diagonal.
+    q: [B, T, NH, D]; k, v: [B, KVH, S, D]; mask: bool[B, T, S]. Keys are head-major so both
+    matmuls read a cache in place (batch dims B, KVH lead); grouped-query heads are folded into
+    groups. own: (k, v [B, KVH, T, D], ok bool[T]): query t also sees its own key/value where ok[t]
+    (a candidate token that attends to the cache and to itself), normalised jointly with the rest:
+    one product per query, not a [T, T] matrix that is zero off its diagonal.
     """
-    kvh = segments[0][0].shape[1]
-    qg = rearrange(q, "b t (k g) d -> b k g t d", k=kvh)
-    if self_kv is not None:
-        (k, v, mask), (ks, vs, ok) = segments[0], self_kv
-        sc = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
-        sc = jnp.where(mask[:, None, None], sc, _NEG)
-        own = jnp.einsum("bkgtd,bktd->bkgt", qg.astype(jnp.float32), ks.astype(jnp.float32)) * scale
-        own = jnp.where(ok, own, _NEG)
-        m = jnp.maximum(jnp.max(sc, axis=-1), own)
-        e = jnp.exp(sc - m[..., None])
-        e_own = jnp.exp(own - m)
-        denom = jnp.sum(e, axis=-1) + e_own
-        out = jnp.einsum("bkgts,bksd->bkgtd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
-        out = (out + e_own[..., None] * vs[:, :, None].astype(jnp.float32)) / denom[..., None]
-        return rearrange(out.astype(v.dtype), "b k g t d -> b t (k g d)")
-    scores = []
-    for k, _, mask in segments:
-        sc = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
-        scores.append(jnp.where(mask[:, None, None], sc, _NEG))
-    sizes = [sc.shape[-1] for sc in scores]
-    p = jax.nn.softmax(jnp.concatenate(scores, axis=-1) if len(scores) > 1 else scores[0], axis=-1)
-    out, off = None, 0
-    for (_, v, _), n in zip(segments, sizes):
-        o = jnp.einsum("bkgts,bksd->bkgtd", p[..., off:off + n].astype(v.dtype), v)
-        out = o if out is None else out + o
-        off += n
-    return rearrange(out, "b k g t d -> b t (k g d)")
+    qg = rearrange(q, "b t (k g) d -> b k g t d", k=k.shape[1])
+    sc = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    sc = jnp.where(mask[:, None, None], sc, _NEG)
+    if own is None:
+        p = jax.nn.softmax(sc, axis=-1)
+        out = jnp.einsum("bkgts,bksd->bkgtd", p.astype(v.dtype), v)
+        return rearrange(out, "b k g t d -> b t (k g d)")
+    ks, vs, ok = own
+    sc_own = jnp.einsum("bkgtd,bktd->bkgt", qg.astype(jnp.float32), ks.astype(jnp.float32)) * scale
+    sc_own = jnp.where(ok, sc_own, _NEG)
+    m = jnp.maximum(jnp.max(sc, axis=-1), sc_own)
+    e = jnp.exp(sc - m[..., None])
+    e_own = jnp.exp(sc_own - m)
+    denom = jnp.sum(e, axis=-1) + e_own
+    out = jnp.einsum("bkgts,bksd->bkgtd", e.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = (out + e_own[..., None] * vs[:, :, None].astype(jnp.float32)) / denom[..., None]
+    return rearrange(out.astype(v.dtype), "b k g t d -> b t (k g d)")
 
 
 class Attention(nnx.Module):
@@ -382,7 +371,7 @@ class Transformer(nnx.Module):
                 ok = _window_ok(positions, positions, w)
                 masks[w] = base_mask if ok is None else base_mask & ok
             q, k, v = attn.qkv(x, positions, inv_freq)
-            return _attend(q, [(k, v, masks[w])], attn.scale)
+            return _attend(q, k, v, masks[w], attn.scale)
 
         return self._trunk(self._embed(input_ids, positions), attn_fn)
 
@@ -452,12 +441,12 @@ class Transformer(nnx.Module):
             ks.append(kc)
             vs.append(vc)
             if mode == "prefill":
-                return _attend(q, [(kw, vw, nm)], attn.scale)
+                return _attend(q, kw, vw, nm, attn.scale)
             if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
                 cand_k.append(k[:, :, p:])
                 cand_v.append(v[:, :, p:])
-                return _attend(q, [(kc, vc, cm)], attn.scale, self_kv=(k, v, own_ok))
-            return _attend(q, [(kc, vc, cm)], attn.scale)
+                return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok))
+            return _attend(q, kc, vc, cm, attn.scale)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
         if mode == "candidates":

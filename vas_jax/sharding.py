@@ -108,6 +108,12 @@ def _fit(spec: P, shape, mesh: Mesh) -> P:
     return P(*out)
 
 
+def fitted_sharding(mesh: Mesh, rules: dict, axes: tuple, shape) -> NamedSharding:
+    """An array's sharding from the logical axes of its dimensions (a mesh axis that does not
+    divide its dimension is dropped)."""
+    return NamedSharding(mesh, _fit(logical_spec(axes, rules), shape, mesh))
+
+
 def state_shardings(state, mesh: Mesh, rules: dict):
     """A NamedSharding for every array of an nnx.State (or any pytree keyed by parameter paths)."""
     def one(path, x):
@@ -116,7 +122,7 @@ def state_shardings(state, mesh: Mesh, rules: dict):
         axes = param_axes(keys)
         if len(axes) != x.ndim:
             axes = (None,) * x.ndim
-        return NamedSharding(mesh, _fit(logical_spec(axes, rules), x.shape, mesh))
+        return fitted_sharding(mesh, rules, axes, x.shape)
 
     return jax.tree_util.tree_map_with_path(one, state)
 
@@ -135,14 +141,14 @@ def batch_sharding(mesh: Mesh, rules: dict, ndim: int = 2, axis: int = 0) -> Nam
     return NamedSharding(mesh, P(*spec))
 
 
-def train_hints(mesh: Mesh) -> dict:
+def train_hints(mesh: Mesh, embed_shape: tuple) -> dict:
     """Shardings a model pins inside a sharded train step (`Transformer.shard_hints`).
 
     residual: the [B, T, H] stream split like the batch at every layer; embed_table: the
-    embedding table gathered over its FSDP (embed) dimension before the lookup, vocabulary still
-    split, so the lookup and its gradient work on batch-split activations. Without these the
-    partitioner may move activations onto the FSDP axis, which it can only do by replicating them.
+    embedding table gathered over its FSDP (embed) dimension before the lookup, its vocabulary
+    still split as the parameter's is (embed_shape: [vocab, hidden]), so the lookup and its
+    gradient work on batch-split activations. Without these the partitioner may move activations
+    onto the FSDP axis, which it can only do by replicating them.
     """
-    vocab = TRAIN_RULES["vocab"]
     return {"residual": batch_sharding(mesh, TRAIN_RULES, 3),
-            "embed_table": NamedSharding(mesh, P(vocab, None))}
+            "embed_table": fitted_sharding(mesh, TRAIN_RULES, ("vocab", None), embed_shape)}

@@ -120,8 +120,18 @@ class Batch:
     resp: np.ndarray  # bool[N, L]: response tokens
     reward: np.ndarray  # float32[N]
 
+    FIELDS = ("ids", "mask", "resp", "reward")
+
     def take(self, idx):
-        return Batch(self.ids[idx], self.mask[idx], self.resp[idx], self.reward[idx])
+        return self.map(lambda x: x[idx])
+
+    def map(self, fn) -> "Batch":
+        """fn applied to every field array."""
+        return Batch(*(fn(getattr(self, f)) for f in self.FIELDS))
+
+    @staticmethod
+    def concat(parts) -> "Batch":
+        return Batch(*(np.concatenate([getattr(b, f) for b in parts]) for f in Batch.FIELDS))
 
     def __len__(self):
         return len(self.reward)
@@ -431,10 +441,9 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
     eval_data = None
     if n_eval:
         parts = [splits[s][1].take(np.arange(n_eval)) for s in sorted(splits)]
-        eval_data = Batch(*(np.concatenate([getattr(b, f) for b in parts]) for f in ("ids", "mask", "resp", "reward")))
+        eval_data = Batch.concat(parts)
         if multi:  # every host evaluates on all held-out rollouts (a small set)
-            eval_data = Batch(*(np.asarray(process_allgather(getattr(eval_data, f), tiled=True))
-                                for f in ("ids", "mask", "resp", "reward")))
+            eval_data = eval_data.map(lambda x: np.asarray(process_allgather(x, tiled=True)))
     sched = _Schedule(n_train, cfg, S)
     total = sched.total if max_steps is None else min(sched.total, max_steps)
     tx = make_optimizer(cfg, sched.total)
@@ -447,7 +456,7 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
     if mesh is not None:  # FSDP gathers weights, never activations (see sharding.train_hints)
         from .sharding import train_hints
 
-        hints = train_hints(mesh)
+        hints = train_hints(mesh, model.embed.shape)
     targets_fn, train_step = make_steps(graphdef, tx, cfg, shard_hints=hints)
     # a copy: the train step donates its parameters, and the caller's model must survive it
     trainable = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), trainable)
@@ -520,7 +529,7 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
                 td = {s: part.take(rows[s]) for s, part in train_parts.items()}
                 src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
                 state["targets"] = targets_fn(src, *(assemble({s: getattr(d, f) for s, d in td.items()}, 0)
-                                                     for f in ("ids", "mask", "resp", "reward")))
+                                                     for f in Batch.FIELDS))
             mbs = {s: sched.minibatch(p, b, e, m, s) for s in range(S)}
             # [grad_accum, micro]: each micro-batch holds equal parts of every shard, shard s's at
             # rows s*bs.. of the TD batch (targets) and in block s of the micro-batch
