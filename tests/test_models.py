@@ -201,6 +201,13 @@ def test_fused_projections_compute_the_same(hf_dir, tmp_path, arch):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
     with pytest.raises(VasError, match="fused for decoding"):
         vas_jax.save_model(fused, tmp_path / "x")
+    from vas_jax.model import add_lora
+    from vas_jax.train import init_value_model
+
+    with pytest.raises(VasError, match="fused for decoding; load it without fuse to train from it"):
+        init_value_model(fused)
+    with pytest.raises(VasError, match=r"has LoRA adapters; merge them \(merge_lora\) before fusing"):
+        vas_jax.fuse_projections(add_lora(vas_jax.load_model(d), 2))
 
 
 @pytest.mark.parametrize("arch", ALL)

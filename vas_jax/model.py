@@ -26,6 +26,7 @@ from flax import nnx
 
 from .cache import KVCache
 from .config import ModelConfig
+from .errors import VasError
 
 _NEG = -1e30  # finite, so a fully masked row (a pad query) gives no NaN
 
@@ -146,7 +147,7 @@ def fuse_projections(model):
     """
     for _, mod in model.iter_modules():
         if isinstance(mod, Linear) and mod.lora_a is not None:
-            raise ValueError("merge the LoRA adapters (merge_lora) before fusing projections")
+            raise VasError("this model has LoRA adapters; merge them (merge_lora) before fusing projections")
     for blk in model.layers:
         a = blk.attn
         if a.qkv_proj is None:
