@@ -2,6 +2,7 @@
 
     python decode/bench.py                 # CPU preset (small models), writes nothing
     python decode/bench.py --preset gpu --dtype bfloat16 --json out.json
+    python decode/bench.py --preset gpu --dtype bfloat16 --attention xla pallas   # + the fused kernel
 
 For each batch size and each VAS setting (k candidates through a scalar value head, or one
 vocabulary-wide value head) it prints tokens/s, the measured ratio to `generate`, and the
@@ -78,6 +79,11 @@ def main(argv=None):
     ap.add_argument("--check-every", type=int, default=8, help="decode steps between early-exit tests")
     ap.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections (fuse_projections)")
     ap.add_argument("--no-vocab", action="store_true", help="skip the vocabulary-wide value head")
+    ap.add_argument("--attention", nargs="+", default=["xla"], choices=["xla", "pallas", "interpret"],
+                    help="decode attention implementations to time side by side (each VAS ratio is to the "
+                         "generate of the same implementation)")
+    ap.add_argument("--topk-chunk", type=int, default=0,
+                    help="VAS candidate pick in two stages through chunks of this many tokens (0: lax.top_k)")
     ap.add_argument("--json", help="write the results here too")
     a = ap.parse_args(argv)
     p = dict(PRESETS[a.preset])
@@ -91,53 +97,69 @@ def main(argv=None):
     qvalue = make(p["value"], "lm", dtype)
     if a.fuse:
         base, value, qvalue = (fuse_projections(m) for m in (base, value, qvalue))
-    ce = dict(check_every=a.check_every)
     ctx = p["prompt_len"] + n / 2
     fb = flops_per_token(base.config, ctx, True)
     fv = flops_per_token(value.config, ctx, False)
     fq = flops_per_token(qvalue.config, ctx, True)
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({platform.machine()}), dtype {a.dtype}, prompt {p['prompt_len']}, "
-          f"{n} new tokens, jax {jax.__version__}, check_every {a.check_every}, fused {a.fuse}")
+          f"{n} new tokens, jax {jax.__version__}, check_every {a.check_every}, fused {a.fuse}, "
+          f"attention {'/'.join(a.attention)}, topk_chunk {a.topk_chunk}")
     print(f"base {base.config.num_layers}L/{base.config.hidden_size}d: {fb / 1e6:.1f} MFLOP/token; "
           f"value {value.config.num_layers}L/{value.config.hidden_size}d: {fv / 1e6:.1f} MFLOP/candidate, "
           f"vocab-wide {fq / 1e6:.1f} MFLOP/step")
     rows = []
-    header = f"{'batch':>5} {'method':<16} {'tok/s':>10} {'ratio':>7} {'FLOPs ratio':>11} {'ratio/FLOPs':>11}"
+    header = f"{'batch':>5} {'method':<28} {'tok/s':>10} {'ratio':>7} {'FLOPs ratio':>11} {'ratio/FLOPs':>11}"
     print(header)
     print("-" * len(header), flush=True)
     rng = np.random.RandomState(0)
     for b in batches:
         prompts = rng.randint(4, base.config.vocab_size, size=(b, p["prompt_len"])).astype(np.int32)
         key = jax.random.key(0)
-        methods = [("generate", lambda: vas_jax.generate(base, prompts, key=key, max_new_tokens=n, **ce).tokens, 1.0)]
-        for k in ks:
-            methods.append((f"vas scalar k={k}", lambda k=k: vas_jax.vas_decode(
-                base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, **ce).tokens, fb / (fb + k * fv)))
-        if not a.no_vocab:
-            methods.append(("vas vocab k=20", lambda: vas_jax.vas_decode(
-                base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, **ce).tokens, fb / (fb + fq)))
-        # compile and warm everything, then time in interleaved rounds so that drift in the
-        # machine's speed hits every method alike; the best round of each is kept
-        for _, fn, _ in methods:
-            jax.block_until_ready(fn())
-        best = {name: float("inf") for name, _, _ in methods}
+        methods = []
+        for impl in a.attention:
+            ce = dict(check_every=a.check_every, attention=impl)
+            tag = "" if impl == "xla" else f" [{impl}]"
+            group = [("generate" + tag, lambda ce=ce: vas_jax.generate(
+                base, prompts, key=key, max_new_tokens=n, **ce).tokens, 1.0)]
+            for k in ks:
+                group.append((f"vas scalar k={k}{tag}", lambda k=k, ce=ce: vas_jax.vas_decode(
+                    base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, topk_chunk=a.topk_chunk,
+                    **ce).tokens,
+                    fb / (fb + k * fv)))
+            if not a.no_vocab:
+                group.append(("vas vocab k=20" + tag, lambda ce=ce: vas_jax.vas_decode(
+                    base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, topk_chunk=a.topk_chunk,
+                    **ce).tokens,
+                    fb / (fb + fq)))
+            try:  # compile and warm; an implementation that fails here is reported and skipped
+                for _, fn, _ in group:
+                    jax.block_until_ready(fn())
+            except Exception as e:  # noqa: BLE001 -- a kernel that does not build on this machine
+                print(f"attention {impl}: skipped ({type(e).__name__}: {str(e).splitlines()[0][:200]})", flush=True)
+                continue
+            methods += [(name, fn, fr, tag) for name, fn, fr in group]
+        # time in interleaved rounds so that drift in the machine's speed hits every method alike;
+        # the best round of each is kept
+        best = {name: float("inf") for name, _, _, _ in methods}
         for _ in range(repeats):
-            for name, fn, _ in methods:
+            for name, fn, _, _ in methods:
                 t = time.perf_counter()
                 jax.block_until_ready(fn())
                 best[name] = min(best[name], time.perf_counter() - t)
-        gen_tps = b * n / best["generate"]
-        for name, _, fr in methods:
+        for name, _, fr, tag in methods:
             tps = b * n / best[name]
-            r = tps / gen_tps
+            r = tps / (b * n / best["generate" + tag])
             rows.append(dict(batch=b, method=name, tokens_per_s=tps, ratio=r, flops_ratio=fr))
-            rf = f"{r / fr:>11.2f}" if name != "generate" else f"{'':>11}"
-            print(f"{b:>5} {name:<16} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {rf}", flush=True)
+            rf = f"{r / fr:>11.2f}" if not name.startswith("generate") else f"{'':>11}"
+            print(f"{b:>5} {name:<28} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {rf}", flush=True)
+        gens = [name for name, *_ in methods if name.startswith("generate")]
+        for name in gens[1:]:
+            print(f"{b:>5} {name} / generate: {best['generate'] / best[name]:.3f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, check_every=a.check_every,
-                           fused=a.fuse, rows=rows), f, indent=2)
+                           fused=a.fuse, attention=a.attention, topk_chunk=a.topk_chunk, rows=rows), f, indent=2)
 
 
 if __name__ == "__main__":

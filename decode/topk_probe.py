@@ -16,14 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def two_stage_top_k(x, k: int, chunk: int = 1024):
-    """Exact top-k of x [B, V] (V a multiple of `chunk`): every row's top k lies in its chunks' top k."""
-    b, v = x.shape
-    vals, idx = jax.lax.top_k(x.reshape(b, v // chunk, chunk), k)  # [B, C, k]
-    idx = idx + (jnp.arange(v // chunk) * chunk)[None, :, None]
-    top, pos = jax.lax.top_k(vals.reshape(b, -1), k)  # candidates in index order: ties keep the lower one
-    return top, jnp.take_along_axis(idx.reshape(b, -1), pos, axis=1)
+from vas_jax.sampling import top_k
 
 
 def per_call_us(fn, x, n: int = 200) -> float:
@@ -46,17 +39,20 @@ def per_call_us(fn, x, n: int = 200) -> float:
 def main():
     print(f"device: {jax.devices()[0].device_kind}")
     rng = np.random.RandomState(0)
+    chunks = (512, 1024, 4096)
     for b in (1, 16):
         x = jnp.asarray(rng.randn(b, 32768).astype(np.float32))
         tied = jnp.asarray(rng.randint(0, 50, size=(b, 32768)).astype(np.float32))
         for k in (16, 20):
             for arr in (x, tied):
-                ref, got = jax.lax.top_k(arr, k), two_stage_top_k(arr, k)
-                assert np.array_equal(np.asarray(ref[0]), np.asarray(got[0]))
-                assert np.array_equal(np.asarray(ref[1]), np.asarray(got[1]))
+                ref = jax.lax.top_k(arr, k)
+                for c in chunks:
+                    got = top_k(arr, k, c)
+                    assert np.array_equal(np.asarray(ref[0]), np.asarray(got[0]))
+                    assert np.array_equal(np.asarray(ref[1]), np.asarray(got[1]))
             one = per_call_us(lambda a, k=k: jax.lax.top_k(a, k), x)
-            two = per_call_us(lambda a, k=k: two_stage_top_k(a, k), x)
-            print(f"batch {b:>2} k {k:>2}: lax.top_k {one:7.1f} us, two-stage {two:7.1f} us per call", flush=True)
+            two = "  ".join(f"chunk {c}: {per_call_us(lambda a, k=k, c=c: top_k(a, k, c), x):7.1f}" for c in chunks)
+            print(f"batch {b:>2} k {k:>2}: lax.top_k {one:7.1f} us; two-stage {two} us per call", flush=True)
 
 
 if __name__ == "__main__":

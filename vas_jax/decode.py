@@ -35,9 +35,10 @@ import numpy as np
 from flax import nnx, struct
 
 from .cache import init_cache
+from .decode_attention import padded_size
 from .errors import VasError
-from .model import Transformer
-from .sampling import SamplerSpec, sample
+from .model import ATTENTION_IMPLS, Transformer
+from .sampling import SamplerSpec, sample, top_k
 
 MIN_BUCKET = 16
 
@@ -87,6 +88,8 @@ class DecodeSpec:
     num_samples: int = 1  # samples per prompt; each prompt is prefilled once and its cache repeated
     check_every: int = 1  # steps between early-exit tests; divides max_new_tokens (see `_decode_program`)
     cache_shardings: tuple = ()  # on a mesh: per model (base, then values), where its KV cache lives
+    attention: str = "xla"  # decode-step attention: XLA's or the fused kernel (see Transformer.forward)
+    topk_chunk: int = 0  # VAS candidate pick: lax.top_k of the row (0) or in two stages (sampling.top_k)
 
 
 def bucket_length(n: int) -> int:
@@ -202,14 +205,15 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         step_key = jax.random.fold_in(key, t)
         v_caches = list(v_caches)
         if values:
-            top_vals, top_idx = jax.lax.top_k(logits, spec.top_k)  # [B, K]
+            top_vals, top_idx = top_k(logits, spec.top_k, spec.topk_chunk)  # [B, K]
             g = jnp.zeros(top_vals.shape, jnp.float32)
             for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
                 if kind == "scalar":
                     # ONE call: the pending (last chosen) token is appended to the cache, and the
                     # k candidates are scored as queries at the next position.
                     toks = jnp.concatenate([pending[:, None], top_idx], axis=1)
-                    v, c, _ = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1)
+                    v, c, _ = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1,
+                                         attention=spec.attention)
                     v_caches[i] = pin(c, i + 1)
                 else:
                     v = jnp.take_along_axis(q_logits[i], top_idx, axis=1)
@@ -239,12 +243,14 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         if spec.eos_ids:
             done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
         # ---- advance every cache by the fed token
-        new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last")
+        new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last",
+                                         attention=spec.attention)
         cache = pin(cache, 0)
         new_q = []
         for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
             if kind == "vocab":
-                ql, c = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last")
+                ql, c = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last",
+                                   attention=spec.attention)
                 v_caches[i] = pin(c, i + 1)
                 new_q.append(ql[:, 0])
             else:
@@ -312,7 +318,8 @@ def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
 
 
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
-         restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None, check_every=8):
+         restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None, check_every=8, attention="xla",
+         topk_chunk=0):
     if not isinstance(base, Transformer) or base.config.head != "lm":
         raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
     if max_new_tokens < 1:
@@ -323,10 +330,21 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         raise VasError(f"top_p must be in (0, 1], got {top_p}")
     if num_samples < 1:
         raise VasError(f"num_samples must be at least 1, got {num_samples}")
+    if topk_chunk < 0:
+        raise VasError(f"topk_chunk must be >= 0, got {topk_chunk}")
     if check_every < 1:
         raise VasError(f"check_every must be at least 1, got {check_every}")
+    if attention not in ATTENTION_IMPLS:
+        raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
+    if attention != "xla" and mesh is not None:
+        raise VasError(f"attention={attention!r} runs on one device; on a mesh use attention='xla'")
+    if attention == "pallas" and jax.default_backend() != "gpu":
+        raise VasError(f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
+                       "attention='xla' (or 'interpret' to check the kernel, slowly)")
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
     size = ids.shape[1] + max_new_tokens
+    if attention != "xla":  # slots the kernel reads in whole blocks; the extra ones stay empty
+        size = padded_size(size)
     limits = [base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]
     if int(lens.max()) + max_new_tokens > min(limits):
         raise VasError(
@@ -350,6 +368,8 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         num_samples=int(num_samples),
         check_every=chunk_steps(int(max_new_tokens), int(check_every)),
         cache_shardings=_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples, int(size)),
+        attention=attention,
+        topk_chunk=int(topk_chunk),
     )
     splits = [nnx.split(m) for m in [base, *values]]
     graphdefs = tuple(g for g, _ in splits)
@@ -375,7 +395,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
 
 def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, eos_token_id=None, pad_id: int = 0, num_samples: int = 1,
-             mesh=None, check_every: int = 8) -> DecodeResult:
+             mesh=None, check_every: int = 8, attention: str = "xla") -> DecodeResult:
     """Sample continuations of `prompts` from `base`.
 
     prompts: a list of token-id lists (any lengths), an int[B, T] array, or (ids, mask) / a tokenizer's
@@ -384,24 +404,30 @@ def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperatur
     check_every: at most this many steps between tests for "every row is done" (the loop's early
     exit); the loop uses the largest divisor of max_new_tokens up to it. Between two tests the steps
     run without the host waiting on the device; the results do not depend on it.
+    attention: "xla" (default), or "pallas": each decode step's attention as one fused GPU kernel
+    (`vas_jax.decode_attention`) that reads only the filled cache slots; one device only.
+    "interpret" runs that kernel through the Pallas interpreter on any backend (for checks; slow).
     """
     return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id, restrict_to_topk=False,
                 sample_top_k=top_k, pad_id=pad_id, num_samples=num_samples, mesh=mesh,
-                check_every=check_every)
+                check_every=check_every, attention=attention)
 
 
 def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], prompts, *, beta, key,
                max_new_tokens: int, top_k: int = 20, temperature: float = 1.0, top_p: float = 1.0,
                eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0,
-               num_samples: int = 1, mesh=None, check_every: int = 8) -> DecodeResult:
+               num_samples: int = 1, mesh=None, check_every: int = 8, attention: str = "xla",
+               topk_chunk: int = 0) -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
 
     values: a value model or a list (scalar heads: `*ForSequenceClassification`, num_labels=1, read as
     V(prefix + token) at the token's position; or vocabulary-wide heads: `*ForCausalLM` read as Q(s, .)).
     beta: float, [n_values], [B] or [B, n_values] -- each request may carry its own mix (traced: no
     recompilation when it changes). top_k: the number of base candidates the values re-rank.
-    Other arguments as for `generate`.
+    topk_chunk: 0 picks them with `lax.top_k` of the whole row; C > 0 picks the same ones in two
+    stages through chunks of C tokens (`vas_jax.sampling.top_k`; on GPUs top-k of a long row with
+    k > 16 is a sort). Other arguments as for `generate`.
     """
     if isinstance(values, Transformer):
         values = [values]
@@ -411,7 +437,7 @@ def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], p
     return _run(base, values, prompts, beta=beta, top_k=top_k, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id,
                 restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id, num_samples=num_samples,
-                mesh=mesh, check_every=check_every)
+                mesh=mesh, check_every=check_every, attention=attention, topk_chunk=topk_chunk)
 
 
 @struct.dataclass

@@ -24,11 +24,13 @@ import numpy as np
 from einops import rearrange
 from flax import nnx
 
+from . import decode_attention
 from .cache import KVCache
 from .config import ModelConfig
 from .errors import VasError
 
 _NEG = -1e30  # finite, so a fully masked row (a pad query) gives no NaN
+ATTENTION_IMPLS = ("xla", "pallas", "interpret")  # decode attention: XLA's, or the fused kernel (GPU / interpreted)
 
 
 def _act(name: str, x):
@@ -386,7 +388,7 @@ class Transformer(nnx.Module):
 
     # ------------------------------------------------------------ with cache
     def forward(self, input_ids, cache: KVCache, *, mode: str = "extend", outputs: str = "all",
-                n_pending: int = 0):
+                n_pending: int = 0, attention: str = "xla"):
         """Run tokens against an explicit KV cache.
 
         input_ids: int32[B, T].
@@ -398,12 +400,18 @@ class Transformer(nnx.Module):
           written. Returns (out for the K candidates, cache', (k, v)) with the candidates' keys and
           values, per layer [B, KVH, K, D] (for `insert_candidate`).
         outputs: "all" positions, only the "last" one ([B, 1, ...]), or "none" (out is None).
+        attention: "xla", or "pallas" for the fused decode-attention kernel (`vas_jax.decode_attention`;
+        "interpret" runs it through the Pallas interpreter) where a step's queries all read the same
+        slots (one written token, or candidates after at most one pending token), no sliding window
+        limits them and the cache size suits the kernel; elsewhere XLA's attention.
         """
         input_ids = jnp.asarray(input_ids, jnp.int32)
         b, t = input_ids.shape
         cfg = self.config
         if mode not in ("prefill", "extend", "candidates"):
             raise ValueError(f"unknown mode {mode!r}")
+        if attention not in ATTENTION_IMPLS:
+            raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
         p = n_pending if mode == "candidates" else t  # tokens written to the cache
         kc_ = t - p  # candidate tokens
         slots = cache.index + jnp.arange(p, dtype=jnp.int32)  # where the written tokens go
@@ -420,6 +428,10 @@ class Transformer(nnx.Module):
         if mode == "prefill":  # attend among the new tokens only: the cache holds nothing before them
             new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (pos_w >= 0)[:, None, :]
         own_ok = jnp.arange(t) >= p  # queries that see their own key outside the cache: the candidates
+        # the fused kernel: every query of a row reads slots [starts, index + p), nothing else
+        fused = (attention != "xla" and mode != "prefill" and (p == t == 1 or (mode == "candidates" and p <= 1))
+                 and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret"))
+        hi = jnp.broadcast_to(cache.index + p, (b,))
         masks = {}
         ks, vs, cand_k, cand_v = [], [], [], []
 
@@ -443,11 +455,15 @@ class Transformer(nnx.Module):
             vs.append(vc)
             if mode == "prefill":
                 return _attend(q, kw, vw, nm, attn.scale)
+            own = None
             if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
                 cand_k.append(k[:, :, p:])
                 cand_v.append(v[:, :, p:])
-                return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok))
-            return _attend(q, kc, vc, cm, attn.scale)
+                own = (k, v, own_ok)
+            if fused and not (w and w < cache.size):
+                return decode_attention.decode_attention(q, kc, vc, cache.starts, hi, attn.scale, own=own,
+                                                         interpret=attention == "interpret")
+            return _attend(q, kc, vc, cm, attn.scale, own=own)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
         if mode == "candidates":

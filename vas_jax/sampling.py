@@ -65,3 +65,24 @@ def sample(key, logits, spec: SamplerSpec, temperature, top_p):
     tok = jax.random.categorical(key, x, axis=-1).astype(jnp.int32)
     lp = jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), tok[:, None], axis=-1)[:, 0]
     return tok, lp
+
+
+def top_k(x, k: int, chunk: int = 0):
+    """(values, indices) of the k largest entries of each row of x [B, V], ties to the lower index.
+
+    chunk = 0: `lax.top_k` over the row. chunk > 0: the same result in two stages -- the top k of
+    each chunk of `chunk` entries, then the top k of those candidates (every row's top k lies among
+    its chunks' top k). On GPUs `lax.top_k` of a long row with k > 16 sorts the row; the two-stage
+    pick sorts only short ones.
+    """
+    b, v = x.shape
+    if not chunk or k > chunk or v <= chunk:
+        return jax.lax.top_k(x, k)
+    n = -(-v // chunk)
+    if n * chunk != v:  # pad with -inf at the end: never picked ahead of a real entry
+        x = jnp.pad(x, ((0, 0), (0, n * chunk - v)), constant_values=-jnp.inf)
+    vals, idx = jax.lax.top_k(x.reshape(b, n, chunk), k)  # [B, n, k]
+    idx = idx + (jnp.arange(n, dtype=idx.dtype) * chunk)[None, :, None]
+    top, pos = jax.lax.top_k(vals.reshape(b, n * k), k)  # candidates in index order: ties keep the lower
+    return top, jnp.take_along_axis(idx.reshape(b, n * k), pos, axis=1)
+

@@ -1,0 +1,96 @@
+"""The fused decode-attention kernel (run by the Pallas interpreter here) against XLA's attention."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vas_jax
+from vas_jax import VasError
+from vas_jax.decode_attention import BLOCK_K, decode_attention, padded_size, supported
+from vas_jax.model import _attend
+
+from test_decode import PROMPTS, models  # noqa: F401  (the module-scoped tiny models)
+
+
+def _case(seed, b, t, nh, kvh, d, size, dtype):
+    rng = np.random.RandomState(seed)
+
+    def arr(*shape):
+        return jnp.asarray(rng.randn(*shape), dtype)
+
+    return arr(b, t, nh, d), arr(b, kvh, size, d), arr(b, kvh, size, d), arr(b, kvh, t, d), arr(b, kvh, t, d)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_kernel_equals_masked_softmax_attention(dtype, tol):
+    """Rows whose valid slots start mid-block, span several slot ranges, or miss a range entirely;
+    grouped-query heads; with and without each candidate's own key."""
+    b, t, nh, kvh, d, size = 4, 6, 8, 2, 16, 3 * BLOCK_K
+    q, kc, vc, ks, vs = _case(0, b, t, nh, kvh, d, size, dtype)
+    lo = jnp.array([0, 5, 70, 150], jnp.int32)
+    hi = jnp.array([1, 140, 140, 191], jnp.int32)
+    slot = jnp.arange(size)
+    mask = jnp.broadcast_to(((slot >= lo[:, None]) & (slot < hi[:, None]))[:, None], (b, t, size))
+    ok = jnp.arange(t) >= 1  # query 0 is the pending token: its key is in the cache already
+    for own in (None, (ks, vs, ok)):
+        want = _attend(q, kc, vc, mask, 0.3, own=own)
+        got = jax.jit(lambda *a, own=own: decode_attention(*a, 0.3, own=own, interpret=True))(q, kc, vc, lo, hi)
+        assert got.shape == want.shape == (b, t, nh * d) and got.dtype == want.dtype
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=tol, rtol=tol)
+
+
+def test_cache_sizes_and_head_widths():
+    assert padded_size(1) == padded_size(BLOCK_K) == BLOCK_K and padded_size(BLOCK_K + 1) == 2 * BLOCK_K
+    assert supported(64, 384) and supported(128, 128) and not supported(64, 100)
+    assert not supported(8, 128) and not supported(80, 128) and supported(80, 128, interpret=True)
+
+
+def test_kernel_lowers_to_triton_for_a_gpu():
+    """The Pallas -> Triton lowering (run at trace time, no GPU needed) accepts the shapes decoding
+    uses: a base step (one query per row) and a value model's pending token plus 20 candidates."""
+    for b, t, nh, kvh, d, size in [(1, 1, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (2, 3, 8, 8, 128, 128)]:
+        q = jax.ShapeDtypeStruct((b, t, nh, d), jnp.bfloat16)
+        c = jax.ShapeDtypeStruct((b, kvh, size, d), jnp.bfloat16)
+        own = jax.ShapeDtypeStruct((b, kvh, t, d), jnp.bfloat16)
+        rows = jax.ShapeDtypeStruct((b,), jnp.int32)
+
+        def f(q, k, v, lo, hi, ks, vs, t=t):
+            return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, jnp.arange(t) >= 1))
+
+        text = jax.jit(f).trace(q, c, c, rows, rows, own, own).lower(lowering_platforms=("cuda",)).as_text()
+        assert text.count("xla.gpu.triton") == 1
+
+
+def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # noqa: F811
+    """generate and vas_decode (a scalar and a vocabulary-wide value model, sampled, ragged batch; and
+    a sliding-window base, whose windowed layers keep XLA's attention) give the same tokens and, to
+    rounding, the same log-probabilities and guidance."""
+    import vas_jax.decode_attention as da
+
+    calls = []
+    kernel = da.decode_attention
+    monkeypatch.setattr(da, "decode_attention", lambda *a, **k: calls.append(k.get("own") is not None) or kernel(*a, **k))
+    base, values = models["base"], [models["v_llama"], models["q_qwen"]]
+    windowed = vas_jax.load_model(hf_dir("mistral")[1])
+    assert windowed.config.window(0) == 5
+    kw = dict(key=jax.random.key(5), max_new_tokens=7)
+    runs = {}
+    for impl in ("xla", "interpret"):
+        runs[impl] = (vas_jax.generate(base, PROMPTS, attention=impl, **kw),
+                      vas_jax.vas_decode(base, values, PROMPTS, beta=[2.0, 1.0], top_k=5, attention=impl, **kw),
+                      vas_jax.generate(windowed, PROMPTS, attention=impl, temperature=0.0, **kw))
+    # traced once per layer and step program: base 2 layers (twice: generate and VAS), the scalar value
+    # model's 2 layers with candidates' own keys, the vocabulary-wide one's 2; none in the windowed model
+    assert sorted(calls) == [False] * 6 + [True] * 2
+    for want, got in zip(runs["xla"], runs["interpret"]):
+        assert got.token_lists() == want.token_lists()
+        for f in ("logprobs", "policy_logprobs", "guidance"):
+            np.testing.assert_allclose(np.asarray(getattr(got, f)), np.asarray(getattr(want, f)), atol=1e-4)
+    with pytest.raises(VasError, match="attention must be one of"):
+        vas_jax.generate(base, PROMPTS, attention="flash", **kw)
+    if jax.default_backend() != "gpu":
+        with pytest.raises(VasError, match="attention='pallas' is a GPU kernel"):
+            vas_jax.generate(base, PROMPTS, attention="pallas", **kw)
+    with pytest.raises(VasError, match="topk_chunk must be >= 0"):
+        vas_jax.vas_decode(base, values, PROMPTS, beta=1.0, topk_chunk=-1, **kw)
