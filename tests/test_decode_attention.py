@@ -23,18 +23,20 @@ def _case(seed, b, t, nh, kvh, d, size, dtype):
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
-def test_kernel_equals_masked_softmax_attention(dtype, tol):
-    """Rows whose valid slots start mid-block, span several slot ranges, or miss a range entirely;
-    grouped-query heads; with and without each candidate's own key."""
-    b, t, nh, kvh, d, size = 4, 6, 8, 2, 16, 3 * BLOCK_K
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks):
+    """Grouped-query heads, with and without each candidate's own key; one slot range normalised in
+    the kernel, or three merged after it (rows whose valid slots start mid-block, span ranges, or
+    miss a range entirely)."""
+    b, t, nh, kvh, d, size = 4, 6, 8, 2, 16, blocks * BLOCK_K
     q, kc, vc, ks, vs = _case(0, b, t, nh, kvh, d, size, dtype)
-    lo = jnp.array([0, 5, 70, 150], jnp.int32)
-    hi = jnp.array([1, 140, 140, 191], jnp.int32)
+    lo = jnp.array([0, 5, 20, 40], jnp.int32) * blocks
+    hi = jnp.array([1, 47, 47, 63], jnp.int32) * blocks
     slot = jnp.arange(size)
     mask = jnp.broadcast_to(((slot >= lo[:, None]) & (slot < hi[:, None]))[:, None], (b, t, size))
-    ok = jnp.arange(t) >= 1  # query 0 is the pending token: its key is in the cache already
-    for own in (None, (ks, vs, ok)):
-        want = _attend(q, kc, vc, mask, 0.3, own=own)
+    for own, own_ref in ((None, None), ((ks, vs, 1), (ks, vs, jnp.arange(t) >= 1))):
+        # with own keys, query 0 is the pending token (its key is in the cache already)
+        want = _attend(q, kc, vc, mask, 0.3, own=own_ref)
         got = jax.jit(lambda *a, own=own: decode_attention(*a, 0.3, own=own, interpret=True))(q, kc, vc, lo, hi)
         assert got.shape == want.shape == (b, t, nh * d) and got.dtype == want.dtype
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=tol, rtol=tol)
@@ -49,14 +51,15 @@ def test_cache_sizes_and_head_widths():
 def test_kernel_lowers_to_triton_for_a_gpu():
     """The Pallas -> Triton lowering (run at trace time, no GPU needed) accepts the shapes decoding
     uses: a base step (one query per row) and a value model's pending token plus 20 candidates."""
-    for b, t, nh, kvh, d, size in [(1, 1, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (2, 3, 8, 8, 128, 128)]:
+    for b, t, nh, kvh, d, size in [(1, 1, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (16, 21, 32, 8, 64, 384),
+                                   (2, 3, 8, 8, 128, 128)]:
         q = jax.ShapeDtypeStruct((b, t, nh, d), jnp.bfloat16)
         c = jax.ShapeDtypeStruct((b, kvh, size, d), jnp.bfloat16)
         own = jax.ShapeDtypeStruct((b, kvh, t, d), jnp.bfloat16)
         rows = jax.ShapeDtypeStruct((b,), jnp.int32)
 
         def f(q, k, v, lo, hi, ks, vs, t=t):
-            return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, jnp.arange(t) >= 1))
+            return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, 1))
 
         text = jax.jit(f).trace(q, c, c, rows, rows, own, own).lower(lowering_platforms=("cuda",)).as_text()
         assert text.count("xla.gpu.triton") == 1

@@ -4,9 +4,10 @@ A decode step's queries (one token per row for the base; the pending token and t
 for a value model) all read the same contiguous run of cache slots, `[lo[b], hi[b])` for row b.
 XLA runs that attention as several kernels per layer (scores, mask, max, exp-sum, value product);
 this kernel does scores, mask, online softmax and the value product in one, and reads only the
-filled slots, not the whole cache. The slots are split into `n_split` ranges so a small batch
-still fills the GPU; the ranges' partial results (unnormalised output, running max and sum) are
-merged by a short XLA epilogue, which also adds each candidate's attention to its own key.
+filled slots, not the whole cache. A VAS candidate's attention to its own key (it is not in the
+cache) is one more small block of the same online softmax. When a small batch would leave the GPU
+idle, the slots are split into ranges whose partial results (unnormalised output, running max and
+sum) a short XLA epilogue merges.
 
 `interpret=True` runs the same kernel through Pallas's interpreter on any backend (the CPU tests).
 """
@@ -54,41 +55,59 @@ def _dot(a, b, trans_b=False):
     return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
 
-def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, scale, split_len):
-    """One (row, kv head, slot range): q_ref [R, D]; k_ref, v_ref [S, D]; outputs for this range."""
+def _online(carry, s, ok, v):
+    """One step of the online softmax: scores s [R, N] (float32), ok bool[R, N], values v [N, D]."""
+    o, m, l = carry
+    s = jnp.where(ok, s, _NEG)
+    m_new = jnp.maximum(m, jnp.max(s, axis=1))
+    p = jnp.where(ok, jnp.exp(s - m_new[:, None]), 0.0)  # 0, not exp(0), where a whole row is masked
+    corr = jnp.exp(m - m_new)
+    return o * corr[:, None] + _dot(p.astype(v.dtype), v), m_new, l * corr + jnp.sum(p, axis=1)
+
+
+def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *rest, scale, split_len, t, n_own_from, split):
+    """One (row, kv head, slot range). q_ref [R, D] (rows: head g, query i at g * t + i); k_ref, v_ref
+    [S, D], the cache; with own keys, ko_ref, vo_ref [Tp, D] (query i's own key at i, seen by queries
+    i >= n_own_from). Writes the normalised output [R, D] or, with several ranges (`split`), this
+    range's unnormalised output, running max and sum."""
+    if n_own_from is not None:
+        ko_ref, vo_ref, *outs = rest
+    else:
+        outs = rest
     s_id = pl.program_id(2)
     lo = jnp.maximum(lo_ref[...], s_id * split_len)
     hi = jnp.minimum(hi_ref[...], (s_id + 1) * split_len)
     q = q_ref[...]
     r, d = q.shape
+    carry = (jnp.zeros((r, d), jnp.float32), jnp.full((r,), _NEG, jnp.float32), jnp.zeros((r,), jnp.float32))
+    if n_own_from is not None:  # each candidate's own key: a [R, Tp] product masked to query i's column
+        ko = ko_ref[...]
+        col = jnp.arange(ko.shape[0], dtype=jnp.int32)[None, :]
+        row_t = (jnp.arange(r, dtype=jnp.int32) % t)[:, None]
+        ok = (col == row_t) & (col >= n_own_from) & (s_id == 0)
+        carry = _online(carry, _dot(q, ko, trans_b=True) * scale, ok, vo_ref[...])
     first = lo // BLOCK_K
     last = jnp.where(hi > lo, (hi + BLOCK_K - 1) // BLOCK_K, first)  # blocks meeting [lo, hi)
 
     def body(j, carry):
-        o, m, l = carry
         start = pl.multiple_of(j * BLOCK_K, BLOCK_K)
-        k = k_ref[pl.ds(start, BLOCK_K), :]
-        v = v_ref[pl.ds(start, BLOCK_K), :]
-        s = _dot(q, k, trans_b=True) * scale  # [R, BLOCK_K] float32
         slot = start + jnp.arange(BLOCK_K, dtype=jnp.int32)
-        s = jnp.where(((slot >= lo) & (slot < hi))[None, :], s, _NEG)
-        m_new = jnp.maximum(m, jnp.max(s, axis=1))
-        p = jnp.exp(s - m_new[:, None])
-        corr = jnp.exp(m - m_new)
-        l = l * corr + jnp.sum(p, axis=1)
-        o = o * corr[:, None] + _dot(p.astype(v.dtype), v)
-        return o, m_new, l
+        s = _dot(q, k_ref[pl.ds(start, BLOCK_K), :], trans_b=True) * scale  # [R, BLOCK_K]
+        return _online(carry, s, ((slot >= lo) & (slot < hi))[None, :], v_ref[pl.ds(start, BLOCK_K), :])
 
-    init = (jnp.zeros((r, d), jnp.float32), jnp.full((r,), _NEG, jnp.float32), jnp.zeros((r,), jnp.float32))
-    o, m, l = jax.lax.fori_loop(first, last, body, init)
-    o_ref[...] = o
-    m_ref[...] = m
-    l_ref[...] = l
+    o, m, l = jax.lax.fori_loop(first, last, body, carry)
+    if split:
+        o_ref, m_ref, l_ref = outs
+        o_ref[...] = o
+        m_ref[...] = m
+        l_ref[...] = l
+    else:
+        outs[0][...] = (o / l[:, None]).astype(outs[0].dtype)
 
 
-def _rows(n: int) -> int:
-    """Query rows per program: a power of two, at least 16 (the GPU's smallest matrix product)."""
-    return max(16, 1 << (n - 1).bit_length())
+def _pow2(n: int, least: int = 16) -> int:
+    """The power of two >= n and >= `least` (the GPU's smallest matrix product side)."""
+    return max(least, 1 << (n - 1).bit_length())
 
 
 @functools.partial(jax.named_call, name="decode_attention")
@@ -96,65 +115,53 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     """Attention of decode-step queries over the cache slots `[lo[b], hi[b])`.
 
     q: [B, T, NH, D]; k_cache, v_cache: [B, KVH, S, D] (S a multiple of BLOCK_K); lo, hi: int32[B].
-    own: (k, v [B, KVH, T, D], ok bool[T]) -- query t also attends to its own key/value where ok[t]
-    (the VAS candidates), normalised jointly with the cache. Returns [B, T, NH * D] in v's dtype.
+    own: (k, v [B, KVH, T, D], n) -- query t >= n also attends to its own key/value (the VAS
+    candidates after n pending tokens), normalised jointly with the cache. Returns [B, T, NH * D]
+    in the cache's dtype.
     """
     b, t, nh, d = q.shape
     kvh, size = k_cache.shape[1], k_cache.shape[2]
     g = nh // kvh
-    qg = rearrange(q, "b t (k g) d -> b k (g t) d", k=kvh).astype(k_cache.dtype)
-    r = _rows(g * t)
-    if r != g * t:
-        qg = jnp.pad(qg, ((0, 0), (0, 0), (0, r - g * t), (0, 0)))
+    dtype = k_cache.dtype
+    qg = rearrange(q, "b t (k g) d -> b k (g t) d", k=kvh).astype(dtype)
+    r = _pow2(g * t)
+    qg = jnp.pad(qg, ((0, 0), (0, 0), (0, r - g * t), (0, 0)))
     n_split = _splits(b, kvh, size)
-    split_len = size // n_split
-    kernel = functools.partial(_kernel, scale=float(scale), split_len=split_len)
+    split = n_split > 1
+    row = pl.BlockSpec((None,), lambda i, h, s: (i,))
+    whole = pl.BlockSpec((None, None, size, d), lambda i, h, s: (i, h, 0, 0))
+    in_specs = [row, row, pl.BlockSpec((None, None, r, d), lambda i, h, s: (i, h, 0, 0)), whole, whole]
+    args = [jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32), qg, k_cache, v_cache]
+    n_own_from = None
+    if own is not None:
+        ks, vs, n_own_from = own
+        tp = _pow2(t)
+        pad = ((0, 0), (0, 0), (0, tp - t), (0, 0))
+        args += [jnp.pad(ks.astype(dtype), pad), jnp.pad(vs.astype(dtype), pad)]
+        in_specs += [pl.BlockSpec((None, None, tp, d), lambda i, h, s: (i, h, 0, 0))] * 2
+    if split:
+        out_specs = [pl.BlockSpec((None, None, None, r, d), lambda i, h, s: (i, h, s, 0, 0)),
+                     pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0)),
+                     pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0))]
+        out_shape = [jax.ShapeDtypeStruct((b, kvh, n_split, r, d), jnp.float32),
+                     jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32),
+                     jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32)]
+    else:
+        out_specs = [pl.BlockSpec((None, None, r, d), lambda i, h, s: (i, h, 0, 0))]
+        out_shape = [jax.ShapeDtypeStruct((b, kvh, r, d), dtype)]
     params = {}
     if not interpret:
         from jax.experimental.pallas import triton as plgpu
 
         params = dict(compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2))
-    row = pl.BlockSpec((None,), lambda i, h, s: (i,))
-    o, m, l = pl.pallas_call(
-        kernel,
-        grid=(b, kvh, n_split),
-        in_specs=[
-            row,
-            row,
-            pl.BlockSpec((None, None, r, d), lambda i, h, s: (i, h, 0, 0)),
-            pl.BlockSpec((None, None, size, d), lambda i, h, s: (i, h, 0, 0)),
-            pl.BlockSpec((None, None, size, d), lambda i, h, s: (i, h, 0, 0)),
-        ],
-        out_specs=[
-            pl.BlockSpec((None, None, None, r, d), lambda i, h, s: (i, h, s, 0, 0)),
-            pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0)),
-            pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0)),
-        ],
-        out_shape=[
-            jax.ShapeDtypeStruct((b, kvh, n_split, r, d), jnp.float32),
-            jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32),
-            jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32),
-        ],
-        interpret=interpret,
-        name="vas_decode_attention",
-        **params,
-    )(jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32), qg, k_cache, v_cache)
-    o, m, l = o[:, :, :, : g * t], m[:, :, :, : g * t], l[:, :, :, : g * t]
-    # merge the slot ranges (and each candidate's own key): one short elementwise epilogue
-    mx = jnp.max(m, axis=2)  # [B, KVH, G*T]
-    if own is not None:
-        ks, vs, ok = own
-        qo = rearrange(q, "b t (k g) d -> b k g t d", k=kvh).astype(jnp.float32)
-        s_own = jnp.einsum("bkgtd,bktd->bkgt", qo, ks.astype(jnp.float32)) * scale
-        s_own = rearrange(jnp.where(ok, s_own, _NEG), "b k g t -> b k (g t)")
-        mx = jnp.maximum(mx, s_own)
-    w = jnp.exp(m - mx[:, :, None])  # [B, KVH, n_split, G*T]
-    num = jnp.sum(o * w[..., None], axis=2)
-    den = jnp.sum(l * w, axis=2)
-    if own is not None:
-        e_own = jnp.exp(s_own - mx)
-        v_own = jnp.broadcast_to(vs[:, :, None].astype(jnp.float32), (b, kvh, g, t, d))
-        num = num + e_own[..., None] * rearrange(v_own, "b k g t d -> b k (g t) d")
-        den = den + e_own
-    out = (num / den[..., None]).astype(v_cache.dtype)
-    return rearrange(out, "b k (g t) d -> b t (k g d)", g=g)
+    kernel = functools.partial(_kernel, scale=float(scale), split_len=size // n_split, t=t,
+                               n_own_from=n_own_from, split=split)
+    outs = pl.pallas_call(kernel, grid=(b, kvh, n_split), in_specs=in_specs, out_specs=out_specs,
+                          out_shape=out_shape, interpret=interpret, name="vas_decode_attention", **params)(*args)
+    if split:  # merge the slot ranges: one short elementwise epilogue
+        o, m, l = outs
+        w = jnp.exp(m - jnp.max(m, axis=2, keepdims=True))  # [B, KVH, n_split, R]
+        out = (jnp.sum(o * w[..., None], axis=2) / jnp.sum(l * w, axis=2)[..., None]).astype(dtype)
+    else:
+        out = outs[0]
+    return rearrange(out[:, :, : g * t], "b k (g t) d -> b t (k g d)", g=g)

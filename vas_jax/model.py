@@ -455,15 +455,14 @@ class Transformer(nnx.Module):
             vs.append(vc)
             if mode == "prefill":
                 return _attend(q, kw, vw, nm, attn.scale)
-            own = None
             if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
                 cand_k.append(k[:, :, p:])
                 cand_v.append(v[:, :, p:])
-                own = (k, v, own_ok)
             if fused and not (w and w < cache.size):
-                return decode_attention.decode_attention(q, kc, vc, cache.starts, hi, attn.scale, own=own,
+                return decode_attention.decode_attention(q, kc, vc, cache.starts, hi, attn.scale,
+                                                         own=(k, v, p) if kc_ else None,
                                                          interpret=attention == "interpret")
-            return _attend(q, kc, vc, cm, attn.scale, own=own)
+            return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
         if mode == "candidates":
