@@ -92,11 +92,12 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--attention", default="xla", choices=["xla", "pallas", "interpret"])
     a = ap.parse_args(argv)
     p = PRESETS[a.preset]
     dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
     prompts = np.random.RandomState(0).randint(4, 100, size=(a.batch, p["prompt_len"])).astype(np.int32)
-    print(f"backend {jax.default_backend()}, preset {a.preset}, batch {a.batch}, k {a.k}")
+    print(f"backend {jax.default_backend()}, preset {a.preset}, batch {a.batch}, k {a.k}, attention {a.attention}")
     for fused in (False, True):
         base, value = make(p["base"], "lm", dtype), make(p["value"], "score", dtype)
         if fused:
@@ -105,10 +106,11 @@ def main(argv=None):
             if vals:
                 hlo = compiled_decode_hlo(lambda: vas_jax.vas_decode(
                     base, vals, prompts, beta=1.0, top_k=a.k, key=jax.random.key(0),
-                    max_new_tokens=p["new_tokens"]), run=False)
+                    max_new_tokens=p["new_tokens"], attention=a.attention), run=False)
             else:
                 hlo = compiled_decode_hlo(lambda: vas_jax.generate(
-                    base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"]), run=False)
+                    base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=a.attention),
+                    run=False)
             ops = loop_body_ops(hlo)
             top = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))
             print(f"{'fused' if fused else 'plain':<6} {name:<10} {sum(ops.values()):>5} ops per step ({top})",
