@@ -23,11 +23,11 @@ def _case(seed, b, t, nh, kvh, d, size, dtype):
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
-@pytest.mark.parametrize("blocks", [1, 3])
-def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks):
+@pytest.mark.parametrize("blocks,splits", [(1, 1), (3, 3), (3, 2)])
+def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks, splits):
     """Grouped-query heads, with and without each candidate's own key; one slot range normalised in
-    the kernel, or three merged after it (rows whose valid slots start mid-block, span ranges, or
-    miss a range entirely)."""
+    the kernel, or several merged after it, the last one shorter (rows whose valid slots start
+    mid-block, span ranges, or miss a range entirely)."""
     b, t, nh, kvh, d, size = 4, 6, 8, 2, 16, blocks * BLOCK_K
     q, kc, vc, ks, vs = _case(0, b, t, nh, kvh, d, size, dtype)
     lo = jnp.array([0, 5, 20, 40], jnp.int32) * blocks
@@ -37,13 +37,23 @@ def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks):
     for own, own_ref in ((None, None), ((ks, vs, 1), (ks, vs, jnp.arange(t) >= 1))):
         # with own keys, query 0 is the pending token (its key is in the cache already)
         want = _attend(q, kc, vc, mask, 0.3, own=own_ref)
-        got = jax.jit(lambda *a, own=own: decode_attention(*a, 0.3, own=own, interpret=True))(q, kc, vc, lo, hi)
+        got = jax.jit(lambda *a, own=own: decode_attention(*a, 0.3, own=own, interpret=True, splits=splits))(
+            q, kc, vc, lo, hi)
         assert got.shape == want.shape == (b, t, nh * d) and got.dtype == want.dtype
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=tol, rtol=tol)
 
 
-def test_cache_sizes_and_head_widths():
+def test_cache_sizes_head_widths_and_slot_ranges():
+    from vas_jax.decode_attention import MAX_BLOCKS, _splits
+
     assert padded_size(1) == padded_size(BLOCK_K) == BLOCK_K and padded_size(BLOCK_K + 1) == 2 * BLOCK_K
+    # short caches and full grids read the slots in one range; a long cache on a small grid is split
+    # into ranges of whole blocks, at most MAX_BLOCKS each, all of one length but the last
+    assert _splits(1, 8, 6 * BLOCK_K) == _splits(16, 8, 64 * BLOCK_K) == 1
+    for b, kvh, blocks in [(1, 8, 64), (1, 2, 63), (4, 4, 17)]:
+        n = _splits(b, kvh, blocks * BLOCK_K)
+        per = -(-blocks // n)
+        assert n > 1 and per <= MAX_BLOCKS and (n - 1) * per < blocks
     assert supported(64, 384) and supported(128, 128) and not supported(64, 100)
     assert not supported(8, 128) and not supported(80, 128) and supported(80, 128, interpret=True)
 

@@ -39,14 +39,19 @@ def supported(head_dim: int, size: int, interpret: bool = False) -> bool:
     return size % BLOCK_K == 0 and (pow2 or interpret)
 
 
+MAX_BLOCKS = 8  # blocks one program reads before the slots are split over several (flash-decoding)
+
+
 def _splits(batch: int, kv_heads: int, size: int) -> int:
-    """Slot ranges per (row, kv head): enough programs for a GPU's ~100+ SMs, each range whole blocks."""
+    """Slot ranges per (row, kv head). One range (no merge epilogue) unless a program would read more
+    than MAX_BLOCKS blocks while the grid leaves a GPU's ~100+ SMs idle. Ranges are whole blocks,
+    all of one length but the last."""
     blocks = size // BLOCK_K
-    want = max(1, -(-128 // (batch * kv_heads)))
-    n = min(blocks, want)
-    while blocks % n:
-        n -= 1
-    return n
+    programs = batch * kv_heads
+    if blocks <= MAX_BLOCKS or programs >= 128:
+        return 1
+    n = min(-(-blocks // MAX_BLOCKS) * 4, -(-128 // programs), blocks)  # up to 4 waves of short ranges
+    return -(-blocks // -(-blocks // n))  # as many ranges as whole-block ranges of that length need
 
 
 def _dot(a, b, trans_b=False):
@@ -111,13 +116,15 @@ def _pow2(n: int, least: int = 16) -> int:
 
 
 @functools.partial(jax.named_call, name="decode_attention")
-def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, interpret: bool = False):
+def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, interpret: bool = False,
+                     splits: int | None = None):
     """Attention of decode-step queries over the cache slots `[lo[b], hi[b])`.
 
     q: [B, T, NH, D]; k_cache, v_cache: [B, KVH, S, D] (S a multiple of BLOCK_K); lo, hi: int32[B].
     own: (k, v [B, KVH, T, D], n) -- query t >= n also attends to its own key/value (the VAS
-    candidates after n pending tokens), normalised jointly with the cache. Returns [B, T, NH * D]
-    in the cache's dtype.
+    candidates after n pending tokens), normalised jointly with the cache. splits: slot ranges per
+    (row, kv head), of whole blocks (default: `_splits`). Returns [B, T, NH * D] in the cache's
+    dtype.
     """
     b, t, nh, d = q.shape
     kvh, size = k_cache.shape[1], k_cache.shape[2]
@@ -126,7 +133,10 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     qg = rearrange(q, "b t (k g) d -> b k (g t) d", k=kvh).astype(dtype)
     r = _pow2(g * t)
     qg = jnp.pad(qg, ((0, 0), (0, 0), (0, r - g * t), (0, 0)))
-    n_split = _splits(b, kvh, size)
+    blocks = size // BLOCK_K
+    n_split = splits or _splits(b, kvh, size)
+    per = -(-blocks // n_split)  # blocks per range
+    n_split = -(-blocks // per)
     split = n_split > 1
     row = pl.BlockSpec((None,), lambda i, h, s: (i,))
     whole = pl.BlockSpec((None, None, size, d), lambda i, h, s: (i, h, 0, 0))
@@ -154,7 +164,7 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
         from jax.experimental.pallas import triton as plgpu
 
         params = dict(compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2))
-    kernel = functools.partial(_kernel, scale=float(scale), split_len=size // n_split, t=t,
+    kernel = functools.partial(_kernel, scale=float(scale), split_len=per * BLOCK_K, t=t,
                                n_own_from=n_own_from, split=split)
     outs = pl.pallas_call(kernel, grid=(b, kvh, n_split), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shape, interpret=interpret, name="vas_decode_attention", **params)(*args)
