@@ -329,3 +329,19 @@ def test_vocabulary_wide_value_head_trains_and_exports(hf_dir, small_data, tmp_p
     # usable as a vocabulary-wide value model in vas_decode
     r = vas_jax.vas_decode(lm, q, [[3, 4, 5]], beta=2.0, key=jax.random.key(0), max_new_tokens=3, top_k=5)
     assert r.tokens.shape == (1, 3)
+
+
+def test_pod_layout_errors(small_data, monkeypatch):
+    """On several hosts (process count patched: one real process), rollouts need a mesh, one shard
+    per host, and a mesh whose data x fsdp blocks the hosts can each own; else one clear line."""
+    from vas_jax.sharding import make_mesh
+    from vas_jax.train import load_rollouts, process_block
+
+    mesh = make_mesh("data=1", devices=jax.devices()[:1])
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(VasError, match="training on several hosts needs a mesh"):
+        load_rollouts(small_data)
+    with pytest.raises(VasError, match="read in 2 shards, one per host; --data-shards 3 does not fit"):
+        load_rollouts(small_data, shards=3, mesh=mesh)
+    with pytest.raises(VasError, match=r"data x fsdp \(1\) must be a multiple of the 2 hosts"):
+        process_block(mesh)
