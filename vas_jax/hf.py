@@ -203,26 +203,41 @@ def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = N
     missing = [p for p in flat if p not in loaded]
     if missing:  # pragma: no cover - would be a key-map bug
         raise RuntimeError(f"no checkpoint tensor for parameters {missing[:3]}")
-    shardings = None
-    if mesh is not None:
-        from .sharding import DECODE_RULES, state_shardings
+    from .sharding import DECODE_RULES, shard_model, state_shardings
 
+    host = _host_device() if fuse and mesh is not None else None
+    shardings = None
+    if mesh is not None and host is None:
         shardings = dict(nnx.to_flat_state(state_shardings(nnx.from_flat_state(
             {p: v.value for p, v in flat.items()}), mesh, rules or DECODE_RULES)))
     for p, var in flat.items():
         x = np.asarray(loaded[p]).astype(dt)
-        var.value = jax.device_put(x, shardings[p]) if shardings is not None else jnp.asarray(x)
+        if shardings is not None:
+            var.value = jax.device_put(x, shardings[p])
+        else:
+            var.value = jax.device_put(x, host) if host is not None else jnp.asarray(x)
     state = nnx.from_flat_state(flat)
     model = nnx.merge(graphdef, state)
     if fuse:
         from .model import fuse_projections
 
-        model = fuse_projections(model)
-        if mesh is not None:  # each fused tensor onto its shards (kv groups and MLP units stay whole)
-            from .sharding import DECODE_RULES, shard_model
-
+        if host is not None:  # fused in host memory, then each fused tensor placed once onto its shards
+            with jax.default_device(host):
+                model = fuse_projections(model)
+        else:
+            model = fuse_projections(model)
+        if mesh is not None:  # kv groups and MLP units stay whole on their shards
             model = shard_model(model, mesh, rules or DECODE_RULES)
     return model
+
+
+def _host_device():
+    """The host's CPU device, where a model is fused before it goes onto a mesh (None if jax runs
+    without its CPU backend; the model is then placed, fused and placed again)."""
+    try:
+        return jax.local_devices(backend="cpu")[0]
+    except RuntimeError:
+        return None
 
 
 def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, tokenizer=None) -> Path:
