@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from vas_jax.decode import check_attention
 from vas_jax.errors import VasError
 
 
@@ -35,6 +36,9 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--mesh", help="device mesh, e.g. data=4,tensor=2 (parameters tensor-parallel, batch over data)")
+    p.add_argument("--attention", default="xla", choices=["xla", "pallas"],
+                   help="decode-step attention: XLA's, or one fused GPU kernel per layer (one GPU, no --mesh; "
+                        "see README)")
     p.add_argument("--out", default="-", help="output JSONL file ('-' for standard output)")
 
 
@@ -89,6 +93,7 @@ def run(args):
         from vas_jax.sharding import make_mesh
 
         mesh = make_mesh(args.mesh)
+    check_attention(args.attention, mesh)  # before any model is loaded
     base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
     values = []
     for d in args.value:
@@ -107,7 +112,8 @@ def run(args):
             prompts = [ids[i] for i, _ in batch]
             k = jax.random.fold_in(key, start)
             common = dict(key=k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_p=args.top_p, eos_token_id=tok.eos_token_id, pad_id=pad, mesh=mesh)
+                          top_p=args.top_p, eos_token_id=tok.eos_token_id, pad_id=pad, mesh=mesh,
+                          attention=args.attention)
             if values:
                 r = vas_jax.vas_decode(base, values, prompts, beta=np.asarray(betas, np.float32), top_k=args.top_k,
                                        restrict_to_topk=args.restrict_to_topk, **common)

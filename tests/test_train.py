@@ -271,6 +271,10 @@ def test_cli_input_errors(tiny_dirs, hf_dir, tmp_path, monkeypatch, capsys):
     assert "--data-shards must be at least 1, got 0" in capsys.readouterr().err
     assert main(["train", "--data", "d", "--init", base, "--out", "r", "--data-shards", "4"]) == 2
     assert "1 rollout(s) cannot fill 4 data shards" in capsys.readouterr().err
+    if jax.default_backend() != "gpu":
+        assert main(["decode", "--base", base, "--prompt", "w1", "--attention", "pallas", "--max-new-tokens", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "attention='pallas' is a GPU kernel and this backend is cpu" in err and err.count("\n") == 1
 
 
 def test_data_shards_split_like_datasets_and_train(hf_dir, small_data, tmp_path):

@@ -317,6 +317,17 @@ def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
                                  (rows, m.config.num_kv_heads, size, m.config.head_dim)) for m in models)
 
 
+def check_attention(attention: str, mesh=None) -> None:
+    """A VasError unless `attention` names an implementation that can run here."""
+    if attention not in ATTENTION_IMPLS:
+        raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
+    if attention != "xla" and mesh is not None:
+        raise VasError(f"attention={attention!r} runs on one device; on a mesh use attention='xla'")
+    if attention == "pallas" and jax.default_backend() != "gpu":
+        raise VasError(f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
+                       "attention='xla' (or 'interpret' to check the kernel, slowly)")
+
+
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
          restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None, check_every=8, attention="xla",
          topk_chunk=0):
@@ -334,13 +345,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         raise VasError(f"topk_chunk must be >= 0, got {topk_chunk}")
     if check_every < 1:
         raise VasError(f"check_every must be at least 1, got {check_every}")
-    if attention not in ATTENTION_IMPLS:
-        raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
-    if attention != "xla" and mesh is not None:
-        raise VasError(f"attention={attention!r} runs on one device; on a mesh use attention='xla'")
-    if attention == "pallas" and jax.default_backend() != "gpu":
-        raise VasError(f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
-                       "attention='xla' (or 'interpret' to check the kernel, slowly)")
+    check_attention(attention, mesh)
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
     size = ids.shape[1] + max_new_tokens
     if attention != "xla":  # slots the kernel reads in whole blocks; the extra ones stay empty
