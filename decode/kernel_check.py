@@ -69,7 +69,7 @@ def decoding() -> bool:
     for name, want, got in zip(("generate", "vas_decode"), runs[IMPLS[0]], runs[IMPLS[1]]):
         same = np.mean([a == b for a, b in zip(np.asarray(want.tokens).ravel(), np.asarray(got.tokens).ravel())])
         lp = float(np.max(np.abs(np.asarray(want.logprobs) - np.asarray(got.logprobs))))
-        good = same >= 0.95  # greedy float32: a near-tie may flip a token and what follows it
+        good = same >= 0.95  # greedy float32: a near-tie may still flip a token and what follows it
         ok &= good
         print(f"greedy {name}: {same:.1%} of tokens equal, max |logprob diff| {lp:.2e} "
               f"{'ok' if good else 'FAIL'}", flush=True)
@@ -78,4 +78,5 @@ def decoding() -> bool:
 
 if __name__ == "__main__":
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
-    sys.exit(0 if attention_cases() & decoding() else 1)
+    with jax.default_matmul_precision("highest"):  # XLA's float32 products as float32, like the kernel's
+        sys.exit(0 if attention_cases() & decoding() else 1)

@@ -55,9 +55,10 @@ def _splits(batch: int, kv_heads: int, size: int) -> int:
 
 
 def _dot(a, b, trans_b=False):
-    """a @ b (a @ b.T with trans_b), accumulated in float32."""
+    """a @ b (a @ b.T with trans_b), accumulated in float32; float32 inputs multiplied as float32
+    (not TF32), bfloat16 as bfloat16."""
     dims = (((1,), (1 if trans_b else 0,)), ((), ()))
-    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
+    return jax.lax.dot_general(a, b, dims, precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
 
 
 def _online(carry, s, ok, v):
