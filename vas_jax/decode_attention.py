@@ -164,7 +164,8 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     if not interpret:
         from jax.experimental.pallas import triton as plgpu
 
-        params = dict(compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2))
+        # 8 warps once a program's [R, D] accumulator and [R, BLOCK_K] scores would crowd 4 warps' registers
+        params = dict(compiler_params=plgpu.CompilerParams(num_warps=4 if r <= 64 else 8, num_stages=2))
     kernel = functools.partial(_kernel, scale=float(scale), split_len=per * BLOCK_K, t=t,
                                n_own_from=n_own_from, split=split)
     outs = pl.pallas_call(kernel, grid=(b, kvh, n_split), in_specs=in_specs, out_specs=out_specs,
