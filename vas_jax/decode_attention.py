@@ -63,12 +63,12 @@ def _dot(a, b, trans_b=False):
 
 def _online(carry, s, ok, v):
     """One step of the online softmax: scores s [R, N] (float32), ok bool[R, N], values v [N, D]."""
-    o, m, l = carry
+    o, m, total = carry
     s = jnp.where(ok, s, _NEG)
     m_new = jnp.maximum(m, jnp.max(s, axis=1))
     p = jnp.where(ok, jnp.exp(s - m_new[:, None]), 0.0)  # 0, not exp(0), where a whole row is masked
     corr = jnp.exp(m - m_new)
-    return o * corr[:, None] + _dot(p.astype(v.dtype), v), m_new, l * corr + jnp.sum(p, axis=1)
+    return o * corr[:, None] + _dot(p.astype(v.dtype), v), m_new, total * corr + jnp.sum(p, axis=1)
 
 
 def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *rest, scale, split_len, t, n_own_from, split):
@@ -101,14 +101,14 @@ def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *rest, scale, split_len, t, n_o
         s = _dot(q, k_ref[pl.ds(start, BLOCK_K), :], trans_b=True) * scale  # [R, BLOCK_K]
         return _online(carry, s, ((slot >= lo) & (slot < hi))[None, :], v_ref[pl.ds(start, BLOCK_K), :])
 
-    o, m, l = jax.lax.fori_loop(first, last, body, carry)
+    o, m, total = jax.lax.fori_loop(first, last, body, carry)
     if split:
-        o_ref, m_ref, l_ref = outs
+        o_ref, m_ref, total_ref = outs
         o_ref[...] = o
         m_ref[...] = m
-        l_ref[...] = l
+        total_ref[...] = total
     else:
-        outs[0][...] = (o / l[:, None]).astype(outs[0].dtype)
+        outs[0][...] = (o / total[:, None]).astype(outs[0].dtype)
 
 
 def _pow2(n: int, least: int = 16) -> int:
@@ -171,9 +171,9 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     outs = pl.pallas_call(kernel, grid=(b, kvh, n_split), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shape, interpret=interpret, name="vas_decode_attention", **params)(*args)
     if split:  # merge the slot ranges: one short elementwise epilogue
-        o, m, l = outs
+        o, m, total = outs
         w = jnp.exp(m - jnp.max(m, axis=2, keepdims=True))  # [B, KVH, n_split, R]
-        out = (jnp.sum(o * w[..., None], axis=2) / jnp.sum(l * w, axis=2)[..., None]).astype(dtype)
+        out = (jnp.sum(o * w[..., None], axis=2) / jnp.sum(total * w, axis=2)[..., None]).astype(dtype)
     else:
         out = outs[0]
     return rearrange(out[:, :, : g * t], "b k (g t) d -> b t (k g d)", g=g)

@@ -429,8 +429,8 @@ class Transformer(nnx.Module):
             new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (pos_w >= 0)[:, None, :]
         own_ok = jnp.arange(t) >= p  # queries that see their own key outside the cache: the candidates
         # the fused kernel: every query of a row reads slots [starts, index + p), nothing else
-        fused = (attention != "xla" and mode != "prefill" and (p == t == 1 or (mode == "candidates" and p <= 1))
-                 and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret"))
+        use_kernel = (attention != "xla" and mode != "prefill" and (p == t == 1 or (mode == "candidates" and p <= 1))
+                      and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret"))
         hi = jnp.broadcast_to(cache.index + p, (b,))
         masks = {}
         ks, vs, cand_k, cand_v = [], [], [], []
@@ -458,7 +458,7 @@ class Transformer(nnx.Module):
             if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
                 cand_k.append(k[:, :, p:])
                 cand_v.append(v[:, :, p:])
-            if fused and not (w and w < cache.size):
+            if use_kernel and not (w and w < cache.size):
                 return decode_attention.decode_attention(q, kc, vc, cache.starts, hi, attn.scale,
                                                          own=(k, v, p) if kc_ else None,
                                                          interpret=attention == "interpret")
