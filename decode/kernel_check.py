@@ -78,5 +78,7 @@ def decoding() -> bool:
 
 if __name__ == "__main__":
     print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    if jax.default_backend() != "gpu":
+        sys.exit("kernel_check needs a GPU (the CPU tests run the kernel through the Pallas interpreter)")
     with jax.default_matmul_precision("highest"):  # XLA's float32 products as float32, like the kernel's
         sys.exit(0 if attention_cases() & decoding() else 1)
