@@ -82,8 +82,8 @@ def main(argv=None):
     ap.add_argument("--attention", nargs="+", default=["xla"], choices=["xla", "pallas", "interpret"],
                     help="decode attention implementations to time side by side (each VAS ratio is to the "
                          "generate of the same implementation)")
-    ap.add_argument("--topk-chunk", type=int, default=0,
-                    help="VAS candidate pick in two stages through chunks of this many tokens (0: lax.top_k)")
+    ap.add_argument("--topk-method", nargs="+", default=["lax"], choices=["lax", "chunked", "rounds"],
+                    help="how VAS picks its candidates (vas_decode's topk_method; all exact): each is timed")
     ap.add_argument("--json", help="write the results here too")
     a = ap.parse_args(argv)
     p = dict(PRESETS[a.preset])
@@ -104,12 +104,12 @@ def main(argv=None):
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({platform.machine()}), dtype {a.dtype}, prompt {p['prompt_len']}, "
           f"{n} new tokens, jax {jax.__version__}, check_every {a.check_every}, fused {a.fuse}, "
-          f"attention {'/'.join(a.attention)}, topk_chunk {a.topk_chunk}")
+          f"attention {'/'.join(a.attention)}, topk_method {'/'.join(a.topk_method)}")
     print(f"base {base.config.num_layers}L/{base.config.hidden_size}d: {fb / 1e6:.1f} MFLOP/token; "
           f"value {value.config.num_layers}L/{value.config.hidden_size}d: {fv / 1e6:.1f} MFLOP/candidate, "
           f"vocab-wide {fq / 1e6:.1f} MFLOP/step")
     rows = []
-    header = f"{'batch':>5} {'method':<28} {'tok/s':>10} {'ratio':>7} {'FLOPs ratio':>11} {'ratio/FLOPs':>11}"
+    header = f"{'batch':>5} {'method':<36} {'tok/s':>10} {'ratio':>7} {'FLOPs ratio':>11} {'ratio/FLOPs':>11}"
     print(header)
     print("-" * len(header), flush=True)
     rng = np.random.RandomState(0)
@@ -122,16 +122,17 @@ def main(argv=None):
             tag = "" if impl == "xla" else f" [{impl}]"
             group = [("generate" + tag, lambda ce=ce: vas_jax.generate(
                 base, prompts, key=key, max_new_tokens=n, **ce).tokens, 1.0)]
-            for k in ks:
-                group.append((f"vas scalar k={k}{tag}", lambda k=k, ce=ce: vas_jax.vas_decode(
-                    base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, topk_chunk=a.topk_chunk,
-                    **ce).tokens,
-                    fb / (fb + k * fv)))
-            if not a.no_vocab:
-                group.append(("vas vocab k=20" + tag, lambda ce=ce: vas_jax.vas_decode(
-                    base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, topk_chunk=a.topk_chunk,
-                    **ce).tokens,
-                    fb / (fb + fq)))
+            for tm in a.topk_method:
+                pick = dict(ce, topk_method=tm)
+                tm_tag = "" if tm == "lax" else f" ({tm})"
+                for k in ks:
+                    group.append((f"vas scalar k={k}{tm_tag}{tag}", lambda k=k, pick=pick: vas_jax.vas_decode(
+                        base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, **pick).tokens,
+                        fb / (fb + k * fv)))
+                if not a.no_vocab:
+                    group.append((f"vas vocab k=20{tm_tag}{tag}", lambda pick=pick: vas_jax.vas_decode(
+                        base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, **pick).tokens,
+                        fb / (fb + fq)))
             try:  # compile and warm; an implementation that fails here is reported and skipped
                 for _, fn, _ in group:
                     jax.block_until_ready(fn())
@@ -152,14 +153,14 @@ def main(argv=None):
             r = tps / (b * n / best["generate" + tag])
             rows.append(dict(batch=b, method=name, tokens_per_s=tps, ratio=r, flops_ratio=fr))
             rf = f"{r / fr:>11.2f}" if not name.startswith("generate") else f"{'':>11}"
-            print(f"{b:>5} {name:<28} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {rf}", flush=True)
+            print(f"{b:>5} {name:<36} {tps:>10.1f} {r:>7.3f} {fr:>11.3f} {rf}", flush=True)
         gens = [name for name, *_ in methods if name.startswith("generate")]
         for name in gens[1:]:
             print(f"{b:>5} {name} / generate: {best['generate'] / best[name]:.3f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, check_every=a.check_every,
-                           fused=a.fuse, attention=a.attention, topk_chunk=a.topk_chunk, rows=rows), f, indent=2)
+                           fused=a.fuse, attention=a.attention, topk_method=a.topk_method, rows=rows), f, indent=2)
 
 
 if __name__ == "__main__":

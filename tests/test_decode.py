@@ -300,21 +300,23 @@ def test_fused_models_decode_the_same(models):
     np.testing.assert_allclose(np.asarray(got.guidance), np.asarray(ref.guidance), atol=1e-4)
 
 
-def test_two_stage_candidate_pick_is_exact(models):
-    """The chunked top-k (sampling.top_k) equals lax.top_k, ties and a ragged last chunk included,
-    and vas_decode with it decodes the same."""
+def test_candidate_pick_methods_are_exact(models):
+    """The chunked and round-wise top-k (sampling.top_k) equal lax.top_k, ties and a ragged last chunk
+    included, and vas_decode with them decodes the same."""
     from vas_jax.sampling import top_k
 
     rng = np.random.RandomState(0)
     for x in (rng.randn(3, 96), rng.randint(0, 6, size=(3, 96))):
         x = jnp.asarray(x, jnp.float32)
-        want = jax.lax.top_k(x, 7)
-        for chunk in (8, 32, 40, 95):
-            got = top_k(x, 7, chunk)
-            np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
-            np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
-    kw = dict(beta=2.0, top_k=5, key=jax.random.key(3), max_new_tokens=5)
+        for k in (7, 37):
+            want = jax.lax.top_k(x, k)
+            for method, chunk in [("chunked", 8), ("chunked", 40), ("chunked", 95), ("rounds", 0)]:
+                got = top_k(x, k, method, chunk)
+                np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]), err_msg=f"{method} {k}")
+                np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    kw = dict(beta=2.0, top_k=20, key=jax.random.key(3), max_new_tokens=5)
     ref = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, **kw)
-    got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, topk_chunk=40, **kw)
-    assert got.token_lists() == ref.token_lists()
-    np.testing.assert_array_equal(np.asarray(got.guidance), np.asarray(ref.guidance))
+    for method in ("chunked", "rounds"):
+        got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, topk_method=method, **kw)
+        assert got.token_lists() == ref.token_lists()
+        np.testing.assert_array_equal(np.asarray(got.guidance), np.asarray(ref.guidance))

@@ -105,5 +105,5 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
     if jax.default_backend() != "gpu":
         with pytest.raises(VasError, match="attention='pallas' is a GPU kernel"):
             vas_jax.generate(base, PROMPTS, attention="pallas", **kw)
-    with pytest.raises(VasError, match="topk_chunk must be >= 0"):
-        vas_jax.vas_decode(base, values, PROMPTS, beta=1.0, topk_chunk=-1, **kw)
+    with pytest.raises(VasError, match="topk_method must be one of lax, chunked, rounds"):
+        vas_jax.vas_decode(base, values, PROMPTS, beta=1.0, topk_method="sort", **kw)

@@ -38,7 +38,7 @@ from .cache import init_cache
 from .decode_attention import padded_size
 from .errors import VasError
 from .model import ATTENTION_IMPLS, Transformer
-from .sampling import SamplerSpec, sample, top_k
+from .sampling import TOPK_METHODS, SamplerSpec, sample, top_k
 
 MIN_BUCKET = 16
 
@@ -89,7 +89,7 @@ class DecodeSpec:
     check_every: int = 1  # steps between early-exit tests; divides max_new_tokens (see `_decode_program`)
     cache_shardings: tuple = ()  # on a mesh: per model (base, then values), where its KV cache lives
     attention: str = "xla"  # decode-step attention: XLA's or the fused kernel (see Transformer.forward)
-    topk_chunk: int = 0  # VAS candidate pick: lax.top_k of the row (0) or in two stages (sampling.top_k)
+    topk_method: str = "lax"  # how the VAS candidates are picked (sampling.top_k; all exact)
 
 
 def bucket_length(n: int) -> int:
@@ -205,7 +205,7 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         step_key = jax.random.fold_in(key, t)
         v_caches = list(v_caches)
         if values:
-            top_vals, top_idx = top_k(logits, spec.top_k, spec.topk_chunk)  # [B, K]
+            top_vals, top_idx = top_k(logits, spec.top_k, spec.topk_method)  # [B, K]
             g = jnp.zeros(top_vals.shape, jnp.float32)
             for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
                 if kind == "scalar":
@@ -330,7 +330,7 @@ def check_attention(attention: str, mesh=None) -> None:
 
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
          restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None, check_every=8, attention="xla",
-         topk_chunk=0):
+         topk_method="lax"):
     if not isinstance(base, Transformer) or base.config.head != "lm":
         raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
     if max_new_tokens < 1:
@@ -341,8 +341,8 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         raise VasError(f"top_p must be in (0, 1], got {top_p}")
     if num_samples < 1:
         raise VasError(f"num_samples must be at least 1, got {num_samples}")
-    if topk_chunk < 0:
-        raise VasError(f"topk_chunk must be >= 0, got {topk_chunk}")
+    if topk_method not in TOPK_METHODS:
+        raise VasError(f"topk_method must be one of {', '.join(TOPK_METHODS)}, got {topk_method!r}")
     if check_every < 1:
         raise VasError(f"check_every must be at least 1, got {check_every}")
     check_attention(attention, mesh)
@@ -374,7 +374,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         check_every=chunk_steps(int(max_new_tokens), int(check_every)),
         cache_shardings=_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples, int(size)),
         attention=attention,
-        topk_chunk=int(topk_chunk),
+        topk_method=topk_method,
     )
     splits = [nnx.split(m) for m in [base, *values]]
     graphdefs = tuple(g for g, _ in splits)
@@ -423,16 +423,16 @@ def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], p
                max_new_tokens: int, top_k: int = 20, temperature: float = 1.0, top_p: float = 1.0,
                eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0,
                num_samples: int = 1, mesh=None, check_every: int = 8, attention: str = "xla",
-               topk_chunk: int = 0) -> DecodeResult:
+               topk_method: str = "lax") -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
 
     values: a value model or a list (scalar heads: `*ForSequenceClassification`, num_labels=1, read as
     V(prefix + token) at the token's position; or vocabulary-wide heads: `*ForCausalLM` read as Q(s, .)).
     beta: float, [n_values], [B] or [B, n_values] -- each request may carry its own mix (traced: no
     recompilation when it changes). top_k: the number of base candidates the values re-rank.
-    topk_chunk: 0 picks them with `lax.top_k` of the whole row; C > 0 picks the same ones in two
-    stages through chunks of C tokens (`vas_jax.sampling.top_k`; on GPUs top-k of a long row with
-    k > 16 is a sort). Other arguments as for `generate`.
+    topk_method: how they are picked: "lax" (`lax.top_k` of the row), "chunked" or "rounds" -- the
+    same tokens by other routes (`vas_jax.sampling.top_k`; on GPUs `lax.top_k` with k > 16 sorts
+    the row). Other arguments as for `generate`.
     """
     if isinstance(values, Transformer):
         values = [values]
@@ -442,7 +442,7 @@ def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], p
     return _run(base, values, prompts, beta=beta, top_k=top_k, key=key, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, eos_token_id=eos_token_id,
                 restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id, num_samples=num_samples,
-                mesh=mesh, check_every=check_every, attention=attention, topk_chunk=topk_chunk)
+                mesh=mesh, check_every=check_every, attention=attention, topk_method=topk_method)
 
 
 @struct.dataclass

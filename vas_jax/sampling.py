@@ -67,16 +67,33 @@ def sample(key, logits, spec: SamplerSpec, temperature, top_p):
     return tok, lp
 
 
-def top_k(x, k: int, chunk: int = 0):
+TOPK_METHODS = ("lax", "chunked", "rounds")
+
+
+def top_k(x, k: int, method: str = "lax", chunk: int = 1024):
     """(values, indices) of the k largest entries of each row of x [B, V], ties to the lower index.
 
-    chunk = 0: `lax.top_k` over the row. chunk > 0: the same result in two stages -- the top k of
-    each chunk of `chunk` entries, then the top k of those candidates (every row's top k lies among
-    its chunks' top k). On GPUs `lax.top_k` of a long row with k > 16 sorts the row; the two-stage
-    pick sorts only short ones.
+    The methods give the same result; on GPUs `lax.top_k` with k > 16 sorts the whole row (k <= 16
+    has a kernel of its own), which the others avoid:
+    - "lax": `lax.top_k` of the row;
+    - "chunked": the top k of each chunk of `chunk` entries, then the top k of those candidates (every
+      row's top k lies among its chunks' top k);
+    - "rounds": `lax.top_k` of at most 16 at a time, each round masking what the earlier ones took
+      (exact while a row has k entries above -inf, as logits do).
     """
     b, v = x.shape
-    if not chunk or k > chunk or v <= chunk:
+    if method == "rounds" and k > 16:
+        rows = jnp.arange(b)[:, None]
+        vals, idx = [], []
+        while k > 0:
+            got = jax.lax.top_k(x, min(k, 16))
+            vals.append(got[0])
+            idx.append(got[1])
+            k -= got[0].shape[1]
+            if k:
+                x = x.at[rows, got[1]].set(-jnp.inf)
+        return jnp.concatenate(vals, axis=1), jnp.concatenate(idx, axis=1)
+    if method != "chunked" or k > chunk or v <= chunk:
         return jax.lax.top_k(x, k)
     n = -(-v // chunk)
     if n * chunk != v:  # pad with -inf at the end: never picked ahead of a real entry
@@ -85,4 +102,3 @@ def top_k(x, k: int, chunk: int = 0):
     idx = idx + (jnp.arange(n, dtype=idx.dtype) * chunk)[None, :, None]
     top, pos = jax.lax.top_k(vals.reshape(b, n * k), k)  # candidates in index order: ties keep the lower
     return top, jnp.take_along_axis(idx.reshape(b, n * k), pos, axis=1)
-
