@@ -37,8 +37,7 @@ def add_arguments(p):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--mesh", help="device mesh, e.g. data=4,tensor=2 (parameters tensor-parallel, batch over data)")
     p.add_argument("--attention", default="xla", choices=["xla", "pallas"],
-                   help="decode-step attention: XLA's, or one fused GPU kernel per layer (one GPU, no --mesh; "
-                        "see README)")
+                   help="decode-step attention: XLA's, or one fused GPU kernel per layer (see README)")
     p.add_argument("--out", default="-", help="output JSONL file ('-' for standard output)")
 
 
@@ -93,7 +92,7 @@ def run(args):
         from vas_jax.sharding import make_mesh
 
         mesh = make_mesh(args.mesh)
-    check_attention(args.attention, mesh)  # before any model is loaded
+    check_attention(args.attention)  # before any model is loaded
     base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
     values = []
     for d in args.value:

@@ -52,6 +52,17 @@ def main(base_dir, value_dir, out):
         v = vas_jax.vas_decode(sb, sv, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6,
                                temperature=0.0, mesh=mesh)
         assert v.token_lists() == ref_vas.token_lists(), spec
+        if spec != "fsdp=4,tensor=2":  # the attention kernel (interpreted) per device on its rows and kv heads
+            import vas_jax.decode_attention as da
+
+            calls, real = [], da.sharded_decode_attention
+            da.sharded_decode_attention = lambda *a, **k: calls.append(k["cache_sharding"].spec) or real(*a, **k)
+            v = vas_jax.vas_decode(sb, sv, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6,
+                                   temperature=0.0, mesh=mesh, attention="interpret")
+            da.sharded_decode_attention = real
+            assert v.token_lists() == ref_vas.token_lists(), spec
+            # traced once per layer and model (2 + 2), each on rows over data and kv heads over tensor
+            assert len(calls) == 4 and all(tuple(c)[:2] == ("data", "tensor") for c in calls), (spec, calls)
         print("decode ok", spec, flush=True)
 
     ds = datasets.Dataset.from_dict({"prompt_ids": [list(rng.randint(1, 96, size=rng.randint(1, 5))) for _ in range(32)],

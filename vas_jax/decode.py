@@ -161,6 +161,9 @@ def _eos_tuple(eos_token_id) -> tuple:
 def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_p, *, spec: DecodeSpec):
     base = nnx.merge(graphdefs[0], states[0])
     values = [nnx.merge(g, s) for g, s in zip(graphdefs[1:], states[1:])]
+    if spec.cache_shardings and spec.attention != "xla":  # the attention kernel runs per device
+        for m, sh in zip([base, *values], spec.cache_shardings):
+            m.shard_hints = {"kv_cache": sh}
     b, _ = ids.shape
     n = spec.max_new_tokens
     rows = jnp.arange(b)
@@ -317,12 +320,10 @@ def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
                                  (rows, m.config.num_kv_heads, size, m.config.head_dim)) for m in models)
 
 
-def check_attention(attention: str, mesh=None) -> None:
+def check_attention(attention: str) -> None:
     """A VasError unless `attention` names an implementation that can run here."""
     if attention not in ATTENTION_IMPLS:
         raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
-    if attention != "xla" and mesh is not None:
-        raise VasError(f"attention={attention!r} runs on one device; on a mesh use attention='xla'")
     if attention == "pallas" and jax.default_backend() != "gpu":
         raise VasError(f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
                        "attention='xla' (or 'interpret' to check the kernel, slowly)")
@@ -345,7 +346,7 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         raise VasError(f"topk_method must be one of {', '.join(TOPK_METHODS)}, got {topk_method!r}")
     if check_every < 1:
         raise VasError(f"check_every must be at least 1, got {check_every}")
-    check_attention(attention, mesh)
+    check_attention(attention)
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
     size = ids.shape[1] + max_new_tokens
     if attention != "xla":  # slots the kernel reads in whole blocks; the extra ones stay empty
@@ -410,7 +411,8 @@ def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperatur
     exit); the loop uses the largest divisor of max_new_tokens up to it. Between two tests the steps
     run without the host waiting on the device; the results do not depend on it.
     attention: "xla" (default), or "pallas": each decode step's attention as one fused GPU kernel
-    (`vas_jax.decode_attention`) that reads only the filled cache slots; one device only.
+    (`vas_jax.decode_attention`) that reads only the filled cache slots (on a mesh, each device runs
+    it on its rows and kv heads).
     "interpret" runs that kernel through the Pallas interpreter on any backend (for checks; slow).
     """
     return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,

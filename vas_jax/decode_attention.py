@@ -177,3 +177,33 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     else:
         out = outs[0]
     return rearrange(out[:, :, : g * t], "b k (g t) d -> b t (k g d)", g=g)
+
+
+def sharded_decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, cache_sharding,
+                             interpret: bool = False):
+    """`decode_attention` on a mesh: each device runs the kernel on its rows and kv heads.
+
+    cache_sharding: the caches' NamedSharding ([B, KVH, S, D]: rows over one axis, kv heads over
+    another or replicated). Queries follow it (a kv head's query heads are contiguous), and so does
+    the output [B, T, NH * D]; nothing is gathered.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    spec = tuple(cache_sharding.spec) + (None,) * (4 - len(cache_sharding.spec))
+    rows, heads = spec[0], spec[1]
+    cache = P(rows, heads, None, None)
+    in_specs = [P(rows, None, heads, None), cache, cache, P(rows), P(rows)]
+    args = [q, k_cache, v_cache, lo, hi]
+    n_own = None
+    if own is not None:
+        ks, vs, n_own = own
+        in_specs += [cache, cache]
+        args += [ks, vs]
+
+    def local(q, k, v, lo, hi, *own_kv):
+        return decode_attention(q, k, v, lo, hi, scale, own=(*own_kv, n_own) if own_kv else None,
+                                interpret=interpret)
+
+    return jax.shard_map(local, mesh=cache_sharding.mesh, in_specs=tuple(in_specs), out_specs=P(rows, None, heads),
+                         check_vma=False)(*args)
+

@@ -299,7 +299,7 @@ class Transformer(nnx.Module):
         dtype = jnp.dtype(dtype)
         self.config = cfg
         self.dtype_name = dtype.name
-        self.shard_hints = None  # {name: sharding} to pin inside a sharded train step (sharding.train_hints)
+        self.shard_hints = None  # {name: sharding} inside a sharded train step (sharding.train_hints) or decode
         self.embed = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (cfg.vocab_size, cfg.hidden_size), dtype))
         if cfg.is_gpt2:
             self.pos_embed = nnx.Param(
@@ -318,7 +318,7 @@ class Transformer(nnx.Module):
         return jnp.dtype(self.dtype_name)
 
     def _hint(self, name: str):
-        """A sharding to pin, set (as `shard_hints`) only inside a sharded train step."""
+        """A sharding set (as `shard_hints`) only inside a sharded train step or decode program."""
         return self.shard_hints.get(name) if self.shard_hints else None
 
     def _embed(self, input_ids, positions):
@@ -459,9 +459,11 @@ class Transformer(nnx.Module):
                 cand_k.append(k[:, :, p:])
                 cand_v.append(v[:, :, p:])
             if use_kernel and not (w and w < cache.size):
-                return decode_attention.decode_attention(q, kc, vc, cache.starts, hi, attn.scale,
-                                                         own=(k, v, p) if kc_ else None,
-                                                         interpret=attention == "interpret")
+                kw_ = dict(own=(k, v, p) if kc_ else None, interpret=attention == "interpret")
+                if self._hint("kv_cache") is not None:  # on a mesh: the kernel per device, on its shards
+                    return decode_attention.sharded_decode_attention(q, kc, vc, cache.starts, hi, attn.scale,
+                                                                     cache_sharding=self._hint("kv_cache"), **kw_)
+                return decode_attention.decode_attention(q, kc, vc, cache.starts, hi, attn.scale, **kw_)
             return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
