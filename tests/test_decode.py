@@ -302,7 +302,7 @@ def test_fused_models_decode_the_same(models):
 
 def test_candidate_pick_methods_are_exact(models):
     """The chunked and round-wise top-k (sampling.top_k) equal lax.top_k, ties and a ragged last chunk
-    included, and vas_decode with them decodes the same."""
+    included, and vas_decode with one of them (20 candidates: two rounds) decodes the same."""
     from vas_jax.sampling import top_k
 
     rng = np.random.RandomState(0)
@@ -316,7 +316,6 @@ def test_candidate_pick_methods_are_exact(models):
                 np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
     kw = dict(beta=2.0, top_k=20, key=jax.random.key(3), max_new_tokens=5)
     ref = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, **kw)
-    for method in ("chunked", "rounds"):
-        got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, topk_method=method, **kw)
-        assert got.token_lists() == ref.token_lists()
-        np.testing.assert_array_equal(np.asarray(got.guidance), np.asarray(ref.guidance))
+    got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, topk_method="rounds", **kw)
+    assert got.token_lists() == ref.token_lists()
+    np.testing.assert_array_equal(np.asarray(got.guidance), np.asarray(ref.guidance))

@@ -76,8 +76,8 @@ def test_kernel_lowers_to_triton_for_a_gpu():
 
 
 def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # noqa: F811
-    """generate and vas_decode (a scalar and a vocabulary-wide value model, sampled, ragged batch; and
-    a sliding-window base, whose windowed layers keep XLA's attention) give the same tokens and, to
+    """vas_decode (a scalar and a vocabulary-wide value model, sampled, ragged batch) and generate with
+    a sliding-window base (whose windowed layers keep XLA's attention) give the same tokens and, to
     rounding, the same log-probabilities and guidance."""
     import vas_jax.decode_attention as da
 
@@ -90,12 +90,11 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
     kw = dict(key=jax.random.key(5), max_new_tokens=7)
     runs = {}
     for impl in ("xla", "interpret"):
-        runs[impl] = (vas_jax.generate(base, PROMPTS, attention=impl, **kw),
-                      vas_jax.vas_decode(base, values, PROMPTS, beta=[2.0, 1.0], top_k=5, attention=impl, **kw),
+        runs[impl] = (vas_jax.vas_decode(base, values, PROMPTS, beta=[2.0, 1.0], top_k=5, attention=impl, **kw),
                       vas_jax.generate(windowed, PROMPTS, attention=impl, temperature=0.0, **kw))
-    # traced once per layer and step program: base 2 layers (twice: generate and VAS), the scalar value
-    # model's 2 layers with candidates' own keys, the vocabulary-wide one's 2; none in the windowed model
-    assert sorted(calls) == [False] * 6 + [True] * 2
+    # traced once per layer: the base's 2, the scalar value model's 2 with the candidates' own keys,
+    # the vocabulary-wide one's 2; none in the windowed model
+    assert sorted(calls) == [False] * 4 + [True] * 2
     for want, got in zip(runs["xla"], runs["interpret"]):
         assert got.token_lists() == want.token_lists()
         for f in ("logprobs", "policy_logprobs", "guidance"):
