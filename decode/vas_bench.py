@@ -29,12 +29,15 @@ def add_arguments(p):
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--attention", default="xla", choices=["xla", "pallas"],
+                   help="decode-step attention for every run: XLA's, or one fused GPU kernel per layer (README)")
     p.add_argument("--out", default="runs/bench")
 
 
 def run(args):
     import vas_jax
     from vas_jax.data import encode_prompts, read_prompts
+    from vas_jax.decode import check_attention
     from vas_jax.errors import VasError
     from vas_jax.flops import sequence_flops
     from vas_jax.harness import format_table, run_comparison, write_report
@@ -51,6 +54,7 @@ def run(args):
         raise VasError(f"{len(args.value)} --value models but {len(rewards)} rewards; give one reward per value model")
     if len(args.composed) % 2:
         raise VasError("--composed takes pairs of betas")
+    check_attention(args.attention)  # before any model is loaded
     tok = vas_jax.load_tokenizer(args.base)
     base = vas_jax.load_model(args.base, dtype=args.dtype, fuse=True)
     values = [vas_jax.load_model(v, dtype=args.dtype, fuse=True) for v in args.value]
@@ -63,7 +67,7 @@ def run(args):
     pairs = list(zip(args.composed[::2], args.composed[1::2]))
     report = run_comparison(base, tok, prompts, values, rewards, betas=args.betas, composed=pairs,
                             samples=args.samples, bon_max=args.bon_max, max_new_tokens=args.max_new_tokens,
-                            top_k=args.top_k, seed=args.seed, reward_flops=reward_flops)
+                            top_k=args.top_k, seed=args.seed, reward_flops=reward_flops, attention=args.attention)
     write_report(report, args.out)
     print(format_table(report))
     print(f"\nreport: {args.out}/report.json")

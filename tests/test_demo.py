@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import pytest
 
 from vas_jax.cli import main
@@ -67,3 +68,7 @@ def test_vas_bench_cli(tiny_dirs, tmp_path, monkeypatch, capsys):
     rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
                "--value", str(tiny_dirs["value2"]), "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl"])
     assert rc == 2 and "2 --value models but 1 rewards" in capsys.readouterr().err
+    if jax.default_backend() != "gpu":
+        rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
+                   "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl", "--attention", "pallas"])
+        assert rc == 2 and "attention='pallas' is a GPU kernel" in capsys.readouterr().err

@@ -44,9 +44,11 @@ def _timed(fn, repeats: int = 2):
 def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rewards: dict[str, Callable], *,
                    betas: Sequence[float], composed: Sequence[tuple[float, float]] = (), samples: int = 8,
                    bon_max: int = 128, max_new_tokens: int = 48, top_k: int = 20, seed: int = 0,
-                   reward_flops: Callable[[int], float] | None = None, progress: bool = True) -> dict:
+                   reward_flops: Callable[[int], float] | None = None, progress: bool = True,
+                   attention: str = "xla") -> dict:
     """Run base, VAS over `betas` (first value model, first reward), BoN n = 1, 2, 4 ... bon_max, and a
-    composed grid of the first two value models. Returns the report dict."""
+    composed grid of the first two value models. Returns the report dict. attention: the decode
+    attention of every run (`generate`)."""
     from tqdm import tqdm
 
     names = list(rewards)
@@ -73,7 +75,7 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
         return f
 
     rows, examples = [], {}
-    common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad)
+    common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad, attention=attention)
     steps = 1 + len(betas) + 1 + len(composed)
     bar = tqdm(total=steps, desc="compare", unit="run", disable=not progress)
 
