@@ -29,8 +29,10 @@ from flax import nnx
 
 import vas_jax
 from vas_jax import ModelConfig, Transformer
+from vas_jax.decode_attention import ATTENTION_IMPLS
 from vas_jax.flops import flops_per_token
 from vas_jax.model import fuse_projections
+from vas_jax.sampling import TOPK_METHODS
 
 # a Llama-3.2-1B-like base (~1.2B parameters) for the GPU presets
 GPU_BASE = dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
@@ -79,10 +81,10 @@ def main(argv=None):
     ap.add_argument("--check-every", type=int, default=8, help="decode steps between early-exit tests")
     ap.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections (fuse_projections)")
     ap.add_argument("--no-vocab", action="store_true", help="skip the vocabulary-wide value head")
-    ap.add_argument("--attention", nargs="+", default=["xla"], choices=["xla", "pallas", "interpret"],
+    ap.add_argument("--attention", nargs="+", default=["xla"], choices=ATTENTION_IMPLS,
                     help="decode attention implementations to time side by side (each VAS ratio is to the "
                          "generate of the same implementation)")
-    ap.add_argument("--topk-method", nargs="+", default=["lax"], choices=["lax", "chunked", "rounds"],
+    ap.add_argument("--topk-method", nargs="+", default=["lax"], choices=TOPK_METHODS,
                     help="how VAS picks its candidates (vas_decode's topk_method; all exact): each is timed")
     ap.add_argument("--json", help="write the results here too")
     a = ap.parse_args(argv)

@@ -10,7 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-from vas_jax.decode import check_attention
 from vas_jax.errors import VasError
 
 
@@ -92,6 +91,8 @@ def run(args):
         from vas_jax.sharding import make_mesh
 
         mesh = make_mesh(args.mesh)
+    from vas_jax.decode_attention import check_attention
+
     check_attention(args.attention)  # before any model is loaded
     base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
     values = []

@@ -19,6 +19,7 @@ import numpy as np
 
 import vas_jax
 from vas_jax import decode as dec
+from vas_jax.decode_attention import ATTENTION_IMPLS
 from vas_jax.model import fuse_projections
 
 _FREE = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "after-all", "opt-barrier"}
@@ -92,7 +93,7 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--k", type=int, default=20)
-    ap.add_argument("--attention", default="xla", choices=["xla", "pallas", "interpret"])
+    ap.add_argument("--attention", default="xla", choices=ATTENTION_IMPLS)
     a = ap.parse_args(argv)
     p = PRESETS[a.preset]
     dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32

@@ -37,7 +37,7 @@ def add_arguments(p):
 def run(args):
     import vas_jax
     from vas_jax.data import encode_prompts, read_prompts
-    from vas_jax.decode import check_attention
+    from vas_jax.decode_attention import check_attention
     from vas_jax.errors import VasError
     from vas_jax.flops import sequence_flops
     from vas_jax.harness import format_table, run_comparison, write_report

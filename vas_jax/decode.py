@@ -35,9 +35,9 @@ import numpy as np
 from flax import nnx, struct
 
 from .cache import init_cache
-from .decode_attention import padded_size
+from .decode_attention import check_attention, padded_size
 from .errors import VasError
-from .model import ATTENTION_IMPLS, Transformer
+from .model import Transformer
 from .sampling import TOPK_METHODS, SamplerSpec, sample, top_k
 
 MIN_BUCKET = 16
@@ -318,15 +318,6 @@ def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
 
     return tuple(fitted_sharding(mesh, DECODE_RULES, ("batch", "kv", None, None),
                                  (rows, m.config.num_kv_heads, size, m.config.head_dim)) for m in models)
-
-
-def check_attention(attention: str) -> None:
-    """A VasError unless `attention` names an implementation that can run here."""
-    if attention not in ATTENTION_IMPLS:
-        raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
-    if attention == "pallas" and jax.default_backend() != "gpu":
-        raise VasError(f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
-                       "attention='xla' (or 'interpret' to check the kernel, slowly)")
 
 
 def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,

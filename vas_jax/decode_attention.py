@@ -21,9 +21,22 @@ import jax.numpy as jnp
 from einops import rearrange
 from jax.experimental import pallas as pl
 
+from .errors import VasError
+
+ATTENTION_IMPLS = ("xla", "pallas", "interpret")  # decode attention: XLA's, or this kernel (GPU / interpreted)
+
 _NEG = -1e30  # finite: exp(_NEG - m) is 0 and a range with no valid slot adds nothing
 
 BLOCK_K = 64  # cache slots per inner step; the cache size is padded to a multiple of it (`padded_size`)
+
+
+def check_attention(attention: str) -> None:
+    """A VasError unless `attention` names an implementation that can run here."""
+    if attention not in ATTENTION_IMPLS:
+        raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
+    if attention == "pallas" and jax.default_backend() != "gpu":
+        raise VasError(f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
+                       "attention='xla' (or 'interpret' to check the kernel, slowly)")
 
 
 def padded_size(size: int) -> int:

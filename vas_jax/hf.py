@@ -209,21 +209,13 @@ def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = N
     if mesh is not None and host is None:
         shardings = dict(nnx.to_flat_state(state_shardings(nnx.from_flat_state(
             {p: v.value for p, v in flat.items()}), mesh, rules or DECODE_RULES)))
-    for p, var in flat.items():
-        x = np.asarray(loaded[p]).astype(dt)
-        if shardings is not None:
-            var.value = jax.device_put(x, shardings[p])
-        else:
-            var.value = jax.device_put(x, host) if host is not None else jnp.asarray(x)
-    state = nnx.from_flat_state(flat)
-    model = nnx.merge(graphdef, state)
+    for p, var in flat.items():  # onto its shards, the host (to be fused first) or the default device
+        var.value = jax.device_put(np.asarray(loaded[p]).astype(dt), shardings[p] if shardings is not None else host)
+    model = nnx.merge(graphdef, nnx.from_flat_state(flat))
     if fuse:
         from .model import fuse_projections
 
-        if host is not None:  # fused in host memory, then each fused tensor placed once onto its shards
-            with jax.default_device(host):
-                model = fuse_projections(model)
-        else:
+        with jax.default_device(host):  # on a mesh, fused in host memory, then placed once
             model = fuse_projections(model)
         if mesh is not None:  # kv groups and MLP units stay whole on their shards
             model = shard_model(model, mesh, rules or DECODE_RULES)

@@ -30,7 +30,6 @@ from .config import ModelConfig
 from .errors import VasError
 
 _NEG = -1e30  # finite, so a fully masked row (a pad query) gives no NaN
-ATTENTION_IMPLS = ("xla", "pallas", "interpret")  # decode attention: XLA's, or the fused kernel (GPU / interpreted)
 
 
 def _act(name: str, x):
@@ -410,8 +409,7 @@ class Transformer(nnx.Module):
         cfg = self.config
         if mode not in ("prefill", "extend", "candidates"):
             raise ValueError(f"unknown mode {mode!r}")
-        if attention not in ATTENTION_IMPLS:
-            raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
+        decode_attention.check_attention(attention)
         p = n_pending if mode == "candidates" else t  # tokens written to the cache
         kc_ = t - p  # candidate tokens
         slots = cache.index + jnp.arange(p, dtype=jnp.int32)  # where the written tokens go
@@ -431,7 +429,6 @@ class Transformer(nnx.Module):
         # the fused kernel: every query of a row reads slots [starts, index + p), nothing else
         use_kernel = (attention != "xla" and mode != "prefill" and (p == t == 1 or (mode == "candidates" and p <= 1))
                       and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret"))
-        hi = jnp.broadcast_to(cache.index + p, (b,))
         masks = {}
         ks, vs, cand_k, cand_v = [], [], [], []
 
@@ -459,6 +456,7 @@ class Transformer(nnx.Module):
                 cand_k.append(k[:, :, p:])
                 cand_v.append(v[:, :, p:])
             if use_kernel and not (w and w < cache.size):
+                hi = jnp.broadcast_to(cache.index + p, (b,))
                 kw_ = dict(own=(k, v, p) if kc_ else None, interpret=attention == "interpret")
                 if self._hint("kv_cache") is not None:  # on a mesh: the kernel per device, on its shards
                     return decode_attention.sharded_decode_attention(q, kc, vc, cache.starts, hi, attn.scale,
