@@ -572,7 +572,7 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
                     jax.block_until_ready(state["params"])
                     dt = time.perf_counter() - t0
                     metrics["tokens_per_s"] = tokens / dt if tokens and dt > 0 else 0.0
-                    if eval_data is not None:
+                    if eval_data is not None and not evaluating:  # (an evaluation step has just done it)
                         metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
                 log.write(json.dumps(metrics) + "\n")
                 if writer is not None:
