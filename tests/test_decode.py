@@ -319,3 +319,30 @@ def test_candidate_pick_methods_are_exact(models):
     got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, topk_method="rounds", **kw)
     assert got.token_lists() == ref.token_lists()
     np.testing.assert_array_equal(np.asarray(got.guidance), np.asarray(ref.guidance))
+
+
+def test_one_pass_vocabulary_scoring_matches_separate_passes(models, monkeypatch):
+    """sample_scored's fused pass (the GPU path: both log-normalisers and the Gumbel-max pick in one
+    variadic reduction) gives the tokens `sample` gives and the same log-probs, -inf entries
+    included; decoding with it (forced on this CPU) gives what the separate passes give."""
+    from vas_jax import sampling
+
+    rng = np.random.RandomState(0)
+    x = rng.randn(4, 300).astype(np.float32) * 3
+    x[0, :250] = -np.inf  # restrict_to_topk's masked row
+    x[1, 7] = x[1].max() + 50  # one token holds nearly all the mass
+    base = rng.randn(4, 300).astype(np.float32)
+    for i in range(10):
+        got = sampling.sample_scored(jax.random.key(i), x, base, sampling.SamplerSpec(one_pass=True), 0.7, 1.0)
+        want = sampling.sample_scored(jax.random.key(i), x, base, sampling.SamplerSpec(), 0.7, 1.0)
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+        np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got[2]), np.asarray(want[2]), atol=1e-5)
+    kw = dict(beta=2.0, top_k=5, key=jax.random.key(4), max_new_tokens=6)
+    want = [vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, restrict_to_topk=r, **kw) for r in (0, 1)]
+    monkeypatch.setattr(sampling, "one_pass_pays", lambda: True)
+    for r, w in zip((0, 1), want):
+        got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, restrict_to_topk=r, **kw)
+        assert got.token_lists() == w.token_lists()
+        for name in ("logprobs", "policy_logprobs", "guidance"):
+            np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(w, name)), atol=1e-5)

@@ -34,11 +34,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from . import sampling
 from .cache import init_cache
 from .decode_attention import check_attention, padded_size
 from .errors import VasError
 from .model import Transformer
-from .sampling import TOPK_METHODS, SamplerSpec, sample, top_k
+from .sampling import TOPK_METHODS, SamplerSpec, sample_scored, top_k
 
 MIN_BUCKET = 16
 
@@ -228,20 +229,19 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
                 aug = logits.at[rows[:, None], top_idx].add(g)
         else:
             aug = logits
-        tok, plp = sample(step_key, aug, spec.sampler, temperature, top_p)
-        base_lp = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=1)[:, 0]
+        tok, plp, base_lp = sample_scored(step_key, aug, logits, spec.sampler, temperature, top_p)
         if values:
             guid = jnp.sum(jnp.where(top_idx == tok[:, None], g, 0.0), axis=1)
         else:
             guid = jnp.zeros((b,), jnp.float32)
         feed = jnp.where(done, spec.pad_id, tok)
         live = ~done
-        out = {
-            "tokens": out["tokens"].at[:, t].set(jnp.where(live, tok, spec.pad_id)),
-            "logprobs": out["logprobs"].at[:, t].set(jnp.where(live, base_lp, 0.0)),
-            "policy_logprobs": out["policy_logprobs"].at[:, t].set(jnp.where(live, plp, 0.0)),
-            "guidance": out["guidance"].at[:, t].set(jnp.where(live, guid, 0.0)),
-        }
+        # one write per step (one kernel, not four): the token and three floats' bits in one int32 array
+        floats = jnp.stack([jnp.where(live, base_lp, 0.0), jnp.where(live, plp, 0.0), jnp.where(live, guid, 0.0)],
+                           axis=1)
+        col = jnp.concatenate([jnp.where(live, tok, spec.pad_id)[:, None],
+                               jax.lax.bitcast_convert_type(floats.astype(jnp.float32), jnp.int32)], axis=1)
+        out = jax.lax.dynamic_update_slice(out, col[:, None, :], (0, t, 0))
         lengths = lengths + live.astype(jnp.int32)
         if spec.eos_ids:
             done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
@@ -270,18 +270,15 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         t, done = carry[0], carry[6]
         return (t < n) & ~jnp.all(done)
 
-    out0 = {
-        "tokens": jnp.full((b, n), spec.pad_id, jnp.int32),
-        "logprobs": jnp.zeros((b, n), jnp.float32),
-        "policy_logprobs": jnp.zeros((b, n), jnp.float32),
-        "guidance": jnp.zeros((b, n), jnp.float32),
-    }
+    # per row and step: [token, bits of: base log-prob, policy log-prob, guidance] (see `body`); 0 is 0.0's bits
+    out0 = jnp.zeros((b, n, 4), jnp.int32).at[:, :, 0].set(spec.pad_id)
     carry = (jnp.zeros((), jnp.int32), cache, v_caches, logits[:, 0], q_logits, ids[:, -1],
              jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), out0)
     carry = jax.lax.while_loop(cond, chunk, carry)
     out, lengths = carry[8], carry[7]
-    return DecodeResult(tokens=out["tokens"], lengths=lengths, logprobs=out["logprobs"],
-                        policy_logprobs=out["policy_logprobs"], guidance=out["guidance"])
+    floats = jax.lax.bitcast_convert_type(out[:, :, 1:], jnp.float32)
+    return DecodeResult(tokens=out[:, :, 0], lengths=lengths, logprobs=floats[..., 0],
+                        policy_logprobs=floats[..., 1], guidance=floats[..., 2])
 
 
 decode_program = jax.jit(_decode_program, static_argnames=("graphdefs", "spec"))
@@ -356,7 +353,8 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
     spec = DecodeSpec(
         max_new_tokens=int(max_new_tokens),
         cache_size=int(size),
-        sampler=SamplerSpec(greedy=temperature == 0, top_k=int(sample_top_k), use_top_p=top_p < 1.0),
+        sampler=SamplerSpec(greedy=temperature == 0, top_k=int(sample_top_k), use_top_p=top_p < 1.0,
+                            one_pass=sampling.one_pass_pays()),
         value_kinds=kinds,
         top_k=int(top_k) if values else 0,
         restrict_to_topk=bool(restrict_to_topk),
