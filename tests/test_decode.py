@@ -226,6 +226,11 @@ def test_bad_inputs(models):
         vas_jax.generate(v, [[1]], key=key, max_new_tokens=2)
     with pytest.raises(VasError, match="top_p must be in"):
         vas_jax.generate(base, [[1]], key=key, max_new_tokens=2, top_p=0.0)
+    vocab = base.config.vocab_size
+    with pytest.raises(VasError, match=f"prompt 1 has token id {vocab} is outside the base model's vocabulary"):
+        vas_jax.vas_decode(base, v, [[1], [2, vocab]], beta=1.0, key=key, max_new_tokens=2)
+    with pytest.raises(VasError, match="pad_id -1 is outside"):
+        vas_jax.generate(base, [[1], [2, 3]], key=key, max_new_tokens=2, pad_id=-1)
     small = vas_jax.Transformer(models["q_qwen"].config.replace(vocab_size=50))
     with pytest.raises(VasError, match="value models must use the base model's tokenizer"):
         vas_jax.vas_decode(base, small, [[1]], beta=1.0, key=key, max_new_tokens=2)

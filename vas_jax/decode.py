@@ -336,6 +336,13 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
         raise VasError(f"check_every must be at least 1, got {check_every}")
     check_attention(attention)
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
+    vocab = base.config.vocab_size  # the value models' vocabularies are checked against it (_value_kind)
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        what = "pad_id" if j < starts[i] else f"prompt {i} has token id"
+        raise VasError(f"{what} {int(ids[i, j])} is outside the base model's vocabulary of {vocab} ids; were "
+                       "the prompts made with another model's tokenizer?")
     size = ids.shape[1] + max_new_tokens
     if attention != "xla":  # slots the kernel reads in whole blocks; the extra ones stay empty
         size = padded_size(size)

@@ -84,27 +84,24 @@ def _online(carry, s, ok, v):
     return o * corr[:, None] + _dot(p.astype(v.dtype), v), m_new, total * corr + jnp.sum(p, axis=1)
 
 
-def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *rest, scale, split_len, t, n_own_from, split):
-    """One (row, kv head, slot range). q_ref [R, D] (rows: head g, query i at g * t + i); k_ref, v_ref
-    [S, D], the cache; with own keys, ko_ref, vo_ref [Tp, D] (query i's own key at i, seen by queries
-    i >= n_own_from). Writes the normalised output [R, D] or, with several ranges (`split`), this
-    range's unnormalised output, running max and sum."""
-    if n_own_from is not None:
-        ko_ref, vo_ref, *outs = rest
-    else:
-        outs = rest
+def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *outs, scale, split_len, t, r, tp, n_own_from, split):
+    """One (row, kv head, slot range). q_ref [R (+ 2 Tp), D]: the queries (head g, query i at row
+    g * t + i), then with own keys (tp > 0) the Tp own keys and the Tp own values (query i's own key
+    at i, seen by queries i >= n_own_from); k_ref, v_ref [S, D], the cache. Writes the normalised
+    output [R, D] or, with several ranges (`split`), this range's unnormalised output, running max
+    and sum."""
     s_id = pl.program_id(2)
     lo = jnp.maximum(lo_ref[...], s_id * split_len)
     hi = jnp.minimum(hi_ref[...], (s_id + 1) * split_len)
-    q = q_ref[...]
-    r, d = q.shape
+    q = q_ref[pl.ds(0, r), :] if tp else q_ref[...]
+    d = q.shape[1]
     carry = (jnp.zeros((r, d), jnp.float32), jnp.full((r,), _NEG, jnp.float32), jnp.zeros((r,), jnp.float32))
     if n_own_from is not None:  # each candidate's own key: a [R, Tp] product masked to query i's column
-        ko = ko_ref[...]
-        col = jnp.arange(ko.shape[0], dtype=jnp.int32)[None, :]
+        ko = q_ref[pl.ds(r, tp), :]
+        col = jnp.arange(tp, dtype=jnp.int32)[None, :]
         row_t = (jnp.arange(r, dtype=jnp.int32) % t)[:, None]
         ok = (col == row_t) & (col >= n_own_from) & (s_id == 0)
-        carry = _online(carry, _dot(q, ko, trans_b=True) * scale, ok, vo_ref[...])
+        carry = _online(carry, _dot(q, ko, trans_b=True) * scale, ok, q_ref[pl.ds(r + tp, tp), :])
     first = lo // BLOCK_K
     last = jnp.where(hi > lo, (hi + BLOCK_K - 1) // BLOCK_K, first)  # blocks meeting [lo, hi)
 
@@ -152,17 +149,16 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     per = -(-blocks // n_split)  # blocks per range
     n_split = -(-blocks // per)
     split = n_split > 1
-    row = pl.BlockSpec((None,), lambda i, h, s: (i,))
-    whole = pl.BlockSpec((None, None, size, d), lambda i, h, s: (i, h, 0, 0))
-    in_specs = [row, row, pl.BlockSpec((None, None, r, d), lambda i, h, s: (i, h, 0, 0)), whole, whole]
-    args = [jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32), qg, k_cache, v_cache]
-    n_own_from = None
-    if own is not None:
+    n_own_from, tp = None, 0
+    if own is not None:  # queries, own keys, own values: one array (one kernel makes it, not three)
         ks, vs, n_own_from = own
         tp = _pow2(t)
         pad = ((0, 0), (0, 0), (0, tp - t), (0, 0))
-        args += [jnp.pad(ks.astype(dtype), pad), jnp.pad(vs.astype(dtype), pad)]
-        in_specs += [pl.BlockSpec((None, None, tp, d), lambda i, h, s: (i, h, 0, 0))] * 2
+        qg = jnp.concatenate([qg, jnp.pad(ks.astype(dtype), pad), jnp.pad(vs.astype(dtype), pad)], axis=2)
+    row = pl.BlockSpec((None,), lambda i, h, s: (i,))
+    whole = pl.BlockSpec((None, None, size, d), lambda i, h, s: (i, h, 0, 0))
+    in_specs = [row, row, pl.BlockSpec((None, None, r + 2 * tp, d), lambda i, h, s: (i, h, 0, 0)), whole, whole]
+    args = [jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32), qg, k_cache, v_cache]
     if split:
         out_specs = [pl.BlockSpec((None, None, None, r, d), lambda i, h, s: (i, h, s, 0, 0)),
                      pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0)),
@@ -179,7 +175,7 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
 
         # 8 warps once a program's [R, D] accumulator and [R, BLOCK_K] scores would crowd 4 warps' registers
         params = dict(compiler_params=plgpu.CompilerParams(num_warps=4 if r <= 64 else 8, num_stages=2))
-    kernel = functools.partial(_kernel, scale=float(scale), split_len=per * BLOCK_K, t=t,
+    kernel = functools.partial(_kernel, scale=float(scale), split_len=per * BLOCK_K, t=t, r=r, tp=tp,
                                n_own_from=n_own_from, split=split)
     outs = pl.pallas_call(kernel, grid=(b, kvh, n_split), in_specs=in_specs, out_specs=out_specs,
                           out_shape=out_shape, interpret=interpret, name="vas_decode_attention", **params)(*args)
