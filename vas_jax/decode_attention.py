@@ -67,9 +67,18 @@ def _splits(batch: int, kv_heads: int, size: int) -> int:
     return -(-blocks // -(-blocks // n))  # as many ranges as whole-block ranges of that length need
 
 
+MIN_DOT = 16  # the smallest side of a GPU matrix product (Triton's tl.dot)
+
+
 def _dot(a, b, trans_b=False):
     """a @ b (a @ b.T with trans_b), accumulated in float32; float32 inputs multiplied as float32
-    (not TF32), bfloat16 as bfloat16."""
+    (not TF32), bfloat16 as bfloat16. With fewer than MIN_DOT rows in `a` (a decode step's few query
+    heads per kv head), a broadcast product and a sum: no matrix unit, so no rows padded up to 16."""
+    if a.shape[0] < MIN_DOT:
+        a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+        if trans_b:  # [R, 1, D] * [1, N, D], summed over D
+            return jnp.sum(a[:, None, :] * b[None, :, :], axis=2)
+        return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)  # [R, N, 1] * [1, N, D], summed over N
     dims = (((1,), (1 if trans_b else 0,)), ((), ()))
     return jax.lax.dot_general(a, b, dims, precision=jax.lax.Precision.HIGHEST, preferred_element_type=jnp.float32)
 
@@ -121,9 +130,16 @@ def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *outs, scale, split_len, t, r, 
         outs[0][...] = (o / total[:, None]).astype(outs[0].dtype)
 
 
-def _pow2(n: int, least: int = 16) -> int:
-    """The power of two >= n and >= `least` (the GPU's smallest matrix product side)."""
+def _pow2(n: int, least: int = 1) -> int:
+    """The power of two >= n and >= `least`."""
     return max(least, 1 << (n - 1).bit_length())
+
+
+def _rows(n: int) -> int:
+    """Query rows a program holds for n queries: a power of two (Triton's shapes); under MIN_DOT as
+    they are (products by `_dot`'s broadcast path, and nothing to slice off the output), else at
+    least MIN_DOT (matrix products)."""
+    return _pow2(n) if n < MIN_DOT else _pow2(n, MIN_DOT)
 
 
 @functools.partial(jax.named_call, name="decode_attention")
@@ -142,7 +158,7 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     g = nh // kvh
     dtype = k_cache.dtype
     qg = rearrange(q, "b t (k g) d -> b k (g t) d", k=kvh).astype(dtype)
-    r = _pow2(g * t)
+    r = _rows(g * t)
     qg = jnp.pad(qg, ((0, 0), (0, 0), (0, r - g * t), (0, 0)))
     blocks = size // BLOCK_K
     n_split = splits or _splits(b, kvh, size)
@@ -152,7 +168,7 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     n_own_from, tp = None, 0
     if own is not None:  # queries, own keys, own values: one array (one kernel makes it, not three)
         ks, vs, n_own_from = own
-        tp = _pow2(t)
+        tp = _pow2(t, MIN_DOT)
         pad = ((0, 0), (0, 0), (0, tp - t), (0, 0))
         qg = jnp.concatenate([qg, jnp.pad(ks.astype(dtype), pad), jnp.pad(vs.astype(dtype), pad)], axis=2)
     row = pl.BlockSpec((None,), lambda i, h, s: (i,))

@@ -86,7 +86,10 @@ class Linear(nnx.Module):
         self.lora_scale = 0.0
 
     def __call__(self, x):
-        y = jnp.dot(x, self.kernel[...].astype(x.dtype))
+        # products accumulated in float32 and rounded once; in a one-token decode step on a GPU this
+        # is also what lets XLA fuse the vector-matrix product into one pass over the weight (in
+        # bfloat16 it can split it into a product the size of the weight, written, then summed)
+        y = jnp.dot(x, self.kernel[...].astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
         if self.lora_a is not None:
             y = y + self.lora_scale * jnp.dot(jnp.dot(x, self.lora_a[...].astype(x.dtype)),
                                               self.lora_b[...].astype(x.dtype))
