@@ -16,6 +16,8 @@ Three ways to run a model:
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import jax
@@ -75,6 +77,26 @@ def apply_rope(x, positions, inv_freq):
     return out.astype(x.dtype)
 
 
+DEFER_NORM_ROWS = 64  # rows (batch x tokens) up to which the trunk defers RMSNorm's row scale
+
+
+@dataclasses.dataclass(frozen=True)
+class RowScaled:
+    """An RMSNorm output not yet multiplied out: `x` (the input times the norm's weight) scaled per row
+    by `scale` (float32 [..., 1]). A projection of it is the projection of `x` scaled after the
+    product -- the same numbers up to rounding, without a kernel that writes the normalised rows."""
+
+    x: jax.Array
+    scale: jax.Array
+
+    @property
+    def shape(self):
+        return self.x.shape
+
+    def materialize(self):
+        return (self.x.astype(jnp.float32) * self.scale).astype(self.x.dtype)
+
+
 class Linear(nnx.Module):
     """y = x W (+ b), W stored [in, out]; optionally plus a low-rank update scale * x A B (LoRA)."""
 
@@ -86,13 +108,17 @@ class Linear(nnx.Module):
         self.lora_scale = 0.0
 
     def __call__(self, x):
+        scale = None
+        if isinstance(x, RowScaled):  # (s * x) W = s * (x W): the row scale after the product
+            x, scale = x.x, x.scale
         # products accumulated in float32 and rounded once; in a one-token decode step on a GPU this
         # is also what lets XLA fuse the vector-matrix product into one pass over the weight (in
         # bfloat16 it can split it into a product the size of the weight, written, then summed)
-        y = jnp.dot(x, self.kernel[...].astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
+        y = jnp.dot(x, self.kernel[...].astype(x.dtype), preferred_element_type=jnp.float32)
         if self.lora_a is not None:
             y = y + self.lora_scale * jnp.dot(jnp.dot(x, self.lora_a[...].astype(x.dtype)),
-                                              self.lora_b[...].astype(x.dtype))
+                                              self.lora_b[...].astype(x.dtype), preferred_element_type=jnp.float32)
+        y = (y if scale is None else y * scale).astype(x.dtype)
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
         return y
@@ -185,11 +211,15 @@ class Norm(nnx.Module):
         self.weight = nnx.Param(jnp.ones((dim,), dtype))
         self.bias = nnx.Param(jnp.zeros((dim,), dtype)) if layer_norm else None
 
-    def __call__(self, x):
+    def __call__(self, x, deferred: bool = False):
+        """deferred (RMSNorm): a `RowScaled` for projections to take, the row scale applied after them
+        (a decode step saves one kernel per norm); LayerNorm always returns the normalised array."""
         xf = x.astype(jnp.float32)
         if self.bias is None:
-            xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-            return self.weight[...].astype(x.dtype) * xf.astype(x.dtype)
+            scale = jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+            if deferred:
+                return RowScaled(self.weight[...].astype(x.dtype) * x, scale)
+            return self.weight[...].astype(x.dtype) * (xf * scale).astype(x.dtype)
         mu = jnp.mean(xf, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(xf - mu), axis=-1, keepdims=True)
         xf = (xf - mu) * jax.lax.rsqrt(var + self.eps)
@@ -270,7 +300,8 @@ class MLP(nnx.Module):
 
     def __call__(self, x):
         if self.gate_up_proj is not None:  # fused: gate and up interleaved, [..., F, 2]
-            y = self.gate_up_proj(x).reshape(x.shape[:-1] + (-1, 2))
+            y = self.gate_up_proj(x)
+            y = y.reshape(y.shape[:-1] + (-1, 2))
             return self.down_proj(_act(self.act, y[..., 0]) * y[..., 1])
         if self.gated:
             return self.down_proj(_act(self.act, self.gate_proj(x)) * self.up_proj(x))
@@ -347,12 +378,16 @@ class Transformer(nnx.Module):
     def _trunk(self, x, attn_fn):
         inv_freq = jnp.asarray(rope_inv_freq(self.config)) if not self.config.is_gpt2 else None
         pin = self._hint("residual")
+        # a decode step's few rows: each RMSNorm's row scale rides on the projections after it (one
+        # kernel less per norm on a GPU at one row: 32 a step for a 16-layer model); with many rows
+        # (prefill, training, a batch of candidates) XLA fuses the norm as well or better unfolded
+        defer = math.prod(x.shape[:-1]) <= DEFER_NORM_ROWS
         for i, blk in enumerate(self.layers):
             if pin is not None:
                 x = jax.lax.with_sharding_constraint(x, pin)
-            a = attn_fn(i, blk.attn, blk.input_norm(x), inv_freq)
+            a = attn_fn(i, blk.attn, blk.input_norm(x, deferred=defer), inv_freq)
             x = x + blk.attn.o_proj(a)
-            x = x + blk.mlp(blk.post_norm(x))
+            x = x + blk.mlp(blk.post_norm(x, deferred=defer))
         return self.final_norm(x)
 
     # ---------------------------------------------------------- full sequence
