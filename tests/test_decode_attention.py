@@ -45,6 +45,25 @@ def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks, splits, t, n
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("t,nh,splits", [(1, 8, 1), (3, 8, 2), (3, 2, 1)])
+def test_kernel_writes_the_new_token_into_the_cache(t, nh, splits):
+    """write=True: the step's first token is not in the cache yet; the kernel attends to it as a new
+    key (the token itself and the candidates after it see it) and stores it at the write index,
+    giving what writing it first and attending after gives (the cache too)."""
+    b, kvh, d, size, index = 3, 2, 16, 3 * BLOCK_K, 150
+    q, kc, vc, ks, vs = _case(1, b, t, nh, kvh, d, size, jnp.float32)
+    lo = jnp.array([0, 70, 149], jnp.int32)
+    kc_ref = jax.lax.dynamic_update_slice(kc, ks[:, :, :1], (0, 0, index, 0))
+    vc_ref = jax.lax.dynamic_update_slice(vc, vs[:, :, :1], (0, 0, index, 0))
+    want = decode_attention(q, kc_ref, vc_ref, lo, jnp.full((b,), index + 1, jnp.int32), 0.3, own=(ks, vs, 1),
+                            interpret=True, splits=splits)
+    got, kc_new, vc_new = jax.jit(lambda *a: decode_attention(*a, 0.3, own=(ks, vs, 1), write=True, interpret=True,
+                                                              splits=splits))(q, kc, vc, lo, jnp.full((b,), index))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(kc_new), np.asarray(kc_ref))
+    np.testing.assert_array_equal(np.asarray(vc_new), np.asarray(vc_ref))
+
+
 def test_cache_sizes_head_widths_and_slot_ranges():
     from vas_jax.decode_attention import MAX_BLOCKS, _splits
 
@@ -62,7 +81,8 @@ def test_cache_sizes_head_widths_and_slot_ranges():
 
 def test_kernel_lowers_to_triton_for_a_gpu():
     """The Pallas -> Triton lowering (run at trace time, no GPU needed) accepts the shapes decoding
-    uses: a base step (one query per row) and a value model's pending token plus 20 candidates."""
+    uses: a base step (one query per row) and a value model's pending token plus 20 candidates, each
+    writing its new token into the cache."""
     for b, t, nh, kvh, d, size in [(1, 1, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (16, 21, 32, 8, 64, 384),
                                    (2, 3, 8, 8, 128, 128)]:
         q = jax.ShapeDtypeStruct((b, t, nh, d), jnp.bfloat16)
@@ -71,7 +91,7 @@ def test_kernel_lowers_to_triton_for_a_gpu():
         rows = jax.ShapeDtypeStruct((b,), jnp.int32)
 
         def f(q, k, v, lo, hi, ks, vs, t=t):
-            return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, 1))
+            return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, 1), write=True)
 
         text = jax.jit(f).trace(q, c, c, rows, rows, own, own).lower(lowering_platforms=("cuda",)).as_text()
         assert text.count("xla.gpu.triton") == 1
@@ -85,7 +105,8 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
 
     calls = []
     kernel = da.decode_attention
-    monkeypatch.setattr(da, "decode_attention", lambda *a, **k: calls.append(k.get("own") is not None) or kernel(*a, **k))
+    monkeypatch.setattr(da, "decode_attention",
+                        lambda *a, **k: calls.append(k["write"] and a[0].shape[1] > 1) or kernel(*a, **k))
     base, values = models["base"], [models["v_llama"], models["q_qwen"]]
     windowed = vas_jax.load_model(hf_dir("mistral")[1])
     assert windowed.config.window(0) == 5
@@ -94,8 +115,9 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
     for impl in ("xla", "interpret"):
         runs[impl] = (vas_jax.vas_decode(base, values, PROMPTS, beta=[2.0, 1.0], top_k=5, attention=impl, **kw),
                       vas_jax.generate(windowed, PROMPTS, attention=impl, temperature=0.0, **kw))
-    # traced once per layer: the base's 2, the scalar value model's 2 with the candidates' own keys,
-    # the vocabulary-wide one's 2; none in the windowed model
+    # traced once per layer, each writing its step's token into the cache: the base's 2, the scalar
+    # value model's 2 with candidates beside the written token, the vocabulary-wide one's 2; none in
+    # the windowed model
     assert sorted(calls) == [False] * 4 + [True] * 2
     for want, got in zip(runs["xla"], runs["interpret"]):
         assert got.token_lists() == want.token_lists()

@@ -93,24 +93,33 @@ def _online(carry, s, ok, v):
     return o * corr[:, None] + _dot(p.astype(v.dtype), v), m_new, total * corr + jnp.sum(p, axis=1)
 
 
-def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *outs, scale, split_len, t, r, tp, n_own_from, split):
+def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *outs, scale, split_len, t, r, tp, n_own_from, n_new, split):
     """One (row, kv head, slot range). q_ref [R (+ 2 Tp), D]: the queries (head g, query i at row
-    g * t + i), then with own keys (tp > 0) the Tp own keys and the Tp own values (query i's own key
-    at i, seen by queries i >= n_own_from); k_ref, v_ref [S, D], the cache. Writes the normalised
+    g * t + i), then with own keys (tp > 0) the Tp keys and the Tp values of the step's tokens: token
+    j < n_new is new (seen by queries i >= j, and written to the cache at slot hi + j), token
+    j >= n_own_from is seen by query j alone; k_ref, v_ref [S, D], the cache. Writes the normalised
     output [R, D] or, with several ranges (`split`), this range's unnormalised output, running max
-    and sum."""
+    and sum; then, with new tokens, the cache (aliased: only their slots are stored)."""
+    if n_new:
+        *outs, k_out, v_out = outs
     s_id = pl.program_id(2)
     lo = jnp.maximum(lo_ref[...], s_id * split_len)
     hi = jnp.minimum(hi_ref[...], (s_id + 1) * split_len)
     q = q_ref[pl.ds(0, r), :] if tp else q_ref[...]
     d = q.shape[1]
     carry = (jnp.zeros((r, d), jnp.float32), jnp.full((r,), _NEG, jnp.float32), jnp.zeros((r,), jnp.float32))
-    if n_own_from is not None:  # each candidate's own key: a [R, Tp] product masked to query i's column
+    if n_own_from is not None:  # the step's own tokens: a [R, Tp] product masked to what each query sees
         ko = q_ref[pl.ds(r, tp), :]
         col = jnp.arange(tp, dtype=jnp.int32)[None, :]
         row_t = (jnp.arange(r, dtype=jnp.int32) % t)[:, None]
-        ok = (col == row_t) & (col >= n_own_from) & (s_id == 0)
-        carry = _online(carry, _dot(q, ko, trans_b=True) * scale, ok, q_ref[pl.ds(r + tp, tp), :])
+        ok = ((col < n_new) & (col <= row_t)) | ((col == row_t) & (col >= n_own_from))
+        carry = _online(carry, _dot(q, ko, trans_b=True) * scale, ok & (s_id == 0), q_ref[pl.ds(r + tp, tp), :])
+    if n_new:
+        @pl.when(s_id == 0)
+        def _():
+            for j in range(n_new):  # the new tokens enter the cache here: no update kernel of their own
+                k_out[pl.ds(hi_ref[...] + j, 1), :] = q_ref[pl.ds(r + j, 1), :]
+                v_out[pl.ds(hi_ref[...] + j, 1), :] = q_ref[pl.ds(r + tp + j, 1), :]
     first = lo // BLOCK_K
     last = jnp.where(hi > lo, (hi + BLOCK_K - 1) // BLOCK_K, first)  # blocks meeting [lo, hi)
 
@@ -143,15 +152,19 @@ def _rows(n: int) -> int:
 
 
 @functools.partial(jax.named_call, name="decode_attention")
-def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, interpret: bool = False,
-                     splits: int | None = None):
+def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, write: bool = False,
+                     interpret: bool = False, splits: int | None = None):
     """Attention of decode-step queries over the cache slots `[lo[b], hi[b])`.
 
     q: [B, T, NH, D]; k_cache, v_cache: [B, KVH, S, D] (S a multiple of BLOCK_K); lo, hi: int32[B].
-    own: (k, v [B, KVH, T, D], n) -- query t >= n also attends to its own key/value (the VAS
-    candidates after n pending tokens), normalised jointly with the cache. splits: slot ranges per
-    (row, kv head), of whole blocks (default: `_splits`). Returns [B, T, NH * D] in the cache's
-    dtype.
+    own: (k, v [B, KVH, T, D], n) -- the step's own keys and values: query t >= n also attends to its
+    own (the VAS candidates after n pending tokens), normalised jointly with the cache. splits: slot
+    ranges per (row, kv head), of whole blocks (default: `_splits`). Returns [B, T, NH * D] in the
+    cache's dtype.
+
+    write=True: the first n tokens are new, not yet in the cache: each query t sees new tokens j <= t
+    (causally) besides the cache, and the kernel stores them at slots hi + j (hi: the same for every
+    row, the cache's write index). Returns (out, k_cache', v_cache'), the caches updated in place.
     """
     b, t, nh, d = q.shape
     kvh, size = k_cache.shape[1], k_cache.shape[2]
@@ -165,10 +178,11 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     per = -(-blocks // n_split)  # blocks per range
     n_split = -(-blocks // per)
     split = n_split > 1
-    n_own_from, tp = None, 0
+    n_own_from, tp, n_new = None, 0, 0
     if own is not None:  # queries, own keys, own values: one array (one kernel makes it, not three)
         ks, vs, n_own_from = own
-        tp = _pow2(t, MIN_DOT)
+        n_new = n_own_from if write else 0
+        tp = _pow2(t) if r < MIN_DOT else _pow2(t, MIN_DOT)  # own-key products by broadcast need no 16
         pad = ((0, 0), (0, 0), (0, tp - t), (0, 0))
         qg = jnp.concatenate([qg, jnp.pad(ks.astype(dtype), pad), jnp.pad(vs.astype(dtype), pad)], axis=2)
     row = pl.BlockSpec((None,), lambda i, h, s: (i,))
@@ -185,6 +199,11 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
     else:
         out_specs = [pl.BlockSpec((None, None, r, d), lambda i, h, s: (i, h, 0, 0))]
         out_shape = [jax.ShapeDtypeStruct((b, kvh, r, d), dtype)]
+    aliases = {}
+    if n_new:  # the caches come back out, written in place (inputs 3 and 4)
+        aliases = {3: len(out_shape), 4: len(out_shape) + 1}
+        out_specs += [whole, whole]
+        out_shape += [jax.ShapeDtypeStruct(k_cache.shape, dtype), jax.ShapeDtypeStruct(v_cache.shape, dtype)]
     params = {}
     if not interpret:
         from jax.experimental.pallas import triton as plgpu
@@ -192,20 +211,26 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, int
         # 8 warps once a program's [R, D] accumulator and [R, BLOCK_K] scores would crowd 4 warps' registers
         params = dict(compiler_params=plgpu.CompilerParams(num_warps=4 if r <= 64 else 8, num_stages=2))
     kernel = functools.partial(_kernel, scale=float(scale), split_len=per * BLOCK_K, t=t, r=r, tp=tp,
-                               n_own_from=n_own_from, split=split)
+                               n_own_from=n_own_from, n_new=n_new, split=split)
     outs = pl.pallas_call(kernel, grid=(b, kvh, n_split), in_specs=in_specs, out_specs=out_specs,
-                          out_shape=out_shape, interpret=interpret, name="vas_decode_attention", **params)(*args)
+                          out_shape=out_shape, input_output_aliases=aliases, interpret=interpret,
+                          name="vas_decode_attention", **params)(*args)
+    caches = (k_cache, v_cache)
+    if n_new:
+        *outs, k_new, v_new = outs
+        caches = (k_new, v_new)
     if split:  # merge the slot ranges: one short elementwise epilogue
         o, m, total = outs
         w = jnp.exp(m - jnp.max(m, axis=2, keepdims=True))  # [B, KVH, n_split, R]
         out = (jnp.sum(o * w[..., None], axis=2) / jnp.sum(total * w, axis=2)[..., None]).astype(dtype)
     else:
         out = outs[0]
-    return rearrange(out[:, :, : g * t], "b k (g t) d -> b t (k g d)", g=g)
+    out = rearrange(out[:, :, : g * t], "b k (g t) d -> b t (k g d)", g=g)
+    return (out, *caches) if write else out
 
 
 def sharded_decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, cache_sharding,
-                             interpret: bool = False):
+                             write: bool = False, interpret: bool = False):
     """`decode_attention` on a mesh: each device runs the kernel on its rows and kv heads.
 
     cache_sharding: the caches' NamedSharding ([B, KVH, S, D]: rows over one axis, kv heads over
@@ -227,8 +252,9 @@ def sharded_decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None
 
     def local(q, k, v, lo, hi, *own_kv):
         return decode_attention(q, k, v, lo, hi, scale, own=(*own_kv, n_own) if own_kv else None,
-                                interpret=interpret)
+                                write=write, interpret=interpret)
 
-    return jax.shard_map(local, mesh=cache_sharding.mesh, in_specs=tuple(in_specs), out_specs=P(rows, None, heads),
+    out_specs = (P(rows, None, heads), cache, cache) if write else P(rows, None, heads)
+    return jax.shard_map(local, mesh=cache_sharding.mesh, in_specs=tuple(in_specs), out_specs=out_specs,
                          check_vma=False)(*args)
 

@@ -484,22 +484,30 @@ class Transformer(nnx.Module):
             k = k.astype(cache.k[i].dtype)
             v = v.astype(cache.v[i].dtype)
             kw, vw = k[:, :, :p], v[:, :, :p]
+            if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
+                cand_k.append(k[:, :, p:])
+                cand_v.append(v[:, :, p:])
+            if use_kernel and not (w and w < cache.size):
+                # the kernel reads the filled slots, sees the step's new tokens as its own keys and
+                # writes them into the cache itself: no cache-update kernels for this layer
+                hi = jnp.broadcast_to(cache.index, (b,))
+                kw_ = dict(own=(k, v, p), write=True, interpret=attention == "interpret")
+                if self._hint("kv_cache") is not None:  # on a mesh: the kernel per device, on its shards
+                    out, kc, vc = decode_attention.sharded_decode_attention(
+                        q, cache.k[i], cache.v[i], cache.starts, hi, attn.scale,
+                        cache_sharding=self._hint("kv_cache"), **kw_)
+                else:
+                    out, kc, vc = decode_attention.decode_attention(q, cache.k[i], cache.v[i], cache.starts, hi,
+                                                                    attn.scale, **kw_)
+                ks.append(kc)
+                vs.append(vc)
+                return out
             kc = jax.lax.dynamic_update_slice(cache.k[i], kw, (0, 0, cache.index, 0)) if p else cache.k[i]
             vc = jax.lax.dynamic_update_slice(cache.v[i], vw, (0, 0, cache.index, 0)) if p else cache.v[i]
             ks.append(kc)
             vs.append(vc)
             if mode == "prefill":
                 return _attend(q, kw, vw, nm, attn.scale)
-            if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
-                cand_k.append(k[:, :, p:])
-                cand_v.append(v[:, :, p:])
-            if use_kernel and not (w and w < cache.size):
-                hi = jnp.broadcast_to(cache.index + p, (b,))
-                kw_ = dict(own=(k, v, p) if kc_ else None, interpret=attention == "interpret")
-                if self._hint("kv_cache") is not None:  # on a mesh: the kernel per device, on its shards
-                    return decode_attention.sharded_decode_attention(q, kc, vc, cache.starts, hi, attn.scale,
-                                                                     cache_sharding=self._hint("kv_cache"), **kw_)
-                return decode_attention.decode_attention(q, kc, vc, cache.starts, hi, attn.scale, **kw_)
             return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn)
