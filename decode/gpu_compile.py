@@ -113,6 +113,38 @@ def compile_for(device, call):
     raise RuntimeError("the call did not reach the decode program")
 
 
+# the kernel alone at decode/kernel_check.py's shapes: (batch, tokens, heads, kv heads, head width, slots);
+# the last one splits its slots into ranges (a long cache on a short grid)
+KERNEL_SHAPES = [(1, 1, 32, 8, 64, 384), (16, 21, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (4, 3, 8, 8, 128, 1024)]
+
+
+def kernel_builds(device, dtype) -> bool:
+    """Compile the fused attention kernel alone for `device` at KERNEL_SHAPES, reading the cache only
+    and writing the step's new token into it; print one line per shape."""
+    from vas_jax.decode_attention import decode_attention
+
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    ok = True
+    for b, t, nh, kvh, d, size in KERNEL_SHAPES:
+        def arr(*shape, dt=dtype):
+            return jax.ShapeDtypeStruct(shape, dt, sharding=sharding)
+
+        args = (arr(b, t, nh, d), arr(b, kvh, size, d), arr(b, kvh, size, d), arr(b, dt=jnp.int32),
+                arr(b, dt=jnp.int32), arr(b, kvh, t, d), arr(b, kvh, t, d))
+        for write in (False, True):
+            def f(q, k, v, lo, hi, ks, vs, write=write):
+                return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, 1), write=write)
+
+            try:
+                jax.jit(f).lower(*args).compile()
+                msg = "builds"
+            except Exception as e:  # noqa: BLE001 -- report it, check the other shapes
+                ok, msg = False, f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            print(f"kernel b={b:>2} t={t:>2} heads {nh}/{kvh} d={d} slots {size:>4} "
+                  f"{'writing the new token' if write else 'reading only':<21} {msg}", flush=True)
+    return ok
+
+
 def step_stats(compiled) -> dict:
     from hlo_stats import copied_shapes, loop_body  # decode/hlo_stats.py
 
@@ -145,8 +177,12 @@ def main(argv=None):
     base, value = abstract(p["base"], "lm"), abstract(p["value"], "score")
     print(f"compiling for {device.device_kind} (no device attached), jax {jax.__version__}, preset {a.preset}, "
           f"{a.dtype}, prompt {p['prompt_len']}, {p['new_tokens']} new tokens, fused {not a.no_fuse}")
+    jax.default_backend, backend = (lambda: "gpu"), jax.default_backend
+    try:
+        failed = not kernel_builds(device, dtype) if "pallas" in a.attention else False
+    finally:
+        jax.default_backend = backend
     print(f"{'batch':>5} {'program':<22} {'attention':<9} {'kernels/step':>12} {'triton':>6}  largest groups")
-    failed = False
     for b in a.batch:
         prompts = np.random.RandomState(0).randint(4, 100, size=(b, p["prompt_len"])).astype(np.int32)
         runs = [("generate", None, lambda att: vas_jax.generate(

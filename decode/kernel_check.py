@@ -42,11 +42,21 @@ def attention_cases() -> bool:
             own_ref = (ks, vs, jnp.arange(t) >= 1) if t > 1 else None
             want = jax.jit(lambda *a: _attend(*a, 0.125, own=own_ref))(q, kc, vc, mask)
             got = jax.jit(lambda *a: decode_attention(*a, 0.125, own=own))(q, kc, vc, lo, hi)
+            # write=True (how decoding calls it): the step's first token is new; the kernel attends to it
+            # and stores it at the write index (size - 8: the reference reads up to it), the rest left as it was
+            index = size - 8
+            wk, wv = (jax.lax.dynamic_update_slice(c, x[:, :, :1], (0, 0, index, 0)) for c, x in ((kc, ks), (vc, vs)))
+            want_w = jax.jit(lambda *a: _attend(*a, 0.125, own=own_ref))(q, wk, wv, mask)
+            got_w, kc_w, vc_w = jax.jit(lambda *a: decode_attention(*a, 0.125, own=(ks, vs, 1), write=True))(
+                q, kc.copy(), vc.copy(), lo, jnp.full((b,), index, jnp.int32))
             err = float(jnp.max(jnp.abs(got.astype(jnp.float32) - want.astype(jnp.float32))))
-            good = err <= tol
+            err_w = float(jnp.max(jnp.abs(got_w.astype(jnp.float32) - want_w.astype(jnp.float32))))
+            cache_ok = bool(jnp.all(kc_w == wk) & jnp.all(vc_w == wv))
+            good = err <= tol and err_w <= tol and cache_ok
             ok &= good
             print(f"attention b={b:>2} t={t:>2} heads {nh}/{kvh} d={d} slots {size} {jnp.dtype(dtype).name:>8}: "
-                  f"max |diff| {err:.2e} {'ok' if good else 'FAIL'}", flush=True)
+                  f"max |diff| {err:.2e}, writing the new token {err_w:.2e} (cache {'exact' if cache_ok else 'WRONG'}) "
+                  f"{'ok' if good else 'FAIL'}", flush=True)
     return ok
 
 
