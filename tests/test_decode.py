@@ -343,11 +343,10 @@ def test_one_pass_vocabulary_scoring_matches_separate_passes(models, monkeypatch
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
         np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), atol=1e-5)
         np.testing.assert_allclose(np.asarray(got[2]), np.asarray(want[2]), atol=1e-5)
-    kw = dict(beta=2.0, top_k=5, key=jax.random.key(4), max_new_tokens=6)
-    want = [vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, restrict_to_topk=r, **kw) for r in (0, 1)]
+    kw = dict(beta=2.0, top_k=5, key=jax.random.key(4), max_new_tokens=6, restrict_to_topk=True)  # -inf rows too
+    want = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, **kw)
     monkeypatch.setattr(sampling, "one_pass_pays", lambda: True)
-    for r, w in zip((0, 1), want):
-        got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, restrict_to_topk=r, **kw)
-        assert got.token_lists() == w.token_lists()
-        for name in ("logprobs", "policy_logprobs", "guidance"):
-            np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(w, name)), atol=1e-5)
+    got = vas_jax.vas_decode(models["base"], models["v_llama"], PROMPTS, **kw)
+    assert got.token_lists() == want.token_lists()
+    for name in ("logprobs", "policy_logprobs", "guidance"):
+        np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(want, name)), atol=1e-5)

@@ -23,13 +23,12 @@ def _case(seed, b, t, nh, kvh, d, size, dtype):
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
-@pytest.mark.parametrize("blocks,splits,t,nh", [(1, 1, 6, 8), (3, 3, 6, 8), (3, 2, 6, 8), (3, 2, 1, 8), (1, 1, 2, 8),
-                                                (1, 1, 1, 6)])
+@pytest.mark.parametrize("blocks,splits,t,nh", [(1, 1, 6, 8), (3, 3, 6, 8), (3, 2, 6, 8), (3, 2, 1, 8), (1, 1, 1, 6)])
 def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks, splits, t, nh):
     """Grouped-query heads, with and without each candidate's own key; one slot range normalised in
     the kernel, or several merged after it, the last one shorter (rows whose valid slots start
-    mid-block, span ranges, or miss a range entirely). Fewer than 16 query rows per kv head (t = 1
-    or 2: products without the matrix unit), a group of 3 among them (rows padded to 4)."""
+    mid-block, span ranges, or miss a range entirely). Fewer than 16 query rows per kv head (t = 1:
+    products without the matrix unit), a group of 3 among them (rows padded to 4)."""
     b, kvh, d, size = 4, 2, 16, blocks * BLOCK_K
     q, kc, vc, ks, vs = _case(0, b, t, nh, kvh, d, size, dtype)
     lo = jnp.array([0, 5, 20, 40], jnp.int32) * blocks
