@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import os
 
-# before jax is imported: no CUDA device is wanted here, only its compiler (the plugin's version checks
-# would look for a driver and a device)
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+if __name__ == "__main__":  # before jax is imported: no CUDA device is wanted here, only its compiler
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # (the plugin's version checks look for a driver and
+    os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")  # a device)
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
@@ -34,6 +33,11 @@ import vas_jax  # noqa: E402
 from vas_jax import decode as dec  # noqa: E402
 from vas_jax.model import fuse_projections  # noqa: E402
 from vas_jax.sampling import TOPK_METHODS  # noqa: E402
+
+try:
+    from hlo_stats import copied_shapes, loop_body  # run as a script: decode/ is on the path
+except ImportError:
+    from decode.hlo_stats import copied_shapes, loop_body
 
 # The GPUs this project benchmarks on, as XLA's GpuTargetConfig describes one (device-info fields as
 # the CUDA driver reports them; the runtime and cuDNN versions the compiler may assume).
@@ -146,8 +150,8 @@ def kernel_builds(device, dtype) -> bool:
 
 
 def step_stats(compiled) -> dict:
-    from hlo_stats import copied_shapes, loop_body  # decode/hlo_stats.py
-
+    """Kernels in one decode step (the compiled loop body), by opcode; the shapes it copies; how many
+    of them are the fused attention kernel (Triton custom calls)."""
     hlo = compiled.as_text()
     body = loop_body(hlo)
     return dict(ops=collections.Counter(op for op, _ in body), copies=copied_shapes(hlo),

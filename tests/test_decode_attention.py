@@ -129,3 +129,33 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
             vas_jax.generate(base, PROMPTS, attention="pallas", **kw)
     with pytest.raises(VasError, match="topk_method must be one of lax, chunked, rounds"):
         vas_jax.vas_decode(base, values, PROMPTS, beta=1.0, topk_method="sort", **kw)
+
+
+def test_gpu_compile_counts_a_decode_step_of_abstract_models(models):  # noqa: F811
+    """decode/gpu_compile.py's machinery, on this machine's CPU (on a CPU-only machine the CUDA
+    compile itself needs the plugin): a decode program of shape-only models compiled for a given
+    device without running, counted per step, the library's backend choices restored after."""
+    from flax import nnx
+
+    from decode.gpu_compile import compile_for, step_stats
+
+    cfg = models["base"].config
+    base = nnx.eval_shape(lambda: vas_jax.Transformer(cfg))
+    value = nnx.eval_shape(lambda: vas_jax.Transformer(models["v_llama"].config))
+    assert isinstance(base.embed.get_value(), jax.ShapeDtypeStruct)  # no weights made
+    backend, program = jax.default_backend, vas_jax.decode.decode_program
+    seen = []
+
+    def call():
+        seen.append(vas_jax.sampling.one_pass_pays())  # the library sees a GPU backend meanwhile
+        return vas_jax.vas_decode(base, value, PROMPTS, beta=1.0, top_k=4, key=jax.random.key(0), max_new_tokens=4,
+                                  attention="interpret")
+
+    compiled = compile_for(jax.devices("cpu")[0], call)
+    stats = step_stats(compiled)
+    assert seen == [True]
+    assert jax.default_backend is backend and vas_jax.decode.decode_program is program
+    # one step: both models' layers (the kernel interpreted into plain ops here), the pick, the write
+    assert sum(stats["ops"].values()) > 10 and stats["triton"] == 0
+    with pytest.raises(RuntimeError, match="did not reach the decode program"):
+        compile_for(jax.devices("cpu")[0], lambda: None)
