@@ -63,6 +63,17 @@ def main(base_dir, value_dir, out):
             assert v.token_lists() == ref_vas.token_lists(), spec
             # traced once per layer and model (2 + 2), each on rows over data and kv heads over tensor
             assert len(calls) == 4 and all(tuple(c)[:2] == ("data", "tensor") for c in calls), (spec, calls)
+            # sampled, with the GPU's fused vocabulary pass (a variadic reduction over the vocabulary, here
+            # split over tensor): the tokens and log-probs a single device gets
+            import vas_jax.sampling as sampling
+
+            real_pays, sampling.one_pass_pays = sampling.one_pass_pays, lambda: True
+            kw = dict(beta=3.0, top_k=5, key=jax.random.key(1), max_new_tokens=6)
+            one = vas_jax.vas_decode(base, value, prompts, **kw)
+            v = vas_jax.vas_decode(sb, sv, prompts, mesh=mesh, **kw)
+            sampling.one_pass_pays = real_pays
+            assert v.token_lists() == one.token_lists(), spec
+            np.testing.assert_allclose(np.asarray(v.policy_logprobs), np.asarray(one.policy_logprobs), atol=1e-4)
         print("decode ok", spec, flush=True)
 
     ds = datasets.Dataset.from_dict({"prompt_ids": [list(rng.randint(1, 96, size=rng.randint(1, 5))) for _ in range(32)],
