@@ -6,8 +6,8 @@
 # Usage (GPU machine, repository root): bash decode/gpu_check.sh OUTDIR  (limits add up to 560 s)
 . "$(dirname "$0")/gpu_common.sh"
 common="--dtype bfloat16 --ks 20 --repeats 2 --no-vocab --fuse --check-every 8 --attention xla pallas"
-step kernel 80 python3 decode/kernel_check.py
-step shallow 280 python3 decode/bench.py --preset gpu-shallow $common --topk-method lax rounds chunked \
+step kernel 100 python3 decode/kernel_check.py
+step shallow 270 python3 decode/bench.py --preset gpu-shallow $common --topk-method lax rounds chunked \
   --json "$out/shallow.json"
-step narrow 150 python3 decode/bench.py --preset gpu $common --json "$out/narrow.json"
+step narrow 140 python3 decode/bench.py --preset gpu $common --json "$out/narrow.json"
 step topk 50 python3 decode/topk_probe.py
