@@ -17,7 +17,6 @@ Three ways to run a model:
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import jax
@@ -92,9 +91,6 @@ class RowScaled:
     @property
     def shape(self):
         return self.x.shape
-
-    def materialize(self):
-        return (self.x.astype(jnp.float32) * self.scale).astype(self.x.dtype)
 
 
 class Linear(nnx.Module):
