@@ -22,6 +22,7 @@ if __name__ == "__main__":  # before jax is imported: no CUDA device is wanted h
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
+import contextlib  # noqa: E402
 import sys  # noqa: E402
 
 import jax  # noqa: E402
@@ -34,10 +35,12 @@ from vas_jax import decode as dec  # noqa: E402
 from vas_jax.model import fuse_projections  # noqa: E402
 from vas_jax.sampling import TOPK_METHODS  # noqa: E402
 
-try:
-    from hlo_stats import copied_shapes, loop_body  # run as a script: decode/ is on the path
+try:  # run as a script: decode/ is on the path
+    from hlo_stats import copied_shapes, loop_body
+    from kernel_check import SHAPES as KERNEL_SHAPES
 except ImportError:
     from decode.hlo_stats import copied_shapes, loop_body
+    from decode.kernel_check import SHAPES as KERNEL_SHAPES
 
 # The GPUs this project benchmarks on, as XLA's GpuTargetConfig describes one (device-info fields as
 # the CUDA driver reports them; the runtime and cuDNN versions the compiler may assume).
@@ -88,6 +91,18 @@ def gpu_device(card: str):
     return topo.devices[0]
 
 
+@contextlib.contextmanager
+def _as_gpu():
+    """The library picks GPU code paths (the attention kernel, the fused vocabulary pass) by the
+    backend: while compiling, it is the described card's, not this machine's."""
+    backend = jax.default_backend
+    jax.default_backend = lambda: "gpu"
+    try:
+        yield
+    finally:
+        jax.default_backend = backend
+
+
 class _Compiled(Exception):
     def __init__(self, compiled):
         self.compiled = compiled
@@ -104,27 +119,20 @@ def compile_for(device, call):
                                 (states, args))
         raise _Compiled(real.lower(graphdefs, abstract[0], *abstract[1], spec=spec).compile())
 
-    backend = jax.default_backend
-    # the library picks GPU code paths (the attention kernel, the fused vocabulary pass) by the
-    # backend: it is the described card's, not this machine's
-    jax.default_backend, dec.decode_program = (lambda: "gpu"), spy
+    dec.decode_program = spy
     try:
-        call()
+        with _as_gpu():
+            call()
     except _Compiled as c:
         return c.compiled
     finally:
-        jax.default_backend, dec.decode_program = backend, real
+        dec.decode_program = real
     raise RuntimeError("the call did not reach the decode program")
 
 
-# the kernel alone at decode/kernel_check.py's shapes: (batch, tokens, heads, kv heads, head width, slots);
-# the last one splits its slots into ranges (a long cache on a short grid)
-KERNEL_SHAPES = [(1, 1, 32, 8, 64, 384), (16, 21, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (4, 3, 8, 8, 128, 1024)]
-
-
 def kernel_builds(device, dtype) -> bool:
-    """Compile the fused attention kernel alone for `device` at KERNEL_SHAPES, reading the cache only
-    and writing the step's new token into it; print one line per shape."""
+    """Compile the fused attention kernel alone for `device` at decode/kernel_check.py's shapes,
+    reading the cache only and writing the step's new token into it; print one line per shape."""
     from vas_jax.decode_attention import decode_attention
 
     sharding = jax.sharding.SingleDeviceSharding(device)
@@ -140,7 +148,8 @@ def kernel_builds(device, dtype) -> bool:
                 return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, 1), write=write)
 
             try:
-                jax.jit(f).lower(*args).compile()
+                with _as_gpu():
+                    jax.jit(f).lower(*args).compile()
                 msg = "builds"
             except Exception as e:  # noqa: BLE001 -- report it, check the other shapes
                 ok, msg = False, f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
@@ -181,20 +190,16 @@ def main(argv=None):
     base, value = abstract(p["base"], "lm"), abstract(p["value"], "score")
     print(f"compiling for {device.device_kind} (no device attached), jax {jax.__version__}, preset {a.preset}, "
           f"{a.dtype}, prompt {p['prompt_len']}, {p['new_tokens']} new tokens, fused {not a.no_fuse}")
-    jax.default_backend, backend = (lambda: "gpu"), jax.default_backend
-    try:
-        failed = not kernel_builds(device, dtype) if "pallas" in a.attention else False
-    finally:
-        jax.default_backend = backend
+    failed = not kernel_builds(device, dtype) if "pallas" in a.attention else False
     print(f"{'batch':>5} {'program':<22} {'attention':<9} {'kernels/step':>12} {'triton':>6}  largest groups")
     for b in a.batch:
         prompts = np.random.RandomState(0).randint(4, 100, size=(b, p["prompt_len"])).astype(np.int32)
-        runs = [("generate", None, lambda att: vas_jax.generate(
+        runs = [("generate", lambda att: vas_jax.generate(
             base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=att))]
-        runs += [(f"vas k={a.k} {m}", m, lambda att, m=m: vas_jax.vas_decode(
+        runs += [(f"vas k={a.k} {m}", lambda att, m=m: vas_jax.vas_decode(
             base, [value], prompts, beta=1.0, top_k=a.k, key=jax.random.key(0), max_new_tokens=p["new_tokens"],
             attention=att, topk_method=m)) for m in a.topk_method]
-        for name, _, call in runs:
+        for name, call in runs:
             for att in a.attention:
                 try:
                     s = step_stats(compile_for(device, lambda: call(att)))

@@ -23,11 +23,15 @@ from vas_jax.decode_attention import decode_attention
 from vas_jax.model import _attend
 
 
+# (batch, tokens, heads, kv heads, head width, slots): a base step; a value step (pending token and 20
+# candidates) with two head layouts; a long cache on a short grid (its slots split into ranges)
+SHAPES = [(1, 1, 32, 8, 64, 384), (16, 21, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (4, 3, 8, 8, 128, 1024)]
+
+
 def attention_cases() -> bool:
     ok = True
     rng = np.random.RandomState(0)
-    for b, t, nh, kvh, d, size in [(1, 1, 32, 8, 64, 384), (16, 21, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384),
-                                   (4, 3, 8, 8, 128, 1024)]:
+    for b, t, nh, kvh, d, size in SHAPES:
         for dtype, tol in ((jnp.float32, 2e-3), (jnp.bfloat16, 3e-2)):
             def arr(*shape):
                 return jnp.asarray(rng.randn(*shape), dtype)

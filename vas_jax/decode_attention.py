@@ -4,8 +4,9 @@ A decode step's queries (one token per row for the base; the pending token and t
 for a value model) all read the same contiguous run of cache slots, `[lo[b], hi[b])` for row b.
 XLA runs that attention as several kernels per layer (scores, mask, max, exp-sum, value product);
 this kernel does scores, mask, online softmax and the value product in one, and reads only the
-filled slots, not the whole cache. A VAS candidate's attention to its own key (it is not in the
-cache) is one more small block of the same online softmax. When a small batch would leave the GPU
+filled slots, not the whole cache. The step's own keys -- its new token, and a VAS candidate's own
+key (never in the cache) -- are one more small block of the same online softmax, and the kernel
+stores the new token in the cache itself (`write=True`). When a small batch would leave the GPU
 idle, the slots are split into ranges whose partial results (unnormalised output, running max and
 sum) a short XLA epilogue merges.
 

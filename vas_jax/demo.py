@@ -30,7 +30,6 @@ QUICK = DemoSize(train_prompts=24, samples_per_prompt=8, passes=2, eval_prompts=
 
 
 def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, log=print) -> dict:
-
     import vas_jax
     from .corpus import brevity, demo_prompts, positivity
     from .harness import format_table, run_comparison, write_report

@@ -460,7 +460,7 @@ class Transformer(nnx.Module):
         if mode == "prefill":  # attend among the new tokens only: the cache holds nothing before them
             new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (pos_w >= 0)[:, None, :]
         own_ok = jnp.arange(t) >= p  # queries that see their own key outside the cache: the candidates
-        # the fused kernel: every query of a row reads slots [starts, index + p), nothing else
+        # the fused kernel: every query of a row reads slots [starts, index) and the step's own tokens
         use_kernel = (attention != "xla" and mode != "prefill" and (p == t == 1 or (mode == "candidates" and p <= 1))
                       and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret"))
         masks = {}
@@ -472,10 +472,6 @@ class Transformer(nnx.Module):
 
         def attn_fn(i, attn, x, inv_freq):
             w = cfg.window(i)
-            if w not in masks:
-                masks[w] = (with_window(ctx_mask, ctx_pos, w),
-                            with_window(new_mask, pos_w, w) if new_mask is not None else None)
-            cm, nm = masks[w]
             q, k, v = attn.qkv(x, positions, inv_freq)
             k = k.astype(cache.k[i].dtype)
             v = v.astype(cache.v[i].dtype)
@@ -502,6 +498,10 @@ class Transformer(nnx.Module):
             vc = jax.lax.dynamic_update_slice(cache.v[i], vw, (0, 0, cache.index, 0)) if p else cache.v[i]
             ks.append(kc)
             vs.append(vc)
+            if w not in masks:  # XLA's attention only: the kernel masks by slot range itself
+                masks[w] = (with_window(ctx_mask, ctx_pos, w),
+                            with_window(new_mask, pos_w, w) if new_mask is not None else None)
+            cm, nm = masks[w]
             if mode == "prefill":
                 return _attend(q, kw, vw, nm, attn.scale)
             return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None)
