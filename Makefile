@@ -1,26 +1,38 @@
 # Set-up is part of the targets: on a fresh machine `make test` and `make demo` are all there is.
+# The demo installs what the demo needs; the tests add their extra (PyTorch for parity references).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test demo bench install clean
+.PHONY: test test-fast demo bench install clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[plot]'
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,plot]'
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -n 2 --dist worksteal tests
 
-demo: $(STAMP)
+# the edit-test loop: every test but those marked slow
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" tests
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/vas demo
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) decode/bench.py
 
 clean:

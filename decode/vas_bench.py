@@ -11,27 +11,32 @@ from __future__ import annotations
 
 
 def add_arguments(p):
+    from vas_jax.cli_args import finite_float, positive_int
+
     p.add_argument("--base", required=True, help="base model directory")
     p.add_argument("--value", action="append", required=True, metavar="DIR", help="value model directory (repeat)")
+    p.add_argument("--value-head", choices=["scalar", "vocab"],
+                   help="accept a *ForCausalLM --value as a vocabulary-wide Q head (vocab)")
     p.add_argument("--reward-fn", action="append", default=[], metavar="MODULE:FUNCTION",
                    help="a reward function per value model, in order (repeat)")
     p.add_argument("--reward-model", action="append", default=[], metavar="DIR",
                    help="a reward model directory per value model, in order (repeat; after any --reward-fn)")
-    p.add_argument("--prompts", required=True, help="held-out prompts (.jsonl/.csv/.parquet/datasets dir)")
-    p.add_argument("--prompt-field", default="prompt")
-    p.add_argument("--max-prompts", type=int, default=64)
-    p.add_argument("--betas", type=float, nargs="+", default=[0.5, 1, 2, 4, 8])
-    p.add_argument("--composed", type=float, nargs="*", default=[0, 0, 4, 0, 0, 4, 4, 4],
-                   help="flattened (beta_1, beta_2) pairs for the composed grid")
-    p.add_argument("--samples", type=int, default=8, help="samples per prompt for base and VAS")
-    p.add_argument("--bon-max", type=int, default=128)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--top-k", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--prompts", required=True, help="held-out prompts (.txt/.jsonl/.csv/.parquet/datasets dir)")
+    p.add_argument("--prompt-field", default="prompt", help="the column that holds the prompt text")
+    p.add_argument("--max-prompts", type=positive_int, default=64, help="use at most this many prompts")
+    p.add_argument("--betas", type=finite_float, nargs="+", default=[0.5, 1, 2, 4, 8],
+                   help="the VAS beta grid for the first value model")
+    p.add_argument("--composed", type=finite_float, nargs="*", default=[0, 0, 4, 0, 0, 4, 4, 4],
+                   help="flattened (beta_1, beta_2) pairs for the composed grid of the first two value models")
+    p.add_argument("--samples", type=positive_int, default=8, help="samples per prompt for base and VAS")
+    p.add_argument("--bon-max", type=positive_int, default=128, help="largest N of Best-of-N (N = 1, 2, 4, ...)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest response, in tokens")
+    p.add_argument("--top-k", type=positive_int, default=20, help="candidates the value model scores per step")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="parameter and compute dtype")
     p.add_argument("--attention", default="xla", choices=["xla", "pallas"],
                    help="decode-step attention for every run: XLA's, or one fused GPU kernel per layer (README)")
-    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--out", default="runs/bench", help="directory for report.json and the plots")
 
 
 def run(args):
@@ -43,6 +48,10 @@ def run(args):
     from vas_jax.harness import format_table, run_comparison, write_report
     from vas_jax.rewards import RewardModel, load_reward_function
 
+    from vas_jax.cli_args import check_out_dir
+    from vas_jax.values import load_value
+
+    check_out_dir(args.out)  # before any work: a bad --out must not cost the whole run
     rewards, rm_flops = {}, []
     for spec in args.reward_fn:
         rewards[spec] = load_reward_function(spec)
@@ -57,7 +66,7 @@ def run(args):
     check_attention(args.attention)  # before any model is loaded
     tok = vas_jax.load_tokenizer(args.base)
     base = vas_jax.load_model(args.base, dtype=args.dtype, fuse=True)
-    values = [vas_jax.load_model(v, dtype=args.dtype, fuse=True) for v in args.value]
+    values = [load_value(v, tok, head=args.value_head, dtype=args.dtype, fuse=True) for v in args.value]
     texts = read_prompts(args.prompts, args.prompt_field)[: args.max_prompts]
     prompts = encode_prompts(tok, texts)
 

@@ -21,8 +21,26 @@ COMMANDS = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" once, where a flag has a default worth showing and its help doesn't name it."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        shown = action.default not in (None, False, argparse.SUPPRESS, [])
+        if shown and "default" not in h and action.option_strings:
+            h += " (default: %(default)s)"
+        return h
+
+
+class _Parser(argparse.ArgumentParser):
+    """Flag errors in one line, like every other input error, instead of the usage block first."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="vas",
         description="Value Augmented Sampling: align a frozen language model to a reward at decode time.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -31,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (mod, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=_HelpFormatter)
         sp.set_defaults(_module=mod)
         importlib.import_module(mod).add_arguments(sp)
     return p
@@ -39,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # our own bars say what runs
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -56,7 +75,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"vas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vas info --json | head`: the reader left; that is not an error
+        _silence_stdout()
+        return 0
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit finds no closed pipe."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

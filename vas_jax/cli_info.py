@@ -14,9 +14,10 @@ def run(args):
     import dataclasses
 
     from .config import ModelConfig
-    from .hf import read_config
+    from .hf import check_weights, read_config
 
     cfg = ModelConfig.from_hf(read_config(args.model))
+    check_weights(args.model)  # a pickle or a truncated file is refused here, not at the first load
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hf_config_json"}
     if args.json:
         print(json.dumps(d, indent=2))

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import VasError
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise VasError(f"{str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                       "re-save it as UTF-8") from None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for i, line in enumerate(_read_text(path).splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise VasError(f"{path}:{i + 1} is not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise VasError(f"{path}:{i + 1} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
 def load_table(path: str | Path):
-    """A local JSONL/JSON, CSV or Parquet file, or a `datasets.save_to_disk` directory, as a Dataset."""
+    """A local JSONL/JSON, CSV or Parquet file, or a `datasets.save_to_disk` directory, as a Dataset.
+
+    Files are read into memory (not through datasets' builder, which would write a cache under
+    ~/.cache): nothing is written anywhere.
+    """
     import datasets
+    import pyarrow as pa
 
     path = Path(path)
     if not path.exists():
@@ -26,10 +55,24 @@ def load_table(path: str | Path):
         if path.stat().st_size == 0:
             raise VasError(f"{str(path)!r} is empty")
         suffix = path.suffix.lower()
-        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(suffix)
-        if kind is None:
-            raise VasError(f"unsupported file type {suffix!r} for {str(path)!r}; use .jsonl, .csv, .parquet or a datasets directory")
-        return datasets.load_dataset(kind, data_files=str(path), split="train")
+        if suffix == ".jsonl":
+            return datasets.Dataset.from_list(_read_jsonl(path))
+        if suffix == ".json":
+            data = json.loads(_read_text(path))
+            if not isinstance(data, list):
+                raise VasError(f"{str(path)!r} must hold a JSON list of objects")
+            return datasets.Dataset.from_list(data)
+        if suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            _read_text(path)  # a clear error for non-UTF-8 bytes
+            return datasets.Dataset(pa.Table.from_batches(pcsv.open_csv(str(path)).read_all().to_batches()))
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return datasets.Dataset(pq.read_table(str(path)))
+        raise VasError(f"unsupported file type {suffix!r} for {str(path)!r}; use .txt, .jsonl, .json, .csv, .parquet "
+                       "or a datasets directory")
     except VasError:
         raise
     except Exception as e:  # datasets/arrow raise many types for malformed files
@@ -37,14 +80,23 @@ def load_table(path: str | Path):
 
 
 def read_prompts(path: str | Path, field: str = "prompt") -> list[str]:
-    """The `field` column of a prompt table, as strings; errors if missing or empty."""
+    """Prompts from a file: .txt (one a line), or the `field` column of a table `load_table` reads."""
+    path = Path(path)
+    if path.suffix.lower() == ".txt" and path.is_file():
+        out = [ln for ln in _read_text(path).splitlines() if ln.strip()]
+        if not out:
+            raise VasError(f"{str(path)!r} holds no prompts")
+        return out
     ds = load_table(path)
     if len(ds) == 0:
         raise VasError(f"{str(path)!r} holds no prompts")
     if field not in ds.column_names:
         raise VasError(f"{str(path)!r} has no field {field!r} (fields: {', '.join(ds.column_names)}); set --prompt-field")
-    out = [str(x) for x in ds[field]]
-    return out
+    col = ds[field]
+    missing = [i for i, x in enumerate(col) if x is None]
+    if missing:
+        raise VasError(f"{str(path)!r}: row {missing[0] + 1} has no {field!r} value")
+    return [str(x) for x in col]
 
 
 def encode_prompts(tok, texts: list[str], *, chat_template: bool = False) -> list[list[int]]:

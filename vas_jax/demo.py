@@ -15,24 +15,23 @@ SMALL_DIR = ASSETS / "tiny-review-small"
 class DemoSize:
     train_prompts: int = 96
     samples_per_prompt: int = 8
-    passes: int = 3
     eval_prompts: int = 32
     eval_samples: int = 8
     bon_max: int = 128
     max_new_tokens: int = 40
     betas: tuple = (0.5, 1.0, 2.0, 4.0, 8.0)
-    composed: tuple = ((0.0, 0.0), (4.0, 0.0), (0.0, 8.0), (4.0, 8.0), (8.0, 16.0))
+    composed: tuple = tuple((b1, b2) for b2 in (0.0, 4.0, 8.0) for b1 in (0.0, 2.0, 4.0))  # a full 3 x 3 grid
 
 
 FULL = DemoSize()
-QUICK = DemoSize(train_prompts=24, samples_per_prompt=8, passes=2, eval_prompts=8, eval_samples=4, bon_max=16,
-                 max_new_tokens=24, betas=(1.0, 8.0), composed=((0.0, 0.0), (4.0, 8.0)))
+QUICK = DemoSize(train_prompts=48, samples_per_prompt=8, eval_prompts=8, eval_samples=4, bon_max=16, max_new_tokens=24,
+                 betas=(1.0, 4.0), composed=((0.0, 0.0), (4.0, 0.0), (0.0, 8.0), (4.0, 8.0)))
 
 
 def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, log=print) -> dict:
     import vas_jax
     from .corpus import brevity, demo_prompts, positivity
-    from .harness import format_table, run_comparison, write_report
+    from .harness import GRID_PLOT, PLOTS, format_table, run_comparison, write_report
     from .rollouts import sample_rollouts
     from .rewards import score_dataset
     from .train import TrainConfig, init_value_model, rollout_arrays, train_value
@@ -56,10 +55,9 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         ds = score_dataset(ds, fn, column=f"reward_{name}", progress=False)
     values = []
     for name in rewards:
-        log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small)")
+        log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small, `vas train`'s defaults)")
         d = ds.rename_column(f"reward_{name}", "reward")
-        cfg = TrainConfig(lam=0.95, learning_rate=3e-3, batch_size=128, minibatch_size=32, epochs=2,
-                          passes=size.passes, warmup_steps=10, eval_fraction=0.1, save_every=10**6)
+        cfg = TrainConfig(save_every=10**6)  # the CLI's defaults, so the demo shows what `vas train` gives
         run = out / f"train-{name}"
         if run.exists():
             shutil.rmtree(run)
@@ -81,5 +79,6 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     log("")
     for k, ex in report["examples"].items():
         log(f"{k:>14}: {ex[0]}")
-    log(f"\nreport: {out / 'report.json'}; plots: {out / 'reward_vs_cost.png'}, {out / 'reward_vs_kl.png'}")
+    plots = [out / name for name in (*PLOTS, GRID_PLOT) if (out / name).exists()]
+    log(f"\nreport: {out / 'report.json'}; plots: {', '.join(map(str, plots))}")
     return report

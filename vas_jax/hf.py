@@ -66,12 +66,7 @@ class _Reader:
         if not files:
             pickles = [n for n in _PICKLE_NAMES if (path / n).exists()]
             if pickles or list(path.glob("*.bin")):
-                name = pickles[0] if pickles else next(path.glob("*.bin")).name
-                raise VasError(
-                    f"{path / name} is a pickle checkpoint, which vas-jax does not load (unsafe); convert it to "
-                    f"safetensors: python -c \"import transformers as t; m=t.AutoModel.from_pretrained('{path}'); "
-                    f"m.save_pretrained('{path}', safe_serialization=True)\""
-                )
+                raise VasError(pickle_message(path, pickles[0] if pickles else next(path.glob("*.bin")).name))
             raise VasError(f"no *.safetensors weights in {str(path)!r}")
         self.handles = {}
         self.where: dict[str, str] = {}
@@ -79,7 +74,11 @@ class _Reader:
             fp = path / f
             if not fp.exists():
                 raise VasError(f"{index.name} lists {f}, which is missing from {str(path)!r}")
-            h = safe_open(str(fp), framework="numpy")
+            try:
+                h = safe_open(str(fp), framework="numpy")
+            except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
+                raise VasError(f"{fp} is not a readable safetensors file ({str(e).splitlines()[0]}); "
+                               "it may be truncated: copy or download it again") from None
             self.handles[f] = h
             for k in h.keys():
                 self.where[k] = f
@@ -94,7 +93,32 @@ class _Reader:
         got = tuple(h.get_slice(name).get_shape())
         if got != tuple(shape):
             raise VasError(f"tensor {name!r} has shape {got}, expected {tuple(shape)} from config.json")
-        return h.get_tensor(name)
+        try:
+            return h.get_tensor(name)
+        except Exception as e:
+            raise VasError(f"tensor {name!r} in {self.where[name]} cannot be read ({str(e).splitlines()[0]}); "
+                           "the file may be truncated") from None
+
+
+def pickle_message(path: Path, name: str) -> str:
+    """The one-line refusal of a pickle checkpoint, with a conversion that keeps the model's head:
+    the `Auto*` class matching its architecture (plain `AutoModel` would drop `lm_head` / `score`)."""
+    try:
+        archs = json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, json.JSONDecodeError):
+        archs = []
+    arch = archs[0] if archs else ""
+    cls = ("AutoModelForSequenceClassification" if arch.endswith("ForSequenceClassification")
+           else "AutoModelForCausalLM")
+    return (f"{path / name} is a pickle checkpoint, which vas-jax does not load (unsafe: unpickling runs code); "
+            f"if you trust it, convert it to safetensors: python -c \"import transformers as t; "
+            f"m = t.{cls}.from_pretrained('{path}'); m.save_pretrained('{path}', safe_serialization=True)\"")
+
+
+def check_weights(path: str | os.PathLike) -> int:
+    """Open every safetensors file's header (safetensors checks the file holds every tensor's bytes);
+    the number of tensors. Refuses pickles and truncated files with one line (what `vas info` runs)."""
+    return len(_Reader(Path(path)).where)
 
 
 def _prefix(cfg: ModelConfig, keys) -> str:

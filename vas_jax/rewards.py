@@ -36,13 +36,45 @@ def load_reward_function(spec: str) -> RewardFn:
     return fn
 
 
+def reward_texts(tok, prompts: Sequence[str], responses: Sequence[str], separator: str | None = None) -> list:
+    """What a reward model reads for each (prompt, response).
+
+    With a chat template (and no `separator`): the exchange as a user turn and an assistant turn, the
+    way chat reward models are trained. Otherwise prompt + separator + response; the default
+    separator is one space, left out where the prompt already ends (or the response starts) with
+    whitespace, so that words are never glued ("was" + "rather" -> "was rather").
+    """
+    if separator is None and getattr(tok, "chat_template", None):
+        return [tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                                        tokenize=False) for p, r in zip(prompts, responses)]
+    out = []
+    for p, r in zip(prompts, responses):
+        sep = separator if separator is not None else ("" if not p or not r or p[-1].isspace() or r[0].isspace()
+                                                       else " ")
+        out.append(p + sep + r)
+    return out
+
+
+def _refuse_pickles(path: Path) -> None:
+    from .hf import _PICKLE_NAMES, pickle_message
+
+    if not path.is_dir():
+        raise VasError(f"reward model directory {str(path)!r} does not exist")
+    if not list(path.glob("*.safetensors")):
+        pickles = [n for n in _PICKLE_NAMES if (path / n).exists()] + [p.name for p in path.glob("*.bin")]
+        if pickles:
+            raise VasError(pickle_message(path, pickles[0]))
+        raise VasError(f"no *.safetensors weights in {str(path)!r}")
+
+
 class RewardModel:
-    """A `*ForSequenceClassification` directory as a reward: its own tokenizer on prompt + response,
-    the score at the last token (as transformers pools it). Batches are right-padded to length buckets.
+    """A `*ForSequenceClassification` directory as a reward: its own tokenizer on the text
+    `reward_texts` builds, the score at the last token (as transformers pools it). Batches are
+    right-padded to length buckets.
     """
 
     def __init__(self, path: str | Path, *, dtype="float32", batch_size: int = 32, label: int = 0,
-                 max_length: int | None = None):
+                 max_length: int | None = None, separator: str | None = None):
         import jax
         from flax import nnx
 
@@ -55,6 +87,7 @@ class RewardModel:
         self.tok = load_tokenizer(path)
         self.batch_size = batch_size
         self.label = label
+        self.separator = separator
         self.max_length = max_length or self.model.config.max_position_embeddings
         graphdef, self.state = nnx.split(self.model)
         multi = self.model.config.num_labels > 1
@@ -72,10 +105,12 @@ class RewardModel:
     def __call__(self, prompts, responses):
         from .decode import bucket_length
 
-        texts = [p + r for p, r in zip(prompts, responses)]
+        texts = reward_texts(self.tok, prompts, responses, self.separator)
+        templated = self.separator is None and getattr(self.tok, "chat_template", None)
         out = []
         for s in range(0, len(texts), self.batch_size):
-            enc = [self.tok(t)["input_ids"][: self.max_length] for t in texts[s:s + self.batch_size]]
+            enc = [self.tok(t, add_special_tokens=not templated)["input_ids"][: self.max_length]
+                   for t in texts[s:s + self.batch_size]]
             t = min(bucket_length(max(len(e) for e in enc)), self.max_length)
             ids = np.zeros((len(enc), t), np.int32)
             mask = np.zeros((len(enc), t), bool)
@@ -89,30 +124,71 @@ class RewardModel:
 class TorchRewardModel:
     """transformers' PyTorch `AutoModelForSequenceClassification`, for architectures we don't implement."""
 
-    def __init__(self, path: str | Path, *, batch_size: int = 16, label: int = 0):
+    def __init__(self, path: str | Path, *, batch_size: int = 16, label: int = 0, separator: str | None = None):
+        _refuse_pickles(Path(path))  # before PyTorch could unpickle anything
         try:
             import torch
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
         except ImportError:
             raise VasError("--reward-torch needs PyTorch: pip install torch") from None
         self.torch = torch
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True).eval()
         self.tok = AutoTokenizer.from_pretrained(str(path))
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.batch_size = batch_size
         self.label = label
+        self.separator = separator
 
     def __call__(self, prompts, responses):
         out = []
-        texts = [p + r for p, r in zip(prompts, responses)]
+        texts = reward_texts(self.tok, prompts, responses, self.separator)
+        templated = self.separator is None and getattr(self.tok, "chat_template", None)
         for s in range(0, len(texts), self.batch_size):
-            enc = self.tok(texts[s:s + self.batch_size], return_tensors="pt", padding=True, truncation=True)
+            enc = self.tok(texts[s:s + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                           add_special_tokens=not templated)
             with self.torch.no_grad():
                 logits = self.model(**enc).logits
             out.extend(logits[:, self.label].float().tolist())
         return out
+
+
+def _name(fn) -> str:
+    mod = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{mod}:{name}" if mod and callable(fn) and not isinstance(fn, (RewardModel, TorchRewardModel)) else name
+
+
+def call_reward(reward: RewardFn, prompts: Sequence[str], responses: Sequence[str], *, first_row: int = 0) -> list:
+    """The reward's floats for one batch, or one line saying which function failed on which row and how
+    (the original exception kept as the cause)."""
+    try:
+        got = list(reward(prompts, responses))
+    except VasError:
+        raise
+    except Exception as e:
+        row = first_row
+        for i in range(len(prompts)):  # find the row it fails on (one at a time: only on failure)
+            try:
+                reward(prompts[i:i + 1], responses[i:i + 1])
+            except Exception:
+                row = first_row + i
+                break
+        raise VasError(f"reward {_name(reward)} raised {type(e).__name__} on row {row}: "
+                       f"{str(e).splitlines()[0] if str(e) else '(no message)'}") from e
+    if len(got) != len(prompts):
+        raise VasError(f"reward {_name(reward)} returned {len(got)} values for {len(prompts)} responses")
+    out = []
+    for i, x in enumerate(got):
+        try:
+            if isinstance(x, (str, bytes)):
+                raise TypeError
+            out.append(float(x))
+        except (TypeError, ValueError):
+            raise VasError(f"reward {_name(reward)} returned {type(x).__name__} {repr(x)[:40]} for row "
+                           f"{first_row + i}; a reward must return numbers") from None
+    return out
 
 
 def score_dataset(ds, reward: RewardFn, *, batch_size: int = 64, column: str = "reward", progress: bool = True):
@@ -125,10 +201,7 @@ def score_dataset(ds, reward: RewardFn, *, batch_size: int = 64, column: str = "
     prompts, responses = ds["prompt"], ds["response"]
     rewards: list[float] = []
     for s in tqdm(range(0, len(ds), batch_size), desc="score", unit="batch", disable=not progress):
-        got = list(reward(prompts[s:s + batch_size], responses[s:s + batch_size]))
-        if len(got) != len(prompts[s:s + batch_size]):
-            raise VasError(f"the reward returned {len(got)} values for {len(prompts[s:s + batch_size])} responses")
-        rewards.extend(float(x) for x in got)
+        rewards.extend(call_reward(reward, prompts[s:s + batch_size], responses[s:s + batch_size], first_row=s))
     bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")

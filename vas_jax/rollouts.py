@@ -23,13 +23,20 @@ import numpy as np
 
 from .errors import VasError
 
+SETTINGS = "rollout_settings.json"
 COLUMNS = ("prompt_index", "sample_index", "prompt", "prompt_ids", "response_ids", "response",
            "logprobs", "ended_with_eos")
 
 
-def _settings_match(path: Path, settings: dict) -> None:
-    f = path / "rollout_settings.json"
-    if f.exists():
+def _has_data(path: Path) -> bool:
+    return (path / "dataset_info.json").exists() or any((path / ".shards").glob("shard-*.parquet"))
+
+
+def _check_settings(path: Path, settings: dict) -> None:
+    """Refuse to mix rollouts made with other settings. A settings file with no rollouts beside it
+    (a run that failed before its first shard) binds nothing."""
+    f = path / SETTINGS
+    if f.exists() and _has_data(path):
         old = json.loads(f.read_text())
         diff = [k for k in settings if old.get(k) != settings[k]]
         if diff:
@@ -37,19 +44,23 @@ def _settings_match(path: Path, settings: dict) -> None:
                 f"{str(path)!r} holds rollouts made with other settings ({', '.join(diff)}); "
                 "use another --out, or delete it to start over"
             )
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+
+def _write_settings(path: Path, settings: dict) -> None:
+    tmp = path / f".tmp-{SETTINGS}"
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True))
+    os.replace(tmp, path / SETTINGS)
 
 
 def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, max_new_tokens: int,
                     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
                     prompts_per_shard: int = 8, chat_template: bool = False, base_path: str | None = None,
-                    progress: bool = True, on_shard: Callable[[int], None] | None = None):
+                    progress: bool = True, on_shard: Callable[[int], None] | None = None,
+                    log: Callable[[str], None] | None = None):
     """Sample `n` responses per prompt and write them to the dataset directory `out`.
 
     Returns the `datasets.Dataset`. `on_shard(i)` is called after shard i is written (tests use it
-    to interrupt a run).
+    to interrupt a run). `log(line)` hears whether the run starts, resumes or is already done.
     """
     import datasets
     import jax
@@ -69,22 +80,26 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
                     num_prompts=len(prompts), base=str(base_path) if base_path else None,
                     prompts_digest=_digest(prompts))
     nproc, pid = jax.process_count(), jax.process_index()
+    say = log or (lambda _: None)
+    if out.exists() and not out.is_dir():
+        raise VasError(f"{str(out)!r} is an existing file; give a directory for the rollouts")
     if (out / "dataset_info.json").exists() and not (out / ".shards").exists():
-        _settings_match(out, settings)
+        _check_settings(out, settings)
+        say(f"{out} already holds these rollouts; nothing to sample")
         return datasets.load_from_disk(str(out))
     shard_dir = out / ".shards"
-    if pid == 0:  # host 0 writes the settings and the shard folder; the others check them after
-        _settings_match(out, settings)
-        shard_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings)
     _barrier("vas-sample-start", nproc)
-    if pid != 0:
-        _settings_match(out, settings)
+    if pid == 0:
+        shard_dir.mkdir(parents=True, exist_ok=True)
     eos = tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos if eos is not None else 0)
     n_shards = (len(prompts) + prompts_per_shard - 1) // prompts_per_shard
     key = jax.random.key(seed)
-    done = {int(p.stem.split("-")[1]) for p in shard_dir.glob("shard-*.parquet")}
+    done = {int(p.stem.split("-")[1]) for p in shard_dir.glob("shard-*.parquet")} if shard_dir.exists() else set()
     mine = [s for s in range(n_shards) if s % nproc == pid]
+    if done:
+        say(f"resuming: {len(done)} of {n_shards} shards already in {out}")
 
     def size(s):
         return min(prompts_per_shard, len(prompts) - s * prompts_per_shard) * n
@@ -112,7 +127,10 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
             cols["logprobs"].append(lps[row, : len(t)].tolist())
             cols["ended_with_eos"].append(bool(t) and eos is not None and t[-1] == eos)
         tmp = shard_dir / f".tmp-{s:05d}.parquet"
+        shard_dir.mkdir(parents=True, exist_ok=True)
         datasets.Dataset.from_dict(cols).to_parquet(str(tmp))
+        if not _has_data(out):  # with the first shard: a run that failed before it binds nothing
+            _write_settings(out, settings)
         os.replace(tmp, shard_dir / f"shard-{s:05d}.parquet")
         bar.update(len(rows))
         if on_shard is not None:
@@ -136,9 +154,12 @@ def _join(shard_dir: Path, out: Path, n_shards: int) -> None:
     """The shards, in order, saved as the dataset at `out` (atomically); the shard folder removed."""
     import datasets
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     files = [str(shard_dir / f"shard-{s:05d}.parquet") for s in range(n_shards)]
-    datasets.disable_progress_bars()
-    ds = datasets.concatenate_datasets([datasets.Dataset.from_parquet(f) for f in files])
+    # read in memory (not through datasets' builder, which writes a cache under ~/.cache)
+    ds = datasets.Dataset(pa.concat_tables([pq.read_table(f) for f in files]))
     tmp_out = out.with_name(out.name + ".tmp-final")
     if tmp_out.exists():
         shutil.rmtree(tmp_out)

@@ -35,7 +35,7 @@ from .td import lambda_returns, sparse_rewards
 class TrainConfig:
     gamma: float = 1.0
     lam: float = 0.95
-    learning_rate: float = 1e-4
+    learning_rate: float | None = None  # None: from the model's width (`default_learning_rate`)
     warmup_steps: int = 10
     weight_decay: float = 0.0
     clip_norm: float = 1.0
@@ -43,7 +43,7 @@ class TrainConfig:
     minibatch_size: int = 16  # rollouts per optimizer update
     grad_accum: int = 1  # micro-batches per update (minibatch_size must divide by it)
     epochs: int = 2  # epochs over each TD batch
-    passes: int = 1  # passes over the whole rollout set
+    passes: int | None = None  # passes over the whole rollout set; None: from the data's size (`default_passes`)
     ema: float = 0.0  # > 0: bootstrap targets come from an EMA of the parameters with this decay
     compute_dtype: str = "float32"  # or "bfloat16" (parameters and optimizer stay float32)
     seed: int = 0
@@ -56,6 +56,14 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate at the end only
 
     def validate(self):
+        lr, passes = self.learning_rate, self.passes
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise VasError(f"the learning rate must be a finite number above 0, got {lr}")
+        if passes is not None and passes < 1:
+            raise VasError(f"--passes must be at least 1, got {passes}")
+        for name in ("gamma", "lam", "ema", "weight_decay", "clip_norm", "eval_fraction"):
+            if not math.isfinite(getattr(self, name)):
+                raise VasError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.minibatch_size > self.batch_size or self.batch_size % self.minibatch_size:
             raise VasError(f"--batch-size ({self.batch_size}) must be a multiple of --minibatch-size ({self.minibatch_size})")
         if self.log_every < 1 or self.save_every < 1:
@@ -66,6 +74,32 @@ class TrainConfig:
             raise VasError(f"need 0 <= lambda <= 1 and 0 < gamma <= 1, got lambda={self.lam}, gamma={self.gamma}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise VasError(f"unsupported compute dtype {self.compute_dtype!r}; use float32 or bfloat16")
+
+
+def default_learning_rate(hidden_size: int) -> float:
+    """Adam's step size for a value model this wide: 3e-3 at width 64, falling as 1/width (wider
+    layers sum more inputs, so each weight must move less). Measured on the shipped models by
+    train/default_sweep.py (BENCHMARKS.md)."""
+    return DEFAULT_LR_AT_64 * 64 / hidden_size
+
+
+DEFAULT_LR_AT_64 = 3e-3
+MIN_UPDATES = 200  # default_passes: enough updates for the measured learning rates to converge
+
+
+def default_passes(n_rollouts: int, cfg: TrainConfig) -> int:
+    """Passes over the rollouts so that training makes at least MIN_UPDATES updates (at most 20)."""
+    per_pass = max(1, n_rollouts // cfg.minibatch_size) * cfg.epochs
+    return int(min(20, max(1, math.ceil(MIN_UPDATES / per_pass))))
+
+
+def resolve_defaults(cfg: TrainConfig, hidden_size: int, n_rollouts: int) -> TrainConfig:
+    """`cfg` with its automatic settings (None) replaced by their values for this model and data."""
+    if cfg.learning_rate is None:
+        cfg = dataclasses.replace(cfg, learning_rate=default_learning_rate(hidden_size))
+    if cfg.passes is None:
+        cfg = dataclasses.replace(cfg, passes=default_passes(n_rollouts, cfg))
+    return cfg
 
 
 # ----------------------------------------------------------------------------- the value model
@@ -84,8 +118,10 @@ def init_value_model(lm: Transformer, *, head: str = "scalar") -> Transformer:
     if is_fused(lm):
         raise VasError("the LM's projections are fused for decoding; load it without fuse to train from it")
     cfg = lm.config
-    new_cfg = (cfg.replace(head="score", num_labels=1) if head == "scalar"
-               else cfg.replace(head="lm", tie_word_embeddings=False))
+    from .values import mark_value_config
+
+    new_cfg = mark_value_config(cfg.replace(head="score", num_labels=1) if head == "scalar"
+                                else cfg.replace(head="lm", tie_word_embeddings=False), head)
     vm = nnx.eval_shape(lambda: Transformer(new_cfg, dtype=lm.dtype, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(vm)
     src = dict(nnx.to_flat_state(nnx.state(lm, nnx.Param)))
@@ -309,7 +345,8 @@ def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None):
         if cfg.ema > 0:
             ema = jax.tree.map(lambda e, p: cfg.ema * e + (1 - cfg.ema) * p, ema, params)
         return (params, frozen), opt_state, ema, {"loss": loss / k, "explained_variance": ev / k,
-                                                  "grad_norm": optax.global_norm(grads), "tokens": jnp.sum(mask)}
+                                                  "grad_norm": optax.global_norm(grads), "tokens": jnp.sum(mask),
+                                                  "param_norm": optax.global_norm(params)}
 
     return targets_fn, train_step
 
@@ -406,20 +443,6 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
-    settings = dataclasses.asdict(cfg)
-    settings_file = out / "train_settings.json"
-    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not resume:
-        raise VasError(f"{str(out)!r} already holds checkpoints; pass --resume to continue, or use another --out")
-    if resume and settings_file.exists():
-        old = json.loads(settings_file.read_text())
-        free = ("save_every", "keep", "eval_every", "log_every")  # may change between a run and its resume
-        diff = [k for k in settings if k not in free and old.get(k) != settings[k]]
-        if diff:
-            raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
-    main_process = jax.process_index() == 0  # multi-host: only process 0 writes logs and files
-    if main_process:
-        settings_file.write_text(json.dumps(settings, indent=2))
-
     shards = data if isinstance(data, RolloutShards) else RolloutShards({0: data}, 1)
     S, ga = shards.count, cfg.grad_accum
     multi = jax.process_count() > 1
@@ -437,6 +460,21 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
         from jax.experimental.multihost_utils import process_allgather
 
         n_train, n_eval = (int(x) for x in np.min(process_allgather(np.array([n_train, n_eval], np.int32)), axis=0))
+    cfg = resolve_defaults(cfg, model.config.hidden_size, n_train * S)
+    settings = dataclasses.asdict(cfg)
+    settings_file = out / "train_settings.json"
+    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not resume:
+        raise VasError(f"{str(out)!r} already holds checkpoints; pass --resume to continue, or use another --out")
+    if resume and settings_file.exists():
+        old = json.loads(settings_file.read_text())
+        free = ("save_every", "keep", "eval_every", "log_every")  # may change between a run and its resume
+        diff = [k for k in settings if k not in free and old.get(k) != settings[k]]
+        if diff:
+            raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
+    main_process = jax.process_index() == 0  # multi-host: only process 0 writes logs and files
+    if main_process:
+        settings_file.write_text(json.dumps(settings, indent=2))
+
     train_parts = {s: t.take(np.arange(n_train)) for s, (t, _) in splits.items()}
     eval_data = None
     if n_eval:
@@ -549,10 +587,6 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
                 jax.block_until_ready(mtr)
                 t0 = time.perf_counter()
             saving = (step + 1) % cfg.save_every == 0 or step + 1 == total
-            if saving:
-                state["step"] = (jnp.int32(step + 1) if replicated is None
-                                 else jax.device_put(np.int32(step + 1), replicated))
-                mngr.save(step + 1, args=ocp.args.StandardSave(state))
             # metrics stay on the device and are fetched together every log_every updates (one
             # wait for the device per fetch, not per update), and at checkpoints, evaluations, the end
             pending.append((step + 1, mtr))
@@ -564,6 +598,7 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
             for (st, _), got in zip(pending, jax.device_get([mv for _, mv in pending])):
                 metrics = {k: float(v) for k, v in got.items()}
                 metrics["step"] = st
+                _check_finite(metrics, cfg)  # before any checkpoint of this step is written
                 if st > start + 1:
                     tokens += metrics["tokens"]
                 if st == step + 1 and evaluating:
@@ -583,6 +618,10 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
                     on_step(st, metrics)
             pending.clear()
             log.flush()
+            if saving:  # after the metrics are checked: a checkpoint never holds a diverged model
+                state["step"] = (jnp.int32(step + 1) if replicated is None
+                                 else jax.device_put(np.int32(step + 1), replicated))
+                mngr.save(step + 1, args=ocp.args.StandardSave(state))
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
             bar.update(1)
     bar.close()
@@ -597,6 +636,14 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
 
         trained = merge_lora(trained)
     return trained, metrics
+
+
+def _check_finite(metrics: dict, cfg: TrainConfig) -> None:
+    """Stop at the first non-finite loss or gradient: nothing trained past it is worth keeping."""
+    bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(metrics.get(k, 0.0))]
+    if bad:
+        raise VasError(f"training diverged: the {bad[0]} is {metrics[bad[0]]} at step {metrics['step']}; lower the "
+                       f"learning rate (--lr, now {cfg.learning_rate:g}) or check the rewards; nothing was exported")
 
 
 def _tensorboard(out: Path):

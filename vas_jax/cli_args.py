@@ -1,0 +1,87 @@
+"""Flag types and output checks shared by the `vas` subcommands.
+
+A bad number is refused while the flags are parsed, and a bad output path before any work is
+done: one line and exit code 2, and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from .errors import VasError
+
+
+def finite_float(text: str) -> float:
+    """A float that is neither NaN nor infinite."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return x
+
+
+def positive_float(text: str) -> float:
+    x = finite_float(text)
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
+    return x
+
+
+def nonnegative_float(text: str) -> float:
+    x = finite_float(text)
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return x
+
+
+def probability(text: str) -> float:
+    x = finite_float(text)
+    if not 0 < x <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1]")
+    return x
+
+
+def positive_int(text: str) -> int:
+    try:
+        x = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return x
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        x = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if x < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return x
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """An output directory: absent or a directory (resumable runs write into it), never a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise VasError(f"{flag} {str(path)!r} is an existing file; give a directory path (it is created)")
+    parent = path.absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise VasError(f"{flag} {str(path)!r}: {str(parent)!r} is a file, not a directory")
+    return path
+
+
+def check_out_file(path: str | Path, flag: str = "--out") -> Path:
+    """An output file: not a directory, in a directory that exists."""
+    path = Path(path)
+    if path.is_dir():
+        raise VasError(f"{flag} {str(path)!r} is a directory; give a file path, e.g. {str(path / 'out.jsonl')!r}")
+    if not path.absolute().parent.is_dir():
+        raise VasError(f"{flag} {str(path)!r}: the directory {str(path.absolute().parent)!r} does not exist; "
+                       "create it first")
+    return path
