@@ -42,7 +42,7 @@ def test_decode_cli_errors_are_one_line(tiny_dirs, tmp_path, capsys):
     p.write_text('{"q": "w1"}\n')
     rc = main(["decode", "--base", str(tiny_dirs["base"]), "--prompts", str(p)])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and "has no field 'prompt'; set --prompt-field" in err and "\n" not in err
+    assert rc == 2 and "has no field 'prompt' (fields: q); set --prompt-field" in err and "\n" not in err
     rc = main(["decode", "--base", str(tmp_path / "missing"), "--prompt", "w1"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 

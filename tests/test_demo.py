@@ -3,6 +3,7 @@
 import json
 
 import jax
+import numpy as np
 import pytest
 
 from vas_jax.cli import main
@@ -45,9 +46,12 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     assert max(r["reward_mean"] for r in vas) > base["reward_mean"]
     assert all(r["kl"] >= 0 for r in vas)
     composed = [r for r in rows if r.get("composed")]
-    assert len(composed) == 2 and set(composed[0]["rewards"]) == {"positivity", "brevity"}
+    assert len(composed) == 4 and set(composed[0]["rewards"]) == {"positivity", "brevity"}
     assert len(rep["compute_ratio"]) == len(vas)
-    for name in ("reward_vs_cost.png", "reward_vs_kl.png"):
+    # KL labelled by kind: VAS an estimate with its standard error, Best-of-N the analytic bound
+    assert {r["kl_kind"] for r in vas} == {"estimate"} and all(r["kl_se"] > 0 for r in vas)
+    assert {r["kl_kind"] for r in rows if r["method"] == "bon"} == {"bound"}
+    for name in ("reward_vs_cost.png", "reward_vs_kl.png", "composed_grid.png"):
         assert (quick_report / name).stat().st_size > 10_000
     # the value models are exported for vas decode
     assert (quick_report / "value-positivity" / "config.json").exists()
@@ -56,14 +60,26 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
 def test_vas_bench_cli(tiny_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bench_rewards.py").write_text(
-        "def count_w1(prompts, responses):\n    return [float(r.split().count('w1')) for r in responses]\n")
-    (tmp_path / "p.jsonl").write_text("".join(f'{{"prompt": "w{i} w{i + 2}"}}\n' for i in range(4)))
+        "def count_w1(prompts, responses):\n    return [float(r.split().count('w1')) for r in responses]\n"
+        "def prompt_only(prompts, responses):\n    return [float(p.split()[1][1:]) for p in prompts]\n")
+    (tmp_path / "p.jsonl").write_text("".join(f'{{"prompt": "w{i} w{i + 6}"}}\n' for i in range(4)))
     rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
                "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl", "--betas", "1", "4",
                "--samples", "2", "--bon-max", "4", "--max-new-tokens", "4", "--top-k", "5", "--out", "b"])
     assert rc == 0
     rep = json.loads((tmp_path / "b" / "report.json").read_text())
     assert [r["n"] for r in rep["rows"] if r["method"] == "bon"] == [1, 2, 4]
+    # one basis for every standard error: over prompts. A reward that depends on the prompt alone
+    # has the same spread for every method, whatever the samples per prompt or N.
+    rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
+               "--reward-fn", "bench_rewards:prompt_only", "--prompts", "p.jsonl", "--betas", "1",
+               "--samples", "3", "--bon-max", "4", "--max-new-tokens", "2", "--top-k", "5", "--out", "se"])
+    assert rc == 0
+    rows = json.loads((tmp_path / "se" / "report.json").read_text())["rows"]
+    per_prompt = np.array([6.0, 7.0, 8.0, 9.0])  # the number of each prompt's second word
+    want = per_prompt.std(ddof=1) / np.sqrt(len(per_prompt))
+    for r in rows:
+        assert r["reward_se"] == pytest.approx(want, rel=1e-6), r["method"]
     assert "Best-of" in capsys.readouterr().out or rep["compute_ratio"][0]["beyond_bon_max"]
     rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
                "--value", str(tiny_dirs["value2"]), "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl"])

@@ -266,9 +266,9 @@ def test_cli_input_errors(tiny_dirs, hf_dir, tmp_path, monkeypatch, capsys):
                  "--minibatch-size", "4"]) == 2
     assert "--batch-size (6) must be a multiple of --minibatch-size (4)" in capsys.readouterr().err
     assert main(["train", "--data", "d", "--init", base, "--out", "r", "--log-every", "0"]) == 2
-    assert "--log-every and --save-every must be at least 1 (got 0, 50)" in capsys.readouterr().err
+    assert "argument --log-every: '0' must be at least 1" in capsys.readouterr().err
     assert main(["train", "--data", "d", "--init", base, "--out", "r", "--data-shards", "0"]) == 2
-    assert "--data-shards must be at least 1, got 0" in capsys.readouterr().err
+    assert "argument --data-shards: '0' must be at least 1" in capsys.readouterr().err
     assert main(["train", "--data", "d", "--init", base, "--out", "r", "--data-shards", "4"]) == 2
     assert "1 rollout(s) cannot fill 4 data shards" in capsys.readouterr().err
     if jax.default_backend() != "gpu":

@@ -25,7 +25,7 @@ def add_arguments(p):
                    help="TD(lambda) trace: 0 bootstraps from the next value, 1 regresses on the final reward")
     g.add_argument("--epochs", type=positive_int, default=2, help="epochs over each batch with its targets frozen")
     g.add_argument("--passes", type=positive_int, default=None,
-                   help="passes over all rollouts (default: enough for 200 updates, at most 20)")
+                   help="passes over all rollouts (default: enough for 400 updates, at most 20)")
     g.add_argument("--ema", type=nonnegative_float, default=0.0,
                    help="> 0: bootstrap from an EMA target network with this decay")
     o = p.add_argument_group("optimisation")
@@ -34,8 +34,8 @@ def add_arguments(p):
     o.add_argument("--warmup-steps", type=nonnegative_int, default=10, help="updates of linear warm-up")
     o.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="AdamW's decoupled weight decay")
     o.add_argument("--clip-norm", type=positive_float, default=1.0, help="clip gradients to this global norm")
-    o.add_argument("--batch-size", type=positive_int, default=128, help="rollouts per TD batch")
-    o.add_argument("--minibatch-size", type=positive_int, default=32, help="rollouts per optimizer update")
+    o.add_argument("--batch-size", type=positive_int, default=64, help="rollouts per TD batch")
+    o.add_argument("--minibatch-size", type=positive_int, default=16, help="rollouts per optimizer update")
     o.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per update")
     o.add_argument("--lora-rank", type=nonnegative_int, default=0,
                    help="> 0: train LoRA adapters of this rank and the head only")

@@ -84,7 +84,7 @@ def default_learning_rate(hidden_size: int) -> float:
 
 
 DEFAULT_LR_AT_64 = 3e-3
-MIN_UPDATES = 200  # default_passes: enough updates for the measured learning rates to converge
+MIN_UPDATES = 400  # default_passes: enough updates for the default learning rate to converge (measured)
 
 
 def default_passes(n_rollouts: int, cfg: TrainConfig) -> int:
