@@ -318,3 +318,52 @@ def test_demo_installs_no_test_extra_and_accelerator_extras_exist(tmp_path):
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(d.startswith("jax[cuda") for d in extras["cuda"]) and any(d.startswith("jax[tpu]") for d in extras["tpu"])
     assert "torch" not in " ".join(extras["plot"])
+
+
+def test_no_datasets_progress_bars_in_cli_output(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"prompt": ["a"] * 3, "response": ["b c"] * 3}).save_to_disk(str(tmp_path / "d"))
+    p = subprocess.run([sys.executable, "-m", "vas_jax.cli", "score", "--data", str(tmp_path / "d"), "--reward-fn",
+                        "vas_jax.corpus:brevity"], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    for noise in ("Saving the dataset", "Creating parquet", "Map", "Generating"):
+        assert noise not in p.stderr, p.stderr
+    assert "scored 3 responses" in p.stdout
+
+
+def test_low_held_out_correlation_warns(tiny_dirs, tmp_path, monkeypatch, capsys):
+    import datasets
+
+    rng = np.random.RandomState(0)
+    n = 48
+    datasets.Dataset.from_dict({"prompt_ids": [[5, 6]] * n, "response_ids": [list(rng.randint(4, 90, 5)) for _ in range(n)],
+                                "reward": list(rng.randn(n))}).save_to_disk(str(tmp_path / "d"))  # noise: nothing to learn
+    base = str(tiny_dirs["base"])
+    assert main(["train", "--data", str(tmp_path / "d"), "--init", base, "--base", base, "--out", str(tmp_path / "r"),
+                 "--batch-size", "16", "--minibatch-size", "8", "--passes", "1", "--eval-fraction", "0.25"]) == 0
+    out = capsys.readouterr()
+    assert "held-out correlation of V with the returns" in out.out
+    assert "vas train: warning: a held-out correlation of" in out.err and "try more rollouts" in out.err
+
+
+def test_best_of_n_times_each_n_with_its_own_call(tiny_dirs, monkeypatch):
+    import vas_jax.harness as harness
+
+    calls = []
+    real = harness.generate
+
+    def spy(*a, **k):
+        calls.append(k.get("num_samples"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(harness, "generate", spy)
+    tok = vas_jax.load_tokenizer(tiny_dirs["base"])
+    base = vas_jax.load_model(tiny_dirs["base"])
+    value = vas_jax.load_model(tiny_dirs["value"])
+    rep = harness.run_comparison(base, tok, [[5, 6], [7]], [value], {"r": lambda p, r: [float(len(x)) for x in r]},
+                                 betas=[1.0], samples=2, bon_max=4, max_new_tokens=2, top_k=4, progress=False)
+    # the base (2 samples) and each N: a compiling call, then the timed one
+    assert calls.count(1) == 2 and calls.count(4) == 2 and calls.count(2) == 4
+    bon = [r for r in rep["rows"] if r["method"] == "bon"]
+    assert [r["n"] for r in bon] == [1, 2, 4] and all(r["seconds_per_response"] > 0 for r in bon)

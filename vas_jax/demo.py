@@ -43,6 +43,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     base = vas_jax.load_model(BASE_DIR)
     small = vas_jax.load_model(SMALL_DIR)
     rewards = {"positivity": positivity, "brevity": brevity}
+    log(f"everything goes under {out}/: rollouts, training runs, value models, report.json and the plots")
     log(f"1/4 sampling {size.train_prompts} x {size.samples_per_prompt} rollouts from the shipped base model")
     roll = out / "rollouts"
     if roll.exists():

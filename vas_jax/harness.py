@@ -110,7 +110,7 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
     bar = tqdm(total=steps, desc="compare", unit="run", disable=not progress)
 
     # base model
-    generate(base, prompt_ids, key=key, num_samples=samples, **common)  # compile
+    # (the first of _timed's two calls compiles; the faster, second, one is the time)
     r, dt = _timed(lambda: generate(base, prompt_ids, key=key, num_samples=samples, **common))
     row, resp = sampled_row("base", r, dt)
     rows.append(row)
@@ -132,7 +132,6 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
     # own; BoN(n) keeps the best of each prompt's n samples by the primary reward
     for n in bon_ns:
         k = jax.random.fold_in(key, n)
-        # the first of the two calls compiles; the faster (second) one is the time
         r, dt = _timed(lambda: generate(base, prompt_ids, key=k, num_samples=n, **common))
         sc, resp = score(r, n)
         all_r = sc[primary].reshape(P, n)
