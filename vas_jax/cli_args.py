@@ -45,21 +45,22 @@ def probability(text: str) -> float:
     return x
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        x = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    x = _whole(text)
     if x < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return x
 
 
 def nonnegative_int(text: str) -> int:
-    try:
-        x = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    x = _whole(text)
     if x < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return x
