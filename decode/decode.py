@@ -53,6 +53,7 @@ def run(args):
 
     import vas_jax
     from vas_jax.data import encode_prompts, read_prompts
+    from vas_jax.tokenizer import default_pad_id, end_of_turn_ids
     from vas_jax.values import load_value
 
     if args.beta is None:
@@ -81,7 +82,7 @@ def run(args):
     values = [load_value(d, tok, head=args.value_head, dtype=args.dtype, mesh=mesh, fuse=True) for d in args.value]
     ids = encode_prompts(tok, texts, chat_template=args.chat_template)
     jobs = [(i, s) for i in range(len(texts)) for s in range(args.samples)]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = default_pad_id(tok)
     out = sys.stdout if args.out == "-" else open(args.out, "w")
     key = jax.random.key(args.seed)
     try:
@@ -90,7 +91,7 @@ def run(args):
             prompts = [ids[i] for i, _ in batch]
             k = jax.random.fold_in(key, start)
             common = dict(key=k, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          top_p=args.top_p, eos_token_id=tok.eos_token_id, pad_id=pad, mesh=mesh,
+                          top_p=args.top_p, eos_token_id=end_of_turn_ids(tok), pad_id=pad, mesh=mesh,
                           attention=args.attention)
             if values:
                 r = vas_jax.vas_decode(base, values, prompts, beta=np.asarray(betas, np.float32), top_k=args.top_k,

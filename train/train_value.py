@@ -12,7 +12,11 @@ def add_arguments(p):
 
     p.add_argument("--data", required=True, help="scored rollouts (from `vas sample` + `vas score`)")
     p.add_argument("--init", required=True,
-                   help="small LM directory the value model starts from (its tokenizer must be the base's)")
+                   help="LM the value model starts from: a small LM (its tokenizer must be the base's) or, with "
+                        "--init-layers, the base itself; a Hugging Face directory or a GGUF file")
+    p.add_argument("--init-layers", type=positive_int, default=None, metavar="N",
+                   help="keep only the first N layers of --init: a small value model made from the base itself "
+                        "(default: all layers)")
     p.add_argument("--base", help="the base model directory, to check the tokenizers match (default: the one the "
                                   "rollouts name)")
     p.add_argument("--out", required=True, help="run directory: checkpoints/, metrics.jsonl, and the exported value/")
@@ -70,6 +74,7 @@ def run(args):
     import vas_jax
     from vas_jax.data import load_table
     from vas_jax.errors import VasError
+    from vas_jax.tokenizer import default_pad_id
     from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
 
     cfg = TrainConfig(gamma=args.gamma, lam=args.lam, learning_rate=args.lr, warmup_steps=args.warmup_steps,
@@ -98,11 +103,11 @@ def run(args):
         from vas_jax.sharding import make_mesh
 
         mesh = make_mesh(args.mesh)
-    data = load_rollouts(ds, pad_id=tok.pad_token_id or 0, shards=args.data_shards, mesh=mesh)
+    data = load_rollouts(ds, pad_id=default_pad_id(tok), shards=args.data_shards, mesh=mesh)
     lm = vas_jax.load_model(args.init)
     if lm.config.head != "lm":
         raise VasError(f"--init {args.init} is not a causal LM checkpoint")
-    vm = init_value_model(lm, head=args.head)
+    vm = init_value_model(lm, head=args.head, layers=args.init_layers)
     trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
     import jax
 

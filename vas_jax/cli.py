@@ -12,6 +12,7 @@ from .errors import VasError
 # subcommand -> (module that defines `add_arguments(parser)` and `run(args)`, one-line help)
 COMMANDS = {
     "info": ("vas_jax.cli_info", "show a checkpoint's architecture, head and size"),
+    "convert": ("vas_jax.cli_convert", "write a GGUF (or Hugging Face) checkpoint as a Hugging Face safetensors directory"),
     "decode": ("decode.decode", "value-guided decoding (VAS) or plain sampling; writes JSONL"),
     "sample": ("train.sample", "sample N responses per prompt from the base model (resumable)"),
     "score": ("train.score", "add a reward column to rollouts (Python function or reward model)"),

@@ -6,7 +6,8 @@ import json
 
 
 def add_arguments(p):
-    p.add_argument("model", help="a Hugging Face checkpoint directory (config.json + *.safetensors)")
+    p.add_argument("model", help="a Hugging Face checkpoint directory (config.json + *.safetensors), a .gguf file, "
+                                 "or a directory holding one")
     p.add_argument("--json", action="store_true", help="print the parsed config as JSON")
 
 
@@ -28,4 +29,17 @@ def run(args):
     params = L * (attn + mlp) + V * h + (0 if cfg.tie_word_embeddings or cfg.head == "score" else V * h)
     head = "causal LM" if cfg.head == "lm" else f"sequence scores ({cfg.num_labels} label(s))"
     print(f"{args.model}: {cfg.model_type}, {head}, {L} layers, hidden {h}, heads {cfg.num_heads}/{cfg.num_kv_heads} "
-          f"(q/kv), vocab {V}, ~{params / 1e6:.2f}M parameters")
+          f"(q/kv), vocab {V}, ~{params / 1e6:.2f}M parameters{_storage(args.model)}")
+
+
+def _storage(path) -> str:
+    """For a GGUF file, how its tensors are stored (quantization types and counts)."""
+    from collections import Counter
+
+    from .gguf_file import GGUFCheckpoint, find_gguf
+
+    gguf = find_gguf(path)
+    if gguf is None:
+        return ""
+    kinds = Counter(t.tensor_type.name for t in GGUFCheckpoint(gguf).reader.tensors)
+    return "; GGUF tensors " + ", ".join(f"{k} x{n}" for k, n in kinds.most_common())

@@ -24,6 +24,7 @@ import numpy as np
 
 from .decode import generate, vas_decode
 from .flops import sequence_flops
+from .tokenizer import default_pad_id, end_of_turn_ids
 
 
 def _stats(x) -> tuple[float, float]:
@@ -66,8 +67,8 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
 
     names = list(rewards)
     primary = names[0]
-    eos = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    eos = end_of_turn_ids(tok)
+    pad = default_pad_id(tok)
     key = jax.random.key(seed)
     P = len(prompt_ids)
     prompt_texts = [tok.decode(p, skip_special_tokens=True) for p in prompt_ids]

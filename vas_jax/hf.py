@@ -18,6 +18,7 @@ from flax import nnx
 
 from .config import ModelConfig
 from .errors import VasError
+from .gguf_file import GGUFCheckpoint, find_gguf
 from .model import Transformer
 
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
@@ -36,9 +37,13 @@ def _dtype(dtype) -> jnp.dtype:
 
 
 def read_config(path: str | os.PathLike) -> dict:
+    """The checkpoint's config.json as a dict (for a GGUF file: translated from its metadata)."""
     path = Path(path)
     if not path.exists():
         raise VasError(f"model directory {str(path)!r} does not exist")
+    gguf = find_gguf(path)
+    if gguf is not None:
+        return GGUFCheckpoint(gguf).config
     if not path.is_dir():
         raise VasError(f"{str(path)!r} is not a directory; pass a Hugging Face checkpoint directory")
     cfg = path / "config.json"
@@ -118,6 +123,9 @@ def pickle_message(path: Path, name: str) -> str:
 def check_weights(path: str | os.PathLike) -> int:
     """Open every safetensors file's header (safetensors checks the file holds every tensor's bytes);
     the number of tensors. Refuses pickles and truncated files with one line (what `vas info` runs)."""
+    gguf = find_gguf(path)
+    if gguf is not None:
+        return len(GGUFCheckpoint(gguf).tensors)
     return len(_Reader(Path(path)).where)
 
 
@@ -195,7 +203,8 @@ def _flat_params(model: Transformer) -> dict[tuple, nnx.Variable]:
 
 def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = None, mesh=None,
                rules=None, fuse: bool = False) -> Transformer:
-    """Load a Hugging Face checkpoint directory (config.json + safetensors) as an NNX model.
+    """Load a checkpoint as an NNX model: a Hugging Face directory (config.json + safetensors), or a
+    GGUF file (or a directory holding one), dequantized to `dtype`.
 
     dtype: "float32" or "bfloat16" (parameters and compute; outputs are float32).
     head: override the head ("lm" or "score") that `architectures` implies.
@@ -205,12 +214,18 @@ def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = N
     the same outputs; such a model cannot be trained or saved.
     """
     path = Path(path)
-    d = read_config(path)
+    gguf = find_gguf(path) if path.exists() else None
+    if gguf is not None:  # dequantized by the gguf library, read through the same key map
+        reader = GGUFCheckpoint(gguf)
+        d = reader.config
+    else:
+        d = read_config(path)
     cfg = ModelConfig.from_hf(d)
     if head is not None and head != cfg.head:
         raise VasError(f"{path} holds a {cfg.head!r}-head model, but a {head!r}-head model was asked for")
     dt = _dtype(dtype)
-    reader = _Reader(path)
+    if gguf is None:
+        reader = _Reader(path)
     prefix = _prefix(cfg, reader.keys())
     abstract = nnx.eval_shape(lambda: Transformer(cfg, dtype=dt, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)

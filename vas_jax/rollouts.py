@@ -68,6 +68,7 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
 
     from .data import encode_prompts
     from .decode import generate
+    from .tokenizer import default_pad_id, end_of_turn_ids
 
     if n < 1:
         raise VasError(f"--n must be at least 1, got {n}")
@@ -92,8 +93,8 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
     _barrier("vas-sample-start", nproc)
     if pid == 0:
         shard_dir.mkdir(parents=True, exist_ok=True)
-    eos = tok.eos_token_id
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (eos if eos is not None else 0)
+    eos = end_of_turn_ids(tok)
+    pad = default_pad_id(tok)
     n_shards = (len(prompts) + prompts_per_shard - 1) // prompts_per_shard
     key = jax.random.key(seed)
     done = {int(p.stem.split("-")[1]) for p in shard_dir.glob("shard-*.parquet")} if shard_dir.exists() else set()
@@ -125,7 +126,7 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
             cols["response_ids"].append(t)
             cols["response"].append(tok.decode(t, skip_special_tokens=True))
             cols["logprobs"].append(lps[row, : len(t)].tolist())
-            cols["ended_with_eos"].append(bool(t) and eos is not None and t[-1] == eos)
+            cols["ended_with_eos"].append(bool(t) and t[-1] in eos)
         tmp = shard_dir / f".tmp-{s:05d}.parquet"
         shard_dir.mkdir(parents=True, exist_ok=True)
         datasets.Dataset.from_dict(cols).to_parquet(str(tmp))

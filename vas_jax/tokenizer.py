@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,10 +10,15 @@ from .errors import VasError
 
 
 def load_tokenizer(path: str | os.PathLike):
-    """The tokenizer saved in a checkpoint directory, via transformers."""
+    """The tokenizer saved in a checkpoint directory (or a GGUF file's metadata), via transformers."""
     from transformers import AutoTokenizer
 
+    from .gguf_file import find_gguf, load_gguf_tokenizer
+
     path = Path(path)
+    gguf = find_gguf(path) if path.exists() else None
+    if gguf is not None:  # the tokenizer and chat template in the file's metadata
+        return load_gguf_tokenizer(gguf)
     if not path.is_dir():
         raise VasError(f"tokenizer directory {str(path)!r} does not exist")
     if not any((path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")):
@@ -21,7 +27,35 @@ def load_tokenizer(path: str | os.PathLike):
         tok = AutoTokenizer.from_pretrained(str(path))
     except Exception as e:  # transformers raises many types here
         raise VasError(f"could not load the tokenizer in {str(path)!r}: {str(e).splitlines()[0]}") from None
+    extra = []
+    gen = path / "generation_config.json"
+    if gen.exists():  # instruct models end a turn with tokens beyond eos_token_id (<end_of_turn>, <|eot_id|>)
+        try:
+            e = json.loads(gen.read_text()).get("eos_token_id")
+        except json.JSONDecodeError:
+            raise VasError(f"{gen} is not valid JSON") from None
+        extra = [e] if isinstance(e, int) else list(e or [])
+    tok.vas_end_of_turn_ids = sorted({int(i) for i in extra} | _own_eos(tok))
     return tok
+
+
+def _own_eos(tok) -> set:
+    return set() if tok.eos_token_id is None else {int(tok.eos_token_id)}
+
+
+def default_pad_id(tok) -> int:
+    """The id padding uses: the tokenizer's pad token, else its first end-of-turn id, else 0. Padding
+    is masked everywhere, so any id in the vocabulary serves; this one is at least a special token."""
+    if tok.pad_token_id is not None:
+        return int(tok.pad_token_id)
+    ends = end_of_turn_ids(tok)
+    return ends[0] if ends else 0
+
+
+def end_of_turn_ids(tok) -> list[int]:
+    """Every token id that ends a sequence: the tokenizer's EOS and the end-of-turn tokens that
+    `load_tokenizer` found in generation_config.json or the GGUF metadata."""
+    return sorted(set(getattr(tok, "vas_end_of_turn_ids", [])) | _own_eos(tok))
 
 
 def check_same_tokenizer(a, b, *, names=("base", "value")) -> None:

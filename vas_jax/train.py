@@ -105,19 +105,25 @@ def resolve_defaults(cfg: TrainConfig, hidden_size: int, n_rollouts: int) -> Tra
 # ----------------------------------------------------------------------------- the value model
 
 
-def init_value_model(lm: Transformer, *, head: str = "scalar") -> Transformer:
-    """A value model from a small LM: its trunk, with a zero-initialised head.
+def init_value_model(lm: Transformer, *, head: str = "scalar", layers: int | None = None) -> Transformer:
+    """A value model from an LM: its trunk (or its first `layers` layers), with a zero-initialised head.
 
     head="scalar": a `score` head (num_labels=1), saved as `*ForSequenceClassification`;
     head="vocab": a vocabulary-wide head Q(s, .) (untied from the embeddings), saved as `*ForCausalLM`.
+    layers: keep only the first N layers (then the final norm): a small value model made from the
+    base itself, sharing its tokenizer, for a base with no small sibling.
     """
     if head not in ("scalar", "vocab"):
         raise VasError(f"unknown value head {head!r}; use scalar or vocab")
+    if layers is not None and not 1 <= layers <= lm.config.num_layers:
+        raise VasError(f"--init-layers must be between 1 and the model's {lm.config.num_layers} layers, got {layers}")
     from .model import is_fused
 
     if is_fused(lm):
         raise VasError("the LM's projections are fused for decoding; load it without fuse to train from it")
     cfg = lm.config
+    if layers is not None:
+        cfg = cfg.replace(num_layers=layers, sliding_windows=cfg.sliding_windows[:layers])
     from .values import mark_value_config
 
     new_cfg = mark_value_config(cfg.replace(head="score", num_labels=1) if head == "scalar"
