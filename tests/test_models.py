@@ -102,7 +102,7 @@ def _pad(rows, side, t):
     return ids, mask
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma3_text", "gpt2"])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_batch_rows_equal_alone(hf_dir, arch, side):
     ref_model, d = hf_dir(arch)
@@ -154,7 +154,7 @@ def test_cached_decoding_matches_full_sequence(hf_dir, arch):
         np.testing.assert_allclose(got, full, atol=2e-5)
 
 
-@pytest.mark.parametrize("arch", ["llama", "mistral", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "gpt2"])
 def test_candidate_scoring_matches_full_sequence(hf_dir, arch):
     """K candidates as queries at one position see the cached prefix and themselves only."""
     _, d = hf_dir(arch, "score")
@@ -267,7 +267,7 @@ def test_unsupported_model_type_names_supported(hf_dir, tmp_path):
     cfg = json.loads((p / "config.json").read_text())
     cfg["model_type"] = "falcon"
     (p / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(VasError, match=r"unsupported model_type 'falcon'; supported: llama, mistral, qwen2, gpt2"):
+    with pytest.raises(VasError, match=r"unsupported model_type 'falcon'; supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2, gpt2"):
         vas_jax.load_model(p)
 
 
@@ -313,3 +313,25 @@ def test_unsupported_rope_type(hf_dir, tmp_path):
     (p / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(VasError, match="unsupported rope type 'yarn'"):
         vas_jax.load_model(p)
+
+
+def test_phi3_longrope_parity_both_factors(tmp_path):
+    """LongRoPE (Phi-3's long-context models): short factors up to original_max_position_embeddings,
+    long factors and the attention factor beyond, as transformers picks them by sequence length."""
+    cfg_cls, lm_cls, _, kw = ARCHS["phi3"]
+    rng = np.random.RandomState(0)
+    rope = {"rope_type": "longrope", "rope_theta": 500.0, "original_max_position_embeddings": 16,
+            "short_factor": list(1 + rng.rand(4)), "long_factor": list(2 + 4 * rng.rand(4))}
+    cfg = cfg_cls(**dict(kw, max_position_embeddings=64, original_max_position_embeddings=16, rope_parameters=rope),
+                  pad_token_id=0)
+    m = lm_cls(cfg)
+    from hf_factory import randomize
+
+    randomize(m, 3)
+    m.eval()
+    save_hf(m, tmp_path)
+    ours = vas_jax.load_model(tmp_path)
+    assert ours.config.rope_scaling[0] == "longrope"
+    for t in (12, 24):
+        ids = rand_ids(2, t, seed=t)
+        np.testing.assert_allclose(np.asarray(ours(ids)), torch_scores(m, ids), atol=2e-4, rtol=0)

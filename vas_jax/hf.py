@@ -151,6 +151,14 @@ def _key_map(cfg: ModelConfig, prefix: str):
     def lin(path, name, din, dout):  # HF nn.Linear: weight [out, in]
         items.append((path, [name], [(dout, din)], T, lambda x: [x.T]))
 
+    def split(parent, name, din, parts):  # one HF nn.Linear whose output rows are several of ours, in order
+        total = sum(n for _, n in parts)
+        start = 0
+        for ours, n in parts:
+            items.append((parent + (ours, "kernel"), [name], [(total, din)],
+                          (lambda x, a=start, b=start + n: x[a:b].T), None))
+            start += n
+
     if cfg.is_gpt2:
         add(("embed",), f"{p}wte.weight", (v, h))
         add(("pos_embed",), f"{p}wpe.weight", (cfg.max_position_embeddings, h))
@@ -174,18 +182,35 @@ def _key_map(cfg: ModelConfig, prefix: str):
         add(("final_norm", "bias"), f"{p}ln_f.bias", (h,))
     else:
         add(("embed",), f"{p}embed_tokens.weight", (v, h))
+        norms = {"pre": (("input_norm", "input_layernorm"), ("post_norm", "post_attention_layernorm")),
+                 "sandwich": (("input_norm", "input_layernorm"), ("attn_out_norm", "post_attention_layernorm"),
+                              ("post_norm", "pre_feedforward_layernorm"),
+                              ("mlp_out_norm", "post_feedforward_layernorm")),
+                 "post": (("attn_out_norm", "post_attention_layernorm"),
+                          ("mlp_out_norm", "post_feedforward_layernorm"))}[cfg.norm_layout]
+        qk = {"head": (d, d), "full": (nh * d, kvh * d)}.get(cfg.qk_norm)
+        fused = cfg.model_type == "phi3"  # Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj
         for i in range(cfg.num_layers):
             L, q = ("layers", i), f"{p}layers.{i}."
-            add(L + ("input_norm", "weight"), f"{q}input_layernorm.weight", (h,))
-            add(L + ("post_norm", "weight"), f"{q}post_attention_layernorm.weight", (h,))
+            for ours, theirs in norms:
+                add(L + (ours, "weight"), f"{q}{theirs}.weight", (h,))
+            if qk:
+                add(L + ("attn", "q_norm", "weight"), f"{q}self_attn.q_norm.weight", (qk[0],))
+                add(L + ("attn", "k_norm", "weight"), f"{q}self_attn.k_norm.weight", (qk[1],))
+            if fused:
+                split(L + ("attn",), f"{q}self_attn.qkv_proj.weight", h, (("q_proj", nh * d), ("k_proj", kvh * d),
+                                                                          ("v_proj", kvh * d)))
+                split(L + ("mlp",), f"{q}mlp.gate_up_proj.weight", h, (("gate_proj", f), ("up_proj", f)))
             for name, dout, bias in (("q_proj", nh * d, cfg.attention_bias), ("k_proj", kvh * d, cfg.attention_bias),
                                      ("v_proj", kvh * d, cfg.attention_bias), ("o_proj", h, cfg.o_bias)):
                 din = nh * d if name == "o_proj" else h
-                lin(L + ("attn", name, "kernel"), f"{q}self_attn.{name}.weight", din, dout)
+                if not (fused and name != "o_proj"):
+                    lin(L + ("attn", name, "kernel"), f"{q}self_attn.{name}.weight", din, dout)
                 if bias:
                     add(L + ("attn", name, "bias"), f"{q}self_attn.{name}.bias", (dout,))
             for name, din, dout in (("gate_proj", h, f), ("up_proj", h, f), ("down_proj", f, h)):
-                lin(L + ("mlp", name, "kernel"), f"{q}mlp.{name}.weight", din, dout)
+                if not (fused and name != "down_proj"):
+                    lin(L + ("mlp", name, "kernel"), f"{q}mlp.{name}.weight", din, dout)
                 if cfg.mlp_bias:
                     add(L + ("mlp", name, "bias"), f"{q}mlp.{name}.bias", (dout,))
         add(("final_norm", "weight"), f"{p}norm.weight", (h,))
@@ -286,13 +311,21 @@ def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, token
     flat = {k: np.asarray(jax.device_get(v[...])) for k, v in _flat_params(model).items()}
     out: dict[str, np.ndarray] = {}
     pending: dict[str, list] = {}
-    for path_, names, shapes, _, to in _key_map(cfg, "transformer." if cfg.is_gpt2 else "model."):
+    items = _key_map(cfg, "transformer." if cfg.is_gpt2 else "model.")
+    n_parts = {}
+    for _, names, _, _, to in items:
+        if to is None:
+            n_parts[names[0]] = n_parts.get(names[0], 0) + 1
+    for path_, names, shapes, _, to in items:
         x = flat[path_]
         if to is None:  # a slice of a fused tensor: collect the parts in order
             pending.setdefault(names[0], []).append(x)
-            if len(pending[names[0]]) == 3:
+            if len(pending[names[0]]) == n_parts[names[0]]:
                 parts = pending.pop(names[0])
-                out[names[0]] = np.concatenate(parts, axis=-1)
+                if cfg.is_gpt2:  # Conv1D: [in, out], parts side by side in the output columns
+                    out[names[0]] = np.concatenate(parts, axis=-1)
+                else:  # nn.Linear: [out, in], parts stacked in the output rows
+                    out[names[0]] = np.concatenate(parts, axis=-1).T
             continue
         out[names[0]] = to(x)[0]
     out = {k: np.ascontiguousarray(v.astype(dt)) for k, v in out.items()}

@@ -1,4 +1,4 @@
-"""Decoder-only transformers (Llama, Mistral, Qwen2, GPT-2) as Flax NNX modules.
+"""Decoder-only transformers (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo 2, GPT-2) as Flax NNX modules.
 
 One module family covers every architecture; the differences are static
 config fields (norm type, positions, biases, activation, head). Weights are
@@ -45,12 +45,24 @@ def _act(name: str, x):
     raise ValueError(name)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-    """Inverse frequencies [head_dim/2], with linear or Llama-3 scaling."""
+def rope_inv_freq(cfg: ModelConfig, length: int = 0, local: bool = False) -> np.ndarray:
+    """Inverse frequencies [head_dim/2], with linear, Llama-3 or LongRoPE scaling.
+
+    local: a sliding-window layer's frequencies where the model has a base of their own (Gemma 3:
+    `rope_local_theta`, unscaled). length: the longest sequence the call sees, which picks
+    LongRoPE's long factors beyond `original_max_position_embeddings` (static: the cache's size in
+    a decode, the sequence's length otherwise). A LongRoPE model's attention factor scales the
+    frequencies' cos and sin; `rope_attention_factor` returns it.
+    """
     d = cfg.head_dim
+    if local and cfg.rope_local_theta:
+        return (1.0 / (cfg.rope_local_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))).astype(np.float32)
     inv = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.float64) / d))
     kind = cfg.rope_scaling[0]
-    if kind == "linear":
+    if kind == "longrope":
+        _, orig, _, short, long_ = cfg.rope_scaling
+        inv = inv / np.asarray(long_ if length > orig else short, np.float64)
+    elif kind == "linear":
         inv = inv / cfg.rope_scaling[1]
     elif kind == "llama3":
         _, factor, low, high, old_ctx = cfg.rope_scaling
@@ -65,11 +77,18 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
     return inv.astype(np.float32)
 
 
-def apply_rope(x, positions, inv_freq):
-    """x: [B, T, H, D]; positions: int32[B, T]. Half-split rotation (HF's rotate_half)."""
+def rope_attention_factor(cfg: ModelConfig) -> float:
+    return cfg.rope_scaling[2] if cfg.rope_scaling[0] == "longrope" else 1.0
+
+
+def apply_rope(x, positions, inv_freq, factor: float = 1.0):
+    """x: [B, T, H, D]; positions: int32[B, T]. Half-split rotation (HF's rotate_half); cos and sin
+    times `factor` (LongRoPE's attention factor)."""
     ang = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, D/2]
     cos = jnp.cos(ang)[:, :, None, :]
     sin = jnp.sin(ang)[:, :, None, :]
+    if factor != 1.0:
+        cos, sin = cos * factor, sin * factor
     xf = x.astype(jnp.float32)
     x1, x2 = jnp.split(xf, 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
@@ -202,9 +221,10 @@ def is_fused(model) -> bool:
 class Norm(nnx.Module):
     """RMSNorm (Llama family) or LayerNorm (GPT-2); statistics in float32."""
 
-    def __init__(self, dim: int, *, eps: float, layer_norm: bool, dtype):
+    def __init__(self, dim: int, *, eps: float, layer_norm: bool, dtype, offset: float = 0.0):
         self.eps = eps
-        self.weight = nnx.Param(jnp.ones((dim,), dtype))
+        self.offset = offset  # Gemma's RMSNorm multiplies by (1 + w), in float32, then rounds
+        self.weight = nnx.Param(jnp.full((dim,), 1.0 - offset, dtype))
         self.bias = nnx.Param(jnp.zeros((dim,), dtype)) if layer_norm else None
 
     def __call__(self, x, deferred: bool = False):
@@ -213,6 +233,11 @@ class Norm(nnx.Module):
         xf = x.astype(jnp.float32)
         if self.bias is None:
             scale = jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+            if self.offset:
+                w = self.weight[...].astype(jnp.float32) + self.offset
+                if deferred:
+                    return RowScaled((w * xf).astype(x.dtype), scale)
+                return (xf * scale * w).astype(x.dtype)
             if deferred:
                 return RowScaled(self.weight[...].astype(x.dtype) * x, scale)
             return self.weight[...].astype(x.dtype) * (xf * scale).astype(x.dtype)
@@ -223,24 +248,30 @@ class Norm(nnx.Module):
         return y.astype(x.dtype)
 
 
-def _attend(q, k, v, mask, scale, own=None):
+def _softcap(x, cap: float):
+    return x if not cap else jnp.tanh(x / cap) * cap
+
+
+def _attend(q, k, v, mask, scale, own=None, softcap: float = 0.0):
     """Softmax attention of q over keys/values k, v.
 
     q: [B, T, NH, D]; k, v: [B, KVH, S, D]; mask: bool[B, T, S]. Keys are head-major so both
     matmuls read a cache in place (batch dims B, KVH lead); grouped-query heads are folded into
     groups. own: (k, v [B, KVH, T, D], ok bool[T]): query t also sees its own key/value where ok[t]
     (a candidate token that attends to the cache and to itself), normalised jointly with the rest:
-    one product per query, not a [T, T] matrix that is zero off its diagonal.
+    one product per query, not a [T, T] matrix that is zero off its diagonal. softcap: Gemma 2's
+    cap * tanh(score / cap) on the scaled scores.
     """
     qg = rearrange(q, "b t (k g) d -> b k g t d", k=k.shape[1])
-    sc = jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    sc = _softcap(jnp.einsum("bkgtd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale, softcap)
     sc = jnp.where(mask[:, None, None], sc, _NEG)
     if own is None:
         p = jax.nn.softmax(sc, axis=-1)
         out = jnp.einsum("bkgts,bksd->bkgtd", p.astype(v.dtype), v)
         return rearrange(out, "b k g t d -> b t (k g d)")
     ks, vs, ok = own
-    sc_own = jnp.einsum("bkgtd,bktd->bkgt", qg.astype(jnp.float32), ks.astype(jnp.float32)) * scale
+    sc_own = _softcap(jnp.einsum("bkgtd,bktd->bkgt", qg.astype(jnp.float32), ks.astype(jnp.float32)) * scale,
+                      softcap)
     sc_own = jnp.where(ok, sc_own, _NEG)
     m = jnp.maximum(jnp.max(sc, axis=-1), sc_own)
     e = jnp.exp(sc - m[..., None])
@@ -260,11 +291,18 @@ class Attention(nnx.Module):
         self.v_proj = Linear(h, kvh * d, bias=cfg.attention_bias, dtype=dtype, rngs=rngs)
         self.o_proj = Linear(nh * d, h, bias=cfg.o_bias, dtype=dtype, rngs=rngs)
         self.qkv_proj = nnx.data(None)  # set by fuse_projections
-        scale = d**-0.5
+        scale = cfg.query_scale or d**-0.5
         if cfg.attn_scale_by_layer:
             scale /= float(layer + 1)
         self.scale = scale
+        self.softcap = cfg.attn_softcap
         self.use_rope = not cfg.is_gpt2
+        self.rope_factor = rope_attention_factor(cfg)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm:  # per head (over head_dim) or over the whole projection (OLMo 2)
+            nq, nk = (d, d) if cfg.qk_norm == "head" else (nh * d, kvh * d)
+            self.q_norm = Norm(nq, eps=cfg.norm_eps, layer_norm=False, dtype=dtype, offset=cfg.norm_offset)
+            self.k_norm = Norm(nk, eps=cfg.norm_eps, layer_norm=False, dtype=dtype, offset=cfg.norm_offset)
 
     def qkv(self, x, positions, inv_freq):
         b, t, _ = x.shape
@@ -276,9 +314,14 @@ class Attention(nnx.Module):
             q = self.q_proj(x).reshape(b, t, self.nh, self.d)
             k = self.k_proj(x).reshape(b, t, self.kvh, self.d)
             v = self.v_proj(x).reshape(b, t, self.kvh, self.d)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        elif self.qk_norm == "full":
+            q = self.q_norm(q.reshape(b, t, -1)).reshape(q.shape)
+            k = self.k_norm(k.reshape(b, t, -1)).reshape(k.shape)
         if self.use_rope:
-            q = apply_rope(q, positions, inv_freq)
-            k = apply_rope(k, positions, inv_freq)
+            q = apply_rope(q, positions, inv_freq, self.rope_factor)
+            k = apply_rope(k, positions, inv_freq, self.rope_factor)
         # keys/values head-major, the cache's layout: [B, KVH, T, D]
         return q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
@@ -305,12 +348,21 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
+    """Attention and MLP, each with its residual. Norms by `norm_layout`: `input_norm` before attention
+    and `post_norm` before the MLP ("pre", "sandwich"); `attn_out_norm` / `mlp_out_norm` on their
+    outputs ("sandwich", "post")."""
+
     def __init__(self, cfg: ModelConfig, layer: int, *, dtype, rngs: nnx.Rngs):
-        ln = cfg.is_gpt2
-        self.input_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=ln, dtype=dtype)
+        def norm():
+            return Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=cfg.is_gpt2, dtype=dtype, offset=cfg.norm_offset)
+
+        before, after = cfg.norm_layout in ("pre", "sandwich"), cfg.norm_layout in ("sandwich", "post")
+        self.input_norm = norm() if before else None
         self.attn = Attention(cfg, layer, dtype=dtype, rngs=rngs)
-        self.post_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=ln, dtype=dtype)
+        self.attn_out_norm = norm() if after else None
+        self.post_norm = norm() if before else None
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
+        self.mlp_out_norm = norm() if after else None
 
 
 def _window_ok(pos_q, pos_k, window: int):
@@ -335,7 +387,8 @@ class Transformer(nnx.Module):
                 nnx.initializers.normal(0.01)(rngs.params(), (cfg.max_position_embeddings, cfg.hidden_size), dtype)
             )
         self.layers = nnx.List([Block(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_layers)])
-        self.final_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=cfg.is_gpt2, dtype=dtype)
+        self.final_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=cfg.is_gpt2, dtype=dtype,
+                               offset=cfg.norm_offset)
         if cfg.head == "score":
             self.score = Linear(cfg.hidden_size, cfg.num_labels, bias=False, dtype=dtype, rngs=rngs)
         elif not cfg.tie_word_embeddings:
@@ -355,6 +408,8 @@ class Transformer(nnx.Module):
         if self._hint("embed_table") is not None:
             table = jax.lax.with_sharding_constraint(table, self._hint("embed_table"))
         x = jnp.take(table, input_ids, axis=0).astype(self.dtype)
+        if self.config.embed_scale:  # Gemma: times sqrt(hidden), the factor rounded to the model's dtype
+            x = x * jnp.asarray(math.sqrt(self.config.hidden_size), self.dtype)
         if self.config.is_gpt2:
             pos = jnp.clip(positions, 0, self.config.max_position_embeddings - 1)
             x = x + jnp.take(self.pos_embed[...], pos, axis=0).astype(self.dtype)
@@ -368,11 +423,18 @@ class Transformer(nnx.Module):
             return s[..., 0] if cfg.num_labels == 1 else s
         if cfg.tie_word_embeddings:
             w = self.embed[...].astype(h.dtype)
-            return jnp.einsum("bth,vh->btv", h, w, preferred_element_type=jnp.float32)
-        return self.lm_head(h).astype(jnp.float32)
+            logits = jnp.einsum("bth,vh->btv", h, w, preferred_element_type=jnp.float32)
+        else:
+            logits = self.lm_head(h).astype(jnp.float32)
+        return _softcap(logits, cfg.final_softcap)
 
-    def _trunk(self, x, attn_fn):
-        inv_freq = jnp.asarray(rope_inv_freq(self.config)) if not self.config.is_gpt2 else None
+    def _trunk(self, x, attn_fn, length: int):
+        """length: the longest sequence this call sees (static), for LongRoPE's choice of factors."""
+        cfg = self.config
+        inv_freq = inv_local = None
+        if not cfg.is_gpt2:
+            inv_freq = jnp.asarray(rope_inv_freq(cfg, length))
+            inv_local = jnp.asarray(rope_inv_freq(cfg, length, local=True)) if cfg.rope_local_theta else inv_freq
         pin = self._hint("residual")
         # a decode step's few rows: each RMSNorm's row scale rides on the projections after it (one
         # kernel less per norm on a GPU at one row: 32 a step for a 16-layer model); with many rows
@@ -381,9 +443,11 @@ class Transformer(nnx.Module):
         for i, blk in enumerate(self.layers):
             if pin is not None:
                 x = jax.lax.with_sharding_constraint(x, pin)
-            a = attn_fn(i, blk.attn, blk.input_norm(x, deferred=defer), inv_freq)
-            x = x + blk.attn.o_proj(a)
-            x = x + blk.mlp(blk.post_norm(x, deferred=defer))
+            h = x if blk.input_norm is None else blk.input_norm(x, deferred=defer)
+            a = blk.attn.o_proj(attn_fn(i, blk.attn, h, inv_local if cfg.window(i) else inv_freq))
+            x = x + (a if blk.attn_out_norm is None else blk.attn_out_norm(a))
+            m = blk.mlp(x if blk.post_norm is None else blk.post_norm(x, deferred=defer))
+            x = x + (m if blk.mlp_out_norm is None else blk.mlp_out_norm(m))
         return self.final_norm(x)
 
     # ---------------------------------------------------------- full sequence
@@ -407,9 +471,9 @@ class Transformer(nnx.Module):
                 ok = _window_ok(positions, positions, w)
                 masks[w] = base_mask if ok is None else base_mask & ok
             q, k, v = attn.qkv(x, positions, inv_freq)
-            return _attend(q, k, v, masks[w], attn.scale)
+            return _attend(q, k, v, masks[w], attn.scale, softcap=attn.softcap)
 
-        return self._trunk(self._embed(input_ids, positions), attn_fn)
+        return self._trunk(self._embed(input_ids, positions), attn_fn, t)
 
     def __call__(self, input_ids, attention_mask=None, positions=None):
         """input_ids: int[B, T] -> float32 logits [B, T, V] (LM) or scores [B, T] (score head).
@@ -462,6 +526,7 @@ class Transformer(nnx.Module):
         own_ok = jnp.arange(t) >= p  # queries that see their own key outside the cache: the candidates
         # the fused kernel: every query of a row reads slots [starts, index) and the step's own tokens
         use_kernel = (attention != "xla" and mode != "prefill" and (p == t == 1 or (mode == "candidates" and p <= 1))
+                      and not cfg.attn_softcap  # the kernel has no soft-capping
                       and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret"))
         masks = {}
         ks, vs, cand_k, cand_v = [], [], [], []
@@ -503,10 +568,10 @@ class Transformer(nnx.Module):
                             with_window(new_mask, pos_w, w) if new_mask is not None else None)
             cm, nm = masks[w]
             if mode == "prefill":
-                return _attend(q, kw, vw, nm, attn.scale)
-            return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None)
+                return _attend(q, kw, vw, nm, attn.scale, softcap=attn.softcap)
+            return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None, softcap=attn.softcap)
 
-        h = self._trunk(self._embed(input_ids, positions), attn_fn)
+        h = self._trunk(self._embed(input_ids, positions), attn_fn, cache.size)
         if mode == "candidates":
             h = h[:, p:]
         out = None if outputs == "none" else self._head(h[:, -1:] if outputs == "last" else h)
