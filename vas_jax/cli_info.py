@@ -6,16 +6,27 @@ import json
 
 
 def add_arguments(p):
-    p.add_argument("model", help="a Hugging Face checkpoint directory (config.json + *.safetensors), a .gguf file, "
-                                 "or a directory holding one")
+    p.add_argument("model", nargs="?", help="a Hugging Face checkpoint directory (config.json + *.safetensors), a "
+                                            ".gguf file, or a directory holding one")
+    p.add_argument("--supported", action="store_true",
+                   help="list the model families (Hugging Face model_type) and GGUF architectures vas-jax loads")
     p.add_argument("--json", action="store_true", help="print the parsed config as JSON")
 
 
 def run(args):
     import dataclasses
 
-    from .config import ModelConfig
+    from .config import SUPPORTED_MODEL_TYPES, ModelConfig
+    from .errors import VasError
+    from .gguf_file import ARCHITECTURES, SUPPORTED_QUANTS
     from .hf import check_weights, read_config
+
+    if args.supported:
+        print("model families (model_type): " + ", ".join(SUPPORTED_MODEL_TYPES))
+        print("GGUF architectures: " + ", ".join(ARCHITECTURES) + "; tensor types: " + ", ".join(SUPPORTED_QUANTS))
+        return
+    if args.model is None:
+        raise VasError("give a checkpoint (a directory or a .gguf file), or --supported")
 
     cfg = ModelConfig.from_hf(read_config(args.model))
     check_weights(args.model)  # a pickle or a truncated file is refused here, not at the first load
