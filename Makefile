@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test test-fast demo bench install clean
+.PHONY: test test-fast lint demo bench install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,18 +25,23 @@ $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
 
 install: $(TEST_STAMP)
 
-test: $(TEST_STAMP)
+# house rules first (ruff at 120 columns, see pyproject.toml), then the whole suite
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -n 2 --dist worksteal tests
 
 # the edit-test loop: every test but those marked slow
-test-fast: $(TEST_STAMP)
+test-fast: lint
 	$(PY) -m pytest -n 2 --dist worksteal -m "not slow" tests
 
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/vas demo
 
 bench: $(TEST_STAMP)
-	$(PY) decode/bench.py
+	$(PY) -m benchmarks.bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -30,7 +30,7 @@ def _store(writer, name, w: np.ndarray, qtype: str, rng):
             for off in scales:
                 # scales that give weights of a trained model's size
                 scale = (rng.rand(rows) * 4e-4 + 1e-4).astype(np.float16).view(np.uint8).reshape(rows, 2)
-                raw[:, b * size + off: b * size + off + 2] = scale
+                raw[:, b * size + off : b * size + off + 2] = scale
         writer.add_tensor(name, raw, raw_dtype=Q[qtype])
     elif qtype == "F32":
         writer.add_tensor(name, w)
@@ -65,9 +65,17 @@ def write_llama_gguf(model, path, types: dict[str, str], *, arch: str = "llama",
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     names = {"model.embed_tokens.weight": "token_embd", "model.norm.weight": "output_norm", "lm_head.weight": "output"}
-    parts = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    parts = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for k, x in sd.items():
         if k in names:
             short, full = names[k], names[k] + ".weight"

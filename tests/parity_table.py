@@ -15,9 +15,10 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import vas_jax  # noqa: E402
 from hf_factory import ARCHS, make_hf, save_hf  # noqa: E402
 from test_models import rand_ids, torch_scores  # noqa: E402
+
+import vas_jax  # noqa: E402
 
 
 def main():
@@ -38,7 +39,7 @@ def main():
                 out, cache = ours.forward(ids[:, :8], cache, mode="prefill")
                 steps = [out[:, -1]]
                 for t in range(8, 12):
-                    out, cache = ours.forward(ids[:, t:t + 1], cache, mode="extend")
+                    out, cache = ours.forward(ids[:, t : t + 1], cache, mode="extend")
                     steps.append(out[:, -1])
                 cached = np.stack([np.asarray(s) for s in steps[1:]], axis=1)
                 row.append(np.abs(cached - full[:, 8:12]).max())

@@ -10,9 +10,9 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import vas_jax  # noqa: E402
+from benchmarks.hlo_stats import compiled_decode_hlo  # noqa: E402
 from vas_jax.sharding import DECODE_RULES, TRAIN_RULES, make_mesh, shard_model  # noqa: E402
 from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value  # noqa: E402
-from decode.hlo_stats import compiled_decode_hlo  # noqa: E402
 
 
 def flat(m):
@@ -29,8 +29,9 @@ def main(base_dir, value_dir, out):
     prompts = [list(rng.randint(1, 96, size=n)) for n in (3, 7, 2, 9, 5, 4, 8, 6)]
     ref_logits = np.asarray(base(ids))
     ref_gen = vas_jax.generate(base, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0)
-    ref_vas = vas_jax.vas_decode(base, value, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6,
-                                 temperature=0.0)
+    ref_vas = vas_jax.vas_decode(
+        base, value, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6, temperature=0.0
+    )
     for spec in ("data=8", "data=2,fsdp=2,tensor=2", "fsdp=4,tensor=2"):
         mesh = make_mesh(spec)
         for rules in (DECODE_RULES, TRAIN_RULES):
@@ -42,23 +43,37 @@ def main(base_dir, value_dir, out):
         g = vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh)
         assert g.token_lists() == ref_gen.token_lists(), spec
         if spec == "data=2,fsdp=2,tensor=2":  # each device holds its rows' cache for its kv heads only
-            hlo = compiled_decode_hlo(lambda: vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6,
-                                                         temperature=0.0, mesh=mesh))
+            hlo = compiled_decode_hlo(
+                lambda: vas_jax.generate(
+                    sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh
+                )
+            )
             assert "f32[4,1,22,8]" in hlo and "f32[8,2,22,8]" not in hlo and "f32[4,2,22,8]" not in hlo
         # decoding with fused projections: each fused tensor is split on its kv groups / MLP units
         sb, sv = vas_jax.load_model(base_dir, mesh=mesh, fuse=True), vas_jax.load_model(value_dir, mesh=mesh, fuse=True)
         spec_f = sb.layers[0].attn.qkv_proj.kernel[...].sharding.spec
         assert tuple(spec_f) == (None, "tensor") or mesh.shape["tensor"] == 1, spec_f
-        v = vas_jax.vas_decode(sb, sv, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6,
-                               temperature=0.0, mesh=mesh)
+        v = vas_jax.vas_decode(
+            sb, sv, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh
+        )
         assert v.token_lists() == ref_vas.token_lists(), spec
         if spec == "data=2,fsdp=2,tensor=2":  # the attention kernel (interpreted) per device: its rows, kv heads
             import vas_jax.decode_attention as da
 
             calls, real = [], da.sharded_decode_attention
             da.sharded_decode_attention = lambda *a, **k: calls.append(k["cache_sharding"].spec) or real(*a, **k)
-            v = vas_jax.vas_decode(sb, sv, prompts, beta=3.0, top_k=5, key=jax.random.key(0), max_new_tokens=6,
-                                   temperature=0.0, mesh=mesh, attention="interpret")
+            v = vas_jax.vas_decode(
+                sb,
+                sv,
+                prompts,
+                beta=3.0,
+                top_k=5,
+                key=jax.random.key(0),
+                max_new_tokens=6,
+                temperature=0.0,
+                mesh=mesh,
+                attention="interpret",
+            )
             da.sharded_decode_attention = real
             assert v.token_lists() == ref_vas.token_lists(), spec
             # traced once per layer and model (2 + 2), each on rows over data and kv heads over tensor
@@ -76,19 +91,25 @@ def main(base_dir, value_dir, out):
             np.testing.assert_allclose(np.asarray(v.policy_logprobs), np.asarray(one.policy_logprobs), atol=1e-4)
         print("decode ok", spec, flush=True)
 
-    ds = datasets.Dataset.from_dict({"prompt_ids": [list(rng.randint(1, 96, size=rng.randint(1, 5))) for _ in range(32)],
-                                     "response_ids": [list(rng.randint(1, 96, size=rng.randint(1, 8))) for _ in range(32)],
-                                     "reward": rng.randn(32).tolist()})
+    ds = datasets.Dataset.from_dict(
+        {
+            "prompt_ids": [list(rng.randint(1, 96, size=rng.randint(1, 5))) for _ in range(32)],
+            "response_ids": [list(rng.randint(1, 96, size=rng.randint(1, 8))) for _ in range(32)],
+            "reward": rng.randn(32).tolist(),
+        }
+    )
     data = rollout_arrays(ds)
-    cfg = TrainConfig(batch_size=16, minibatch_size=8, epochs=1, passes=5, learning_rate=1e-3, eval_fraction=0.0,
-                      save_every=5, keep=5)
+    cfg = TrainConfig(
+        batch_size=16, minibatch_size=8, epochs=1, passes=5, learning_rate=1e-3, eval_fraction=0.0, save_every=5, keep=5
+    )
     ref, m_ref = train_value(init_value_model(base), data, f"{out}/single", cfg, progress=False, max_steps=10)
     assert m_ref["step"] == 10
     ref_p = flat(ref)
     for spec in ("data=8", "data=2,fsdp=2,tensor=2", "fsdp=4,tensor=2"):
         mesh = make_mesh(spec)
-        got, m = train_value(init_value_model(base), data, f"{out}/{spec}", cfg, progress=False, mesh=mesh,
-                             max_steps=10)
+        got, m = train_value(
+            init_value_model(base), data, f"{out}/{spec}", cfg, progress=False, mesh=mesh, max_steps=10
+        )
         assert abs(m["loss"] - m_ref["loss"]) < 1e-5, (spec, m["loss"], m_ref["loss"])
         for k, a in flat(got).items():
             np.testing.assert_allclose(a, ref_p[k], atol=2e-5, err_msg=f"{spec} {k}")
@@ -101,8 +122,7 @@ def main(base_dir, value_dir, out):
         shutil.copytree(f"{out}/data=2,fsdp=2,tensor=2", d)
         shutil.rmtree(f"{d}/checkpoints/10")
         mesh = make_mesh(target) if target else None
-        got, m = train_value(init_value_model(base), data, d, cfg, progress=False, mesh=mesh, resume=True,
-                             max_steps=10)
+        got, m = train_value(init_value_model(base), data, d, cfg, progress=False, mesh=mesh, resume=True, max_steps=10)
         for k, a in flat(got).items():
             np.testing.assert_allclose(a, ref_p[k], atol=2e-5, err_msg=f"resume {target} {k}")
         print("resume ok", target, flush=True)

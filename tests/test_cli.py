@@ -23,9 +23,31 @@ def test_decode_cli_writes_jsonl(tiny_dirs, tmp_path):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"text": "w1 w2 w3"}\n{"text": "w7"}\n')
     out = tmp_path / "o.jsonl"
-    rc = main(["decode", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
-               "--value", str(tiny_dirs["value2"]), "--beta", "2", "--beta", "-1", "--prompts", str(prompts),
-               "--prompt-field", "text", "--max-new-tokens", "5", "--samples", "2", "--out", str(out)])
+    rc = main(
+        [
+            "decode",
+            "--base",
+            str(tiny_dirs["base"]),
+            "--value",
+            str(tiny_dirs["value"]),
+            "--value",
+            str(tiny_dirs["value2"]),
+            "--beta",
+            "2",
+            "--beta",
+            "-1",
+            "--prompts",
+            str(prompts),
+            "--prompt-field",
+            "text",
+            "--max-new-tokens",
+            "5",
+            "--samples",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     rows = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert len(rows) == 4
@@ -34,8 +56,23 @@ def test_decode_cli_writes_jsonl(tiny_dirs, tmp_path):
 
 
 def test_decode_cli_errors_are_one_line(tiny_dirs, tmp_path, capsys):
-    rc = main(["decode", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
-               "--beta", "1", "--beta", "2", "--beta", "3", "--prompt", "w1"])
+    rc = main(
+        [
+            "decode",
+            "--base",
+            str(tiny_dirs["base"]),
+            "--value",
+            str(tiny_dirs["value"]),
+            "--beta",
+            "1",
+            "--beta",
+            "2",
+            "--beta",
+            "3",
+            "--prompt",
+            "w1",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == "vas decode: error: 3 --beta values for 1 --value models; give one per model or one"
     p = tmp_path / "p.jsonl"
@@ -50,6 +87,22 @@ def test_decode_cli_errors_are_one_line(tiny_dirs, tmp_path, capsys):
 def test_decode_cli_reads_csv_prompts_by_field(tiny_dirs, tmp_path):
     (tmp_path / "p.csv").write_text("id,text\n1,w1 w2\n2,w3\n")
     out = tmp_path / "o.jsonl"
-    assert main(["decode", "--base", str(tiny_dirs["base"]), "--prompts", str(tmp_path / "p.csv"),
-                 "--prompt-field", "text", "--max-new-tokens", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "decode",
+                "--base",
+                str(tiny_dirs["base"]),
+                "--prompts",
+                str(tmp_path / "p.csv"),
+                "--prompt-field",
+                "text",
+                "--max-new-tokens",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert [json.loads(ln)["prompt"] for ln in out.read_text().splitlines()] == ["w1 w2", "w3"]

@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from flax import nnx
 
 import vas_jax
@@ -80,18 +79,30 @@ def test_prepare_prompts_left_pads_to_bucket():
     assert ids.shape == (2, 16)
     assert ids[0, -3:].tolist() == [1, 2, 3] and ids[1, -1] == 4
     assert starts.tolist() == [13, 15] and lens.tolist() == [3, 1]
-    ids2, _, _ = prepare_prompts((np.array([[0, 0, 1, 2, 3], [4, 0, 0, 0, 0]]),
-                                  np.array([[0, 0, 1, 1, 1], [1, 0, 0, 0, 0]])))
+    ids2, _, _ = prepare_prompts(
+        (np.array([[0, 0, 1, 2, 3], [4, 0, 0, 0, 0]]), np.array([[0, 0, 1, 1, 1], [1, 0, 0, 0, 0]]))
+    )
     np.testing.assert_array_equal(ids2, ids)
 
 
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.8)])
 def test_beta_zero_equals_generate(models, temperature, top_p):
     key = jax.random.key(3)
-    g = vas_jax.generate(models["base"], PROMPTS, key=key, max_new_tokens=10, temperature=temperature,
-                         top_p=top_p, eos_token_id=7)
-    v = vas_jax.vas_decode(models["base"], [models["v_llama"], models["q_qwen"]], PROMPTS, beta=0.0, key=key,
-                           max_new_tokens=10, temperature=temperature, top_p=top_p, eos_token_id=7, top_k=6)
+    g = vas_jax.generate(
+        models["base"], PROMPTS, key=key, max_new_tokens=10, temperature=temperature, top_p=top_p, eos_token_id=7
+    )
+    v = vas_jax.vas_decode(
+        models["base"],
+        [models["v_llama"], models["q_qwen"]],
+        PROMPTS,
+        beta=0.0,
+        key=key,
+        max_new_tokens=10,
+        temperature=temperature,
+        top_p=top_p,
+        eos_token_id=7,
+        top_k=6,
+    )
     np.testing.assert_array_equal(np.asarray(v.tokens), np.asarray(g.tokens))
     np.testing.assert_array_equal(np.asarray(v.lengths), np.asarray(g.lengths))
     np.testing.assert_array_equal(np.asarray(v.logprobs), np.asarray(g.logprobs))
@@ -105,8 +116,9 @@ def test_generate_greedy_matches_recomputation_and_stops_at_eos(models):
     assert r.token_lists() == ref
     # make the 3rd greedy token of row 0 the EOS: that row stops there, padded after
     eos = ref[0][2]
-    r = vas_jax.generate(base, PROMPTS, key=jax.random.key(0), max_new_tokens=8, temperature=0.0,
-                         eos_token_id=eos, pad_id=0)
+    r = vas_jax.generate(
+        base, PROMPTS, key=jax.random.key(0), max_new_tokens=8, temperature=0.0, eos_token_id=eos, pad_id=0
+    )
     toks = np.asarray(r.tokens)
     assert int(r.lengths[0]) == 3 and toks[0, :3].tolist() == ref[0][:3] and (toks[0, 3:] == 0).all()
     assert (np.asarray(r.logprobs)[0, 3:] == 0).all()
@@ -121,8 +133,17 @@ def test_greedy_vas_matches_slow_reference(models, restrict):
     values = [models["v_llama"], models["v_gpt2"]]
     beta = np.array([[3.0, 0.0], [0.5, -4.0], [2.0, 2.0]], np.float32)
     k, n = 5, 6
-    r = vas_jax.vas_decode(models["base"], values, PROMPTS, beta=beta, top_k=k, key=jax.random.key(0),
-                           max_new_tokens=n, temperature=0.0, restrict_to_topk=restrict)
+    r = vas_jax.vas_decode(
+        models["base"],
+        values,
+        PROMPTS,
+        beta=beta,
+        top_k=k,
+        key=jax.random.key(0),
+        max_new_tokens=n,
+        temperature=0.0,
+        restrict_to_topk=restrict,
+    )
     ref, guid = ref_greedy(models["base"], values, ["scalar", "scalar"], PROMPTS, beta, k, n, None, restrict)
     assert r.token_lists() == ref
     for b in range(3):
@@ -135,8 +156,9 @@ def test_greedy_vas_matches_slow_reference(models, restrict):
 def test_greedy_vas_with_vocabulary_wide_head(models):
     values = [models["q_qwen"], models["v_llama"]]
     beta = np.array([1.5, 1.0], np.float32)
-    r = vas_jax.vas_decode(models["base"], values, PROMPTS, beta=beta, top_k=8, key=jax.random.key(0),
-                           max_new_tokens=5, temperature=0.0)
+    r = vas_jax.vas_decode(
+        models["base"], values, PROMPTS, beta=beta, top_k=8, key=jax.random.key(0), max_new_tokens=5, temperature=0.0
+    )
     ref, _ = ref_greedy(models["base"], values, ["vocab", "scalar"], PROMPTS, np.tile(beta, (3, 1)), 8, 5, None)
     assert r.token_lists() == ref
 
@@ -150,8 +172,17 @@ def test_sampled_step_matches_reference_distribution(models):
     temperature, top_p, k = 0.8, 0.9, 10
     m = 4000
     prompt = PROMPTS[0]
-    r = vas_jax.vas_decode(models["base"], values, [prompt] * m, beta=beta_row, top_k=k, key=jax.random.key(11),
-                           max_new_tokens=1, temperature=temperature, top_p=top_p)
+    r = vas_jax.vas_decode(
+        models["base"],
+        values,
+        [prompt] * m,
+        beta=beta_row,
+        top_k=k,
+        key=jax.random.key(11),
+        max_new_tokens=1,
+        temperature=temperature,
+        top_p=top_p,
+    )
     aug, _, _ = ref_step_logits(models["base"], values, ["scalar", "vocab"], prompt, beta_row, k)
     x = aug / temperature
     order = np.argsort(-x)
@@ -189,7 +220,7 @@ def test_candidate_cache_over_steps_matches_full_sequence(models):
     for step in range(4):
         cands = rng.randint(1, 96, size=(3, 6)).astype(np.int32)
         toks = np.concatenate([pending[:, None], cands], axis=1)
-        vals, cache, _ = vm.forward(toks, cache, mode="candidates", n_pending=1)
+        vals, cache = vm.forward(toks, cache, mode="candidates", n_pending=1)
         assert int(cache.index) == ids.shape[1] + step
         for b in range(3):
             for j in range(6):
@@ -206,8 +237,9 @@ def test_second_call_in_bucket_compiles_nothing(models):
     vas_jax.vas_decode(base, values, [[1, 2, 3], [4, 5]], beta=1.0, key=jax.random.key(0), **kw)
     before = decode_program._cache_size()
     vas_jax.vas_decode(base, values, [[7, 8, 9, 10, 11], [12]], beta=[0.3, -2.0], key=jax.random.key(5), **kw)
-    vas_jax.vas_decode(base, values, [[3] * 15, [2] * 9], beta=np.array([[1.0, 2.0], [3.0, 4.0]]),
-                       key=jax.random.key(9), **kw)
+    vas_jax.vas_decode(
+        base, values, [[3] * 15, [2] * 9], beta=np.array([[1.0, 2.0], [3.0, 4.0]]), key=jax.random.key(9), **kw
+    )
     assert decode_program._cache_size() == before
     vas_jax.vas_decode(base, values, [[3] * 17, [2]], beta=1.0, key=jax.random.key(9), **kw)  # next bucket
     assert decode_program._cache_size() == before + 1
@@ -243,11 +275,28 @@ def test_num_samples_share_one_prefill_and_best_of_n(models):
     alone = vas_jax.generate(base, PROMPTS, key=jax.random.key(0), max_new_tokens=5, temperature=0.0)
     assert r.tokens.shape == (9, 5)
     np.testing.assert_array_equal(np.asarray(r.tokens), np.repeat(np.asarray(alone.tokens), 3, axis=0))
-    v = vas_jax.vas_decode(base, models["v_llama"], PROMPTS, beta=[1.0, 2.0, 3.0], key=jax.random.key(0), top_k=4,
-                           max_new_tokens=4, temperature=0.0, num_samples=2)
+    v = vas_jax.vas_decode(
+        base,
+        models["v_llama"],
+        PROMPTS,
+        beta=[1.0, 2.0, 3.0],
+        key=jax.random.key(0),
+        top_k=4,
+        max_new_tokens=4,
+        temperature=0.0,
+        num_samples=2,
+    )
     for i, bta in enumerate([1.0, 2.0, 3.0]):
-        one = vas_jax.vas_decode(base, models["v_llama"], [PROMPTS[i]], beta=bta, key=jax.random.key(0), top_k=4,
-                                 max_new_tokens=4, temperature=0.0)
+        one = vas_jax.vas_decode(
+            base,
+            models["v_llama"],
+            [PROMPTS[i]],
+            beta=bta,
+            key=jax.random.key(0),
+            top_k=4,
+            max_new_tokens=4,
+            temperature=0.0,
+        )
         assert v.token_lists()[2 * i] == v.token_lists()[2 * i + 1] == one.token_lists()[0]
 
     def reward(prompts, responses):  # token lists: prefer many 7s
@@ -269,8 +318,15 @@ def test_check_every_changes_nothing_but_the_exit_granularity(models):
     the same result, bit for bit, with rows that end early (EOS) and rows that do not."""
     from vas_jax.decode import chunk_steps
 
-    assert [chunk_steps(n, c) for n, c in [(9, 1), (9, 4), (9, 16), (256, 8), (100, 8), (13, 8), (1, 8)]] == \
-        [1, 3, 9, 8, 5, 1, 1]
+    assert [chunk_steps(n, c) for n, c in [(9, 1), (9, 4), (9, 16), (256, 8), (100, 8), (13, 8), (1, 8)]] == [
+        1,
+        3,
+        9,
+        8,
+        5,
+        1,
+        1,
+    ]
     base, value = models["base"], models["v_llama"]
     key = jax.random.key(4)
     free = vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=9).token_lists()
@@ -279,10 +335,18 @@ def test_check_every_changes_nothing_but_the_exit_granularity(models):
     def fields(r):
         return [np.asarray(x) for x in (r.tokens, r.lengths, r.logprobs, r.policy_logprobs, r.guidance)]
 
-    gen = [fields(vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=9, eos_token_id=eos, check_every=c))
-           for c in (1, 4, 16)]
-    vas = [fields(vas_jax.vas_decode(base, value, PROMPTS, beta=2.0, top_k=5, key=key, max_new_tokens=9,
-                                     eos_token_id=eos, check_every=c)) for c in (1, 4)]
+    gen = [
+        fields(vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=9, eos_token_id=eos, check_every=c))
+        for c in (1, 4, 16)
+    ]
+    vas = [
+        fields(
+            vas_jax.vas_decode(
+                base, value, PROMPTS, beta=2.0, top_k=5, key=key, max_new_tokens=9, eos_token_id=eos, check_every=c
+            )
+        )
+        for c in (1, 4)
+    ]
     assert gen[0][0].shape == vas[0][0].shape == (3, 9) and int(gen[0][1][1]) == 3
     for runs in (gen, vas):
         for other in runs[1:]:
@@ -299,8 +363,9 @@ def test_fused_models_decode_the_same(models):
     fuse = vas_jax.fuse_projections
     import copy
 
-    got = vas_jax.vas_decode(fuse(copy.deepcopy(models["base"])), [fuse(copy.deepcopy(v)) for v in values],
-                             PROMPTS, **kw)
+    got = vas_jax.vas_decode(
+        fuse(copy.deepcopy(models["base"])), [fuse(copy.deepcopy(v)) for v in values], PROMPTS, **kw
+    )
     assert got.token_lists() == ref.token_lists()
     np.testing.assert_allclose(np.asarray(got.guidance), np.asarray(ref.guidance), atol=1e-4)
 

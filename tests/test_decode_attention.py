@@ -4,13 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_decode import PROMPTS, models  # noqa: F401  (the module-scoped tiny models)
 
 import vas_jax
 from vas_jax import VasError
 from vas_jax.decode_attention import BLOCK_K, decode_attention, padded_size, supported
 from vas_jax.model import _attend
-
-from test_decode import PROMPTS, models  # noqa: F401  (the module-scoped tiny models)
 
 
 def _case(seed, b, t, nh, kvh, d, size, dtype):
@@ -39,7 +38,8 @@ def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks, splits, t, n
         # with own keys, query 0 is the pending token (its key is in the cache already)
         want = _attend(q, kc, vc, mask, 0.3, own=own_ref)
         got = jax.jit(lambda *a, own=own: decode_attention(*a, 0.3, own=own, interpret=True, splits=splits))(
-            q, kc, vc, lo, hi)
+            q, kc, vc, lo, hi
+        )
         assert got.shape == want.shape == (b, t, nh * d) and got.dtype == want.dtype
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=tol, rtol=tol)
 
@@ -54,10 +54,12 @@ def test_kernel_writes_the_new_token_into_the_cache(t, nh, splits):
     lo = jnp.array([0, 70, 149], jnp.int32)
     kc_ref = jax.lax.dynamic_update_slice(kc, ks[:, :, :1], (0, 0, index, 0))
     vc_ref = jax.lax.dynamic_update_slice(vc, vs[:, :, :1], (0, 0, index, 0))
-    want = decode_attention(q, kc_ref, vc_ref, lo, jnp.full((b,), index + 1, jnp.int32), 0.3, own=(ks, vs, 1),
-                            interpret=True, splits=splits)
-    got, kc_new, vc_new = jax.jit(lambda *a: decode_attention(*a, 0.3, own=(ks, vs, 1), write=True, interpret=True,
-                                                              splits=splits))(q, kc, vc, lo, jnp.full((b,), index))
+    want = decode_attention(
+        q, kc_ref, vc_ref, lo, jnp.full((b,), index + 1, jnp.int32), 0.3, own=(ks, vs, 1), interpret=True, splits=splits
+    )
+    got, kc_new, vc_new = jax.jit(
+        lambda *a: decode_attention(*a, 0.3, own=(ks, vs, 1), write=True, interpret=True, splits=splits)
+    )(q, kc, vc, lo, jnp.full((b,), index))
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(kc_new), np.asarray(kc_ref))
     np.testing.assert_array_equal(np.asarray(vc_new), np.asarray(vc_ref))
@@ -82,8 +84,12 @@ def test_kernel_lowers_to_triton_for_a_gpu():
     """The Pallas -> Triton lowering (run at trace time, no GPU needed) accepts the shapes decoding
     uses: a base step (one query per row) and a value model's pending token plus 20 candidates, each
     writing its new token into the cache."""
-    for b, t, nh, kvh, d, size in [(1, 1, 32, 8, 64, 384), (16, 21, 16, 4, 64, 384), (16, 21, 32, 8, 64, 384),
-                                   (2, 3, 8, 8, 128, 128)]:
+    for b, t, nh, kvh, d, size in [
+        (1, 1, 32, 8, 64, 384),
+        (16, 21, 16, 4, 64, 384),
+        (16, 21, 32, 8, 64, 384),
+        (2, 3, 8, 8, 128, 128),
+    ]:
         q = jax.ShapeDtypeStruct((b, t, nh, d), jnp.bfloat16)
         c = jax.ShapeDtypeStruct((b, kvh, size, d), jnp.bfloat16)
         own = jax.ShapeDtypeStruct((b, kvh, t, d), jnp.bfloat16)
@@ -104,16 +110,19 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
 
     calls = []
     kernel = da.decode_attention
-    monkeypatch.setattr(da, "decode_attention",
-                        lambda *a, **k: calls.append(k["write"] and a[0].shape[1] > 1) or kernel(*a, **k))
+    monkeypatch.setattr(
+        da, "decode_attention", lambda *a, **k: calls.append(k["write"] and a[0].shape[1] > 1) or kernel(*a, **k)
+    )
     base, values = models["base"], [models["v_llama"], models["q_qwen"]]
     windowed = vas_jax.load_model(hf_dir("mistral")[1])
     assert windowed.config.window(0) == 5
     kw = dict(key=jax.random.key(5), max_new_tokens=7)
     runs = {}
     for impl in ("xla", "interpret"):
-        runs[impl] = (vas_jax.vas_decode(base, values, PROMPTS, beta=[2.0, 1.0], top_k=5, attention=impl, **kw),
-                      vas_jax.generate(windowed, PROMPTS, attention=impl, temperature=0.0, **kw))
+        runs[impl] = (
+            vas_jax.vas_decode(base, values, PROMPTS, beta=[2.0, 1.0], top_k=5, attention=impl, **kw),
+            vas_jax.generate(windowed, PROMPTS, attention=impl, temperature=0.0, **kw),
+        )
     # traced once per layer, each writing its step's token into the cache: the base's 2, the scalar
     # value model's 2 with candidates beside the written token, the vocabulary-wide one's 2; none in
     # the windowed model
@@ -132,12 +141,12 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
 
 
 def test_gpu_compile_counts_a_decode_step_of_abstract_models(models):  # noqa: F811
-    """decode/gpu_compile.py's machinery, on this machine's CPU (on a CPU-only machine the CUDA
+    """benchmarks/gpu_compile.py's machinery, on this machine's CPU (on a CPU-only machine the CUDA
     compile itself needs the plugin): a decode program of shape-only models compiled for a given
     device without running, counted per step, the library's backend choices restored after."""
     from flax import nnx
 
-    from decode.gpu_compile import compile_for, step_stats
+    from benchmarks.gpu_compile import compile_for, step_stats
 
     cfg = models["base"].config
     base = nnx.eval_shape(lambda: vas_jax.Transformer(cfg))
@@ -148,8 +157,9 @@ def test_gpu_compile_counts_a_decode_step_of_abstract_models(models):  # noqa: F
 
     def call():
         seen.append(vas_jax.sampling.one_pass_pays())  # the library sees a GPU backend meanwhile
-        return vas_jax.vas_decode(base, value, PROMPTS, beta=1.0, top_k=4, key=jax.random.key(0), max_new_tokens=4,
-                                  attention="interpret")
+        return vas_jax.vas_decode(
+            base, value, PROMPTS, beta=1.0, top_k=4, key=jax.random.key(0), max_new_tokens=4, attention="interpret"
+        )
 
     compiled = compile_for(jax.devices("cpu")[0], call)
     stats = step_stats(compiled)

@@ -36,8 +36,16 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     rows = rep["rows"]
     assert {r["method"] for r in rows} == {"base", "vas", "bon"}
     for r in rows:
-        for k in ("method", "beta", "n", "reward_mean", "reward_se", "kl", "flops_per_response",
-                  "seconds_per_response"):
+        for k in (
+            "method",
+            "beta",
+            "n",
+            "reward_mean",
+            "reward_se",
+            "kl",
+            "flops_per_response",
+            "seconds_per_response",
+        ):
             assert k in r
         assert r["flops_per_response"] > 0 and r["seconds_per_response"] > 0 and r["reward_se"] >= 0
     assert [r["n"] for r in rows if r["method"] == "bon"] == [1, 2, 4, 8, 16]
@@ -61,19 +69,65 @@ def test_vas_bench_cli(tiny_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bench_rewards.py").write_text(
         "def count_w1(prompts, responses):\n    return [float(r.split().count('w1')) for r in responses]\n"
-        "def prompt_only(prompts, responses):\n    return [float(p.split()[1][1:]) for p in prompts]\n")
+        "def prompt_only(prompts, responses):\n    return [float(p.split()[1][1:]) for p in prompts]\n"
+    )
     (tmp_path / "p.jsonl").write_text("".join(f'{{"prompt": "w{i} w{i + 6}"}}\n' for i in range(4)))
-    rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
-               "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl", "--betas", "1", "4",
-               "--samples", "2", "--bon-max", "4", "--max-new-tokens", "4", "--top-k", "5", "--out", "b"])
+    rc = main(
+        [
+            "bench",
+            "--base",
+            str(tiny_dirs["base"]),
+            "--value",
+            str(tiny_dirs["value"]),
+            "--reward-fn",
+            "bench_rewards:count_w1",
+            "--prompts",
+            "p.jsonl",
+            "--betas",
+            "1",
+            "4",
+            "--samples",
+            "2",
+            "--bon-max",
+            "4",
+            "--max-new-tokens",
+            "4",
+            "--top-k",
+            "5",
+            "--out",
+            "b",
+        ]
+    )
     assert rc == 0
     rep = json.loads((tmp_path / "b" / "report.json").read_text())
     assert [r["n"] for r in rep["rows"] if r["method"] == "bon"] == [1, 2, 4]
     # one basis for every standard error: over prompts. A reward that depends on the prompt alone
     # has the same spread for every method, whatever the samples per prompt or N.
-    rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
-               "--reward-fn", "bench_rewards:prompt_only", "--prompts", "p.jsonl", "--betas", "1",
-               "--samples", "3", "--bon-max", "4", "--max-new-tokens", "2", "--top-k", "5", "--out", "se"])
+    rc = main(
+        [
+            "bench",
+            "--base",
+            str(tiny_dirs["base"]),
+            "--value",
+            str(tiny_dirs["value"]),
+            "--reward-fn",
+            "bench_rewards:prompt_only",
+            "--prompts",
+            "p.jsonl",
+            "--betas",
+            "1",
+            "--samples",
+            "3",
+            "--bon-max",
+            "4",
+            "--max-new-tokens",
+            "2",
+            "--top-k",
+            "5",
+            "--out",
+            "se",
+        ]
+    )
     assert rc == 0
     rows = json.loads((tmp_path / "se" / "report.json").read_text())["rows"]
     per_prompt = np.array([6.0, 7.0, 8.0, 9.0])  # the number of each prompt's second word
@@ -81,10 +135,36 @@ def test_vas_bench_cli(tiny_dirs, tmp_path, monkeypatch, capsys):
     for r in rows:
         assert r["reward_se"] == pytest.approx(want, rel=1e-6), r["method"]
     assert "Best-of" in capsys.readouterr().out or rep["compute_ratio"][0]["beyond_bon_max"]
-    rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
-               "--value", str(tiny_dirs["value2"]), "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl"])
+    rc = main(
+        [
+            "bench",
+            "--base",
+            str(tiny_dirs["base"]),
+            "--value",
+            str(tiny_dirs["value"]),
+            "--value",
+            str(tiny_dirs["value2"]),
+            "--reward-fn",
+            "bench_rewards:count_w1",
+            "--prompts",
+            "p.jsonl",
+        ]
+    )
     assert rc == 2 and "2 --value models but 1 rewards" in capsys.readouterr().err
     if jax.default_backend() != "gpu":
-        rc = main(["bench", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]),
-                   "--reward-fn", "bench_rewards:count_w1", "--prompts", "p.jsonl", "--attention", "pallas"])
+        rc = main(
+            [
+                "bench",
+                "--base",
+                str(tiny_dirs["base"]),
+                "--value",
+                str(tiny_dirs["value"]),
+                "--reward-fn",
+                "bench_rewards:count_w1",
+                "--prompts",
+                "p.jsonl",
+                "--attention",
+                "pallas",
+            ]
+        )
         assert rc == 2 and "attention='pallas' is a GPU kernel" in capsys.readouterr().err

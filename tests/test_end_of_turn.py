@@ -26,8 +26,26 @@ def test_generation_config_end_of_turn_tokens_end_rollouts(tiny_dirs, tmp_path):
     tok = vas_jax.load_tokenizer(base)
     assert end_of_turn_ids(tok) == sorted({tok.eos_token_id, stop})
     (tmp_path / "p.txt").write_text("w5 w6 w7\n")
-    assert main(["sample", "--base", str(base), "--prompts", str(tmp_path / "p.txt"), "--out", str(tmp_path / "r"),
-                 "--n", "1", "--max-new-tokens", "6", "--temperature", "0"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--base",
+                str(base),
+                "--prompts",
+                str(tmp_path / "p.txt"),
+                "--out",
+                str(tmp_path / "r"),
+                "--n",
+                "1",
+                "--max-new-tokens",
+                "6",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     ds = datasets.load_from_disk(str(tmp_path / "r"))
     ids = ds["response_ids"][0]
     assert ids[-1] == stop and ds["ended_with_eos"][0] and stop not in ids[:-1]
@@ -37,10 +55,35 @@ def test_value_model_from_the_base_first_layers_cli(tiny_dirs, tmp_path, capsys)
     base = str(tiny_dirs["base"])
     rng = np.random.RandomState(0)
     n = 32
-    datasets.Dataset.from_dict({"prompt_ids": [[5, 6]] * n, "response_ids": [list(rng.randint(4, 90, 4)) for _ in range(n)],
-                                "reward": list(rng.rand(n))}).save_to_disk(str(tmp_path / "d"))
-    assert main(["train", "--data", str(tmp_path / "d"), "--init", base, "--init-layers", "1", "--out",
-                 str(tmp_path / "v"), "--batch-size", "16", "--minibatch-size", "8", "--passes", "1"]) == 0
+    datasets.Dataset.from_dict(
+        {
+            "prompt_ids": [[5, 6]] * n,
+            "response_ids": [list(rng.randint(4, 90, 4)) for _ in range(n)],
+            "reward": list(rng.rand(n)),
+        }
+    ).save_to_disk(str(tmp_path / "d"))
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "d"),
+                "--init",
+                base,
+                "--init-layers",
+                "1",
+                "--out",
+                str(tmp_path / "v"),
+                "--batch-size",
+                "16",
+                "--minibatch-size",
+                "8",
+                "--passes",
+                "1",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((tmp_path / "v" / "value" / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 1 and cfg["architectures"][0].endswith("ForSequenceClassification")
     from vas_jax.train import init_value_model
@@ -51,6 +94,10 @@ def test_value_model_from_the_base_first_layers_cli(tiny_dirs, tmp_path, capsys)
     np.testing.assert_array_equal(vm.layers[0].attn.q_proj.kernel[...], lm.layers[0].attn.q_proj.kernel[...])
     np.testing.assert_array_equal(vm.embed[...], lm.embed[...])
     assert not np.asarray(vm.score.kernel[...]).any()
-    assert main(["train", "--data", str(tmp_path / "d"), "--init", base, "--init-layers", "9", "--out",
-                 str(tmp_path / "w")]) == 2
+    assert (
+        main(
+            ["train", "--data", str(tmp_path / "d"), "--init", base, "--init-layers", "9", "--out", str(tmp_path / "w")]
+        )
+        == 2
+    )
     assert "--init-layers must be between 1 and the model's 2 layers, got 9" in capsys.readouterr().err

@@ -10,21 +10,42 @@ import numpy as np
 import pytest
 import torch
 import transformers as tf
+from gguf_factory import write_llama_gguf
 
 import vas_jax
-from gguf_factory import write_llama_gguf
 from vas_jax.cli import main
 
 # every supported type at least once, over two layers' projections, the embedding and the head
-TYPES = {"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "attn_output": "Q8_0", "ffn_gate": "Q4_0",
-         "ffn_up": "Q4_1", "ffn_down": "Q5_0", "token_embd": "Q5_1", "output": "F16"}
+TYPES = {
+    "attn_q": "Q4_K",
+    "attn_k": "Q5_K",
+    "attn_v": "Q6_K",
+    "attn_output": "Q8_0",
+    "ffn_gate": "Q4_0",
+    "ffn_up": "Q4_1",
+    "ffn_down": "Q5_0",
+    "token_embd": "Q5_1",
+    "output": "F16",
+}
 
 
 def tiny(cls_cfg, cls_lm, **kw):
     torch.manual_seed(0)
-    cfg = cls_cfg(vocab_size=96, hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False, rms_norm_eps=1e-5,
-                  rope_theta=500.0, bos_token_id=1, eos_token_id=2, **kw)
+    cfg = cls_cfg(
+        vocab_size=96,
+        hidden_size=256,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        rope_theta=500.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **kw,
+    )
     m = cls_lm(cfg).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -41,8 +62,9 @@ def reference_logits(path, ids):
 
 @pytest.mark.parametrize("arch,types", [("llama", TYPES), ("qwen2", dict(TYPES, output="BF16", attn_q="F16"))])
 def test_every_quantization_type_loads_like_transformers(tmp_path, arch, types):
-    m = (tiny(tf.LlamaConfig, tf.LlamaForCausalLM) if arch == "llama"
-         else tiny(tf.Qwen2Config, tf.Qwen2ForCausalLM))  # Qwen2: q/k/v biases, no q/k permutation
+    m = (
+        tiny(tf.LlamaConfig, tf.LlamaForCausalLM) if arch == "llama" else tiny(tf.Qwen2Config, tf.Qwen2ForCausalLM)
+    )  # Qwen2: q/k/v biases, no q/k permutation
     path = write_llama_gguf(m, tmp_path / "m.gguf", types, arch=arch)
     ids = np.random.RandomState(0).randint(0, 96, (2, 10))
     want = reference_logits(path, ids)

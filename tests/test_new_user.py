@@ -1,7 +1,6 @@
 """A new user's first hour: help text, bad input as one line and exit code 2, nothing half-written."""
 
 import json
-import math
 import re
 import subprocess
 import sys
@@ -48,8 +47,13 @@ def test_every_flag_has_help_with_its_default_once():
 
 
 def test_broken_pipe_is_not_an_error(tmp_path):
-    p = subprocess.run(f"{sys.executable} -m vas_jax.cli info --json {BASE_DIR} | head -n 1", shell=True,
-                       capture_output=True, text=True, cwd=tmp_path)
+    p = subprocess.run(
+        f"{sys.executable} -m vas_jax.cli info --json {BASE_DIR} | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert p.stdout.strip() == "{" and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
 
 
@@ -81,8 +85,10 @@ def test_non_utf8_prompts_are_refused(tmp_path, capsys):
     bad.write_bytes(b"review : the \xff film\n")
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_bytes(b'{"prompt": "review \xfe"}\n')
-    for args in (["sample", "--base", str(BASE_DIR), "--prompts", str(jsonl), "--out", str(tmp_path / "r")],
-                 ["decode", "--base", str(BASE_DIR), "--prompts", str(bad)]):
+    for args in (
+        ["sample", "--base", str(BASE_DIR), "--prompts", str(jsonl), "--out", str(tmp_path / "r")],
+        ["decode", "--base", str(BASE_DIR), "--prompts", str(bad)],
+    ):
         assert main(args) == 2
         one_line_error(capsys, "is not UTF-8 text", "re-save it as UTF-8")
     assert not (tmp_path / "r").exists()
@@ -92,10 +98,11 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
     f = tmp_path / "a_file"
     f.write_text("x")
     missing_base = str(tmp_path / "no-such-model")  # the --out error must come before this one
-    for args in (["sample", "--base", missing_base, "--prompts", "p.jsonl", "--out", str(f)],
-                 ["train", "--data", "d", "--init", missing_base, "--out", str(f)],
-                 ["bench", "--base", missing_base, "--value", "v", "--reward-fn", "m:f", "--prompts", "p",
-                  "--out", str(f)]):
+    for args in (
+        ["sample", "--base", missing_base, "--prompts", "p.jsonl", "--out", str(f)],
+        ["train", "--data", "d", "--init", missing_base, "--out", str(f)],
+        ["bench", "--base", missing_base, "--value", "v", "--reward-fn", "m:f", "--prompts", "p", "--out", str(f)],
+    ):
         assert main(args) == 2
         one_line_error(capsys, "is an existing file")
     assert main(["decode", "--base", missing_base, "--prompt", "x", "--out", str(tmp_path)]) == 2
@@ -107,26 +114,34 @@ def test_outputs_are_checked_before_any_work(tmp_path, capsys):
 # ----------------------------------------------------------------------------- numbers
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["sample", "--base", "b", "--prompts", "p", "--out", "o", "--n", "0"], "argument --n: '0' must be at least 1"),
-    (["decode", "--base", "b", "--prompt", "x", "--value", "v", "--beta", "nan"], "'nan' is not a finite number"),
-    (["decode", "--base", "b", "--prompt", "x", "--value", "v", "--beta", "inf"], "'inf' is not a finite number"),
-    (["train", "--data", "d", "--init", "i", "--out", "o", "--lr", "nan"], "'nan' is not a finite number"),
-    (["bench", "--base", "b", "--value", "v", "--prompts", "p", "--betas", "1", "nan"], "not a finite number"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["sample", "--base", "b", "--prompts", "p", "--out", "o", "--n", "0"], "argument --n: '0' must be at least 1"),
+        (["decode", "--base", "b", "--prompt", "x", "--value", "v", "--beta", "nan"], "'nan' is not a finite number"),
+        (["decode", "--base", "b", "--prompt", "x", "--value", "v", "--beta", "inf"], "'inf' is not a finite number"),
+        (["train", "--data", "d", "--init", "i", "--out", "o", "--lr", "nan"], "'nan' is not a finite number"),
+        (["bench", "--base", "b", "--value", "v", "--prompts", "p", "--betas", "1", "nan"], "not a finite number"),
+    ],
+)
 def test_bad_numbers_are_refused_while_parsing(args, needle, capsys):
     assert main(args) == 2
     one_line_error(capsys, needle)
 
 
 def test_diverging_training_stops_and_exports_nothing(tmp_path):
-    from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
     import datasets
 
+    from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
+
     rng = np.random.RandomState(0)
-    ds = datasets.Dataset.from_dict({"prompt_ids": [[5, 6]] * 32, "response_ids": [list(rng.randint(4, 50, 6))
-                                                                                    for _ in range(32)],
-                                     "reward": [1e30 * (i % 2) for i in range(32)]})
+    ds = datasets.Dataset.from_dict(
+        {
+            "prompt_ids": [[5, 6]] * 32,
+            "response_ids": [list(rng.randint(4, 50, 6)) for _ in range(32)],
+            "reward": [1e30 * (i % 2) for i in range(32)],
+        }
+    )
     data = rollout_arrays(ds, pad_id=0)
     cfg = TrainConfig(learning_rate=1e3, batch_size=16, minibatch_size=8, passes=2, save_every=1, clip_norm=1e30)
     with pytest.raises(vas_jax.VasError, match=r"training diverged: the \w+ is (nan|inf) at step \d+; lower"):
@@ -153,7 +168,8 @@ def test_reward_function_errors_name_the_function_and_row(tmp_path, monkeypatch,
     (tmp_path / "bad_rewards.py").write_text(
         "def words(prompts, responses):\n    return ['high' for _ in responses]\n"
         "def picky(prompts, responses):\n"
-        "    return [1.0 / (len(r) - 3) for r in responses]\n")
+        "    return [1.0 / (len(r) - 3) for r in responses]\n"
+    )
     datasets.Dataset.from_dict({"prompt": ["a", "b", "c"], "response": ["four", "six!!!", "abc"]}).save_to_disk("d")
     assert main(["score", "--data", "d", "--reward-fn", "bad_rewards:words"]) == 2
     one_line_error(capsys, "reward bad_rewards:words returned str 'high' for row 0; a reward must return numbers")
@@ -182,8 +198,26 @@ def test_value_models_are_checked_the_same_everywhere(tiny_dirs, tmp_path, monke
         # a causal LM is not a value model unless it was trained as one or the user says so
         assert main(cmd + ["--base", str(BASE_DIR), "--value", str(SMALL_DIR)]) == 2
         one_line_error(capsys, "is a causal LM (*ForCausalLM), not a trained value model", "--value-head vocab")
-    assert main(["decode", "--prompt", "review :", "--base", str(BASE_DIR), "--value", str(SMALL_DIR),
-                 "--value-head", "vocab", "--max-new-tokens", "3", "--out", "o.jsonl"]) == 0
+    assert (
+        main(
+            [
+                "decode",
+                "--prompt",
+                "review :",
+                "--base",
+                str(BASE_DIR),
+                "--value",
+                str(SMALL_DIR),
+                "--value-head",
+                "vocab",
+                "--max-new-tokens",
+                "3",
+                "--out",
+                "o.jsonl",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_vocabulary_head_trained_by_us_is_accepted(tmp_path):
@@ -212,8 +246,21 @@ def test_failed_sample_binds_no_settings_and_resume_says_so(tmp_path, monkeypatc
         raise RuntimeError("device lost")
 
     monkeypatch.setattr(dec, "generate", broken)
-    args = ["sample", "--base", str(BASE_DIR), "--prompts", str(prompts), "--out", out, "--n", "2",
-            "--max-new-tokens", "4", "--batch-size", "2"]
+    args = [
+        "sample",
+        "--base",
+        str(BASE_DIR),
+        "--prompts",
+        str(prompts),
+        "--out",
+        out,
+        "--n",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--batch-size",
+        "2",
+    ]
     with pytest.raises(RuntimeError):
         main(args)
     monkeypatch.setattr(dec, "generate", real)
@@ -288,7 +335,9 @@ def test_reward_texts_never_glue_words_and_use_chat_templates():
 
     tok = vas_jax.load_tokenizer(BASE_DIR)
     assert reward_texts(tok, ["review : the film was", "a "], ["rather brilliant .", "b"]) == [
-        "review : the film was rather brilliant .", "a b"]
+        "review : the film was rather brilliant .",
+        "a b",
+    ]
     assert reward_texts(tok, ["x"], ["y"], separator="\n") == ["x\ny"]
     tok.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
     assert reward_texts(tok, ["hi"], ["there"]) == ["<user>hi<assistant>there"]
@@ -311,12 +360,15 @@ def test_shipped_tokenizer_round_trips_the_corpus():
 def test_demo_installs_no_test_extra_and_accelerator_extras_exist(tmp_path):
     import tomllib
 
-    dry = subprocess.run(["make", "-n", "demo", f"VENV={tmp_path / 'v'}"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
+    dry = subprocess.run(
+        ["make", "-n", "demo", f"VENV={tmp_path / 'v'}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     installs = [ln for ln in dry.splitlines() if "pip install" in ln and "-e" in ln]
     assert installs and all("test" not in ln.split("-e")[-1] for ln in installs)
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert any(d.startswith("jax[cuda") for d in extras["cuda"]) and any(d.startswith("jax[tpu]") for d in extras["tpu"])
+    assert any(d.startswith("jax[cuda") for d in extras["cuda"]) and any(
+        d.startswith("jax[tpu]") for d in extras["tpu"]
+    )
     assert "torch" not in " ".join(extras["plot"])
 
 
@@ -324,8 +376,21 @@ def test_no_datasets_progress_bars_in_cli_output(tmp_path):
     import datasets
 
     datasets.Dataset.from_dict({"prompt": ["a"] * 3, "response": ["b c"] * 3}).save_to_disk(str(tmp_path / "d"))
-    p = subprocess.run([sys.executable, "-m", "vas_jax.cli", "score", "--data", str(tmp_path / "d"), "--reward-fn",
-                        "vas_jax.corpus:brevity"], capture_output=True, text=True, cwd=tmp_path)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vas_jax.cli",
+            "score",
+            "--data",
+            str(tmp_path / "d"),
+            "--reward-fn",
+            "vas_jax.corpus:brevity",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     for noise in ("Saving the dataset", "Creating parquet", "Map", "Generating"):
         assert noise not in p.stderr, p.stderr
@@ -337,11 +402,38 @@ def test_low_held_out_correlation_warns(tiny_dirs, tmp_path, monkeypatch, capsys
 
     rng = np.random.RandomState(0)
     n = 48
-    datasets.Dataset.from_dict({"prompt_ids": [[5, 6]] * n, "response_ids": [list(rng.randint(4, 90, 5)) for _ in range(n)],
-                                "reward": list(rng.randn(n))}).save_to_disk(str(tmp_path / "d"))  # noise: nothing to learn
+    datasets.Dataset.from_dict(
+        {
+            "prompt_ids": [[5, 6]] * n,
+            "response_ids": [list(rng.randint(4, 90, 5)) for _ in range(n)],
+            "reward": list(rng.randn(n)),
+        }
+    ).save_to_disk(str(tmp_path / "d"))  # noise: nothing to learn
     base = str(tiny_dirs["base"])
-    assert main(["train", "--data", str(tmp_path / "d"), "--init", base, "--base", base, "--out", str(tmp_path / "r"),
-                 "--batch-size", "16", "--minibatch-size", "8", "--passes", "1", "--eval-fraction", "0.25"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "d"),
+                "--init",
+                base,
+                "--base",
+                base,
+                "--out",
+                str(tmp_path / "r"),
+                "--batch-size",
+                "16",
+                "--minibatch-size",
+                "8",
+                "--passes",
+                "1",
+                "--eval-fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert "held-out correlation of V with the returns" in out.out
     assert "vas train: warning: a held-out correlation of" in out.err and "try more rollouts" in out.err
@@ -361,8 +453,19 @@ def test_best_of_n_times_each_n_with_its_own_call(tiny_dirs, monkeypatch):
     tok = vas_jax.load_tokenizer(tiny_dirs["base"])
     base = vas_jax.load_model(tiny_dirs["base"])
     value = vas_jax.load_model(tiny_dirs["value"])
-    rep = harness.run_comparison(base, tok, [[5, 6], [7]], [value], {"r": lambda p, r: [float(len(x)) for x in r]},
-                                 betas=[1.0], samples=2, bon_max=4, max_new_tokens=2, top_k=4, progress=False)
+    rep = harness.run_comparison(
+        base,
+        tok,
+        [[5, 6], [7]],
+        [value],
+        {"r": lambda p, r: [float(len(x)) for x in r]},
+        betas=[1.0],
+        samples=2,
+        bon_max=4,
+        max_new_tokens=2,
+        top_k=4,
+        progress=False,
+    )
     # the base (2 samples) and each N: a compiling call, then the timed one
     assert calls.count(1) == 2 and calls.count(4) == 2 and calls.count(2) == 4
     bon = [r for r in rep["rows"] if r["method"] == "bon"]

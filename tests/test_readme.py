@@ -34,8 +34,13 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def run(cmd: list[str], cwd: Path) -> str:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", HOME=str(cwd / "home"),
-               XDG_CACHE_HOME=str(cwd / "home" / ".cache"), MPLCONFIGDIR=str(cwd / "mpl"))
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        HOME=str(cwd / "home"),
+        XDG_CACHE_HOME=str(cwd / "home" / ".cache"),
+        MPLCONFIGDIR=str(cwd / "mpl"),
+    )
     p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, f"{cmd[:3]} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
     return p.stdout

@@ -14,8 +14,12 @@ import torch
 import vas_jax
 from vas_jax.tokenizer import end_of_turn_ids
 
-PROMPTS = ["What is the capital of France?", "Write a haiku about the sea.",
-           "Give me three tips for a job interview.", "Explain photosynthesis to a child."]
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Give me three tips for a job interview.",
+    "Explain photosynthesis to a child.",
+]
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +50,26 @@ def test_gguf_load_matches_transformers_and_the_conversion(smollm2, smollm2_torc
 
 def test_greedy_generate_equals_transformers(smollm2_torch, real):
     tok, ids = real["tok"], real["ids"]
-    out = vas_jax.generate(real["model"], ids, key=jax.random.key(0), max_new_tokens=64, temperature=0.0,
-                           eos_token_id=end_of_turn_ids(tok), pad_id=tok.pad_token_id)
+    out = vas_jax.generate(
+        real["model"],
+        ids,
+        key=jax.random.key(0),
+        max_new_tokens=64,
+        temperature=0.0,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_id=tok.pad_token_id,
+    )
     ours = out.token_lists()
     for i, p in enumerate(ids):
         with torch.no_grad():
-            ref = smollm2_torch.generate(torch.tensor([p]), max_new_tokens=64, do_sample=False,
-                                         eos_token_id=end_of_turn_ids(tok), pad_token_id=tok.pad_token_id)
-        theirs = ref[0, len(p):].tolist()
+            ref = smollm2_torch.generate(
+                torch.tensor([p]),
+                max_new_tokens=64,
+                do_sample=False,
+                eos_token_id=end_of_turn_ids(tok),
+                pad_token_id=tok.pad_token_id,
+            )
+        theirs = ref[0, len(p) :].tolist()
         assert ours[i] == theirs, (PROMPTS[i], tok.decode(ours[i]), tok.decode(theirs))
     assert any(t[-1] == 2 for t in ours)  # at least one answer ended its turn
 
@@ -75,8 +91,13 @@ def test_value_model_from_the_first_layers(real, tmp_path):
         want = back.score(trunk)[0, :, 0].numpy()
     np.testing.assert_allclose(np.asarray(vm(jnp.array([ids[1]])))[0], want, atol=2e-4, rtol=0)
     # guidance with beta = 0 is the base's own greedy decoding
-    common = dict(key=jax.random.key(0), max_new_tokens=24, temperature=0.0, eos_token_id=end_of_turn_ids(tok),
-                  pad_id=tok.pad_token_id)
+    common = dict(
+        key=jax.random.key(0),
+        max_new_tokens=24,
+        temperature=0.0,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_id=tok.pad_token_id,
+    )
     plain = vas_jax.generate(base, ids, **common).token_lists()
     guided = vas_jax.vas_decode(base, vm, ids, beta=0.0, top_k=20, **common).token_lists()
     assert guided == plain
@@ -99,10 +120,16 @@ def test_bfloat16_agrees_with_float32(smollm2, real):
     jaxpr = jax.make_jaxpr(lambda st, t: nnx.merge(graphdef, st)(t))(state, x)
     reductions = [e for e in _equations(jaxpr.jaxpr) if e.primitive.name in ("reduce_sum", "reduce_max")]
     assert reductions and all(str(e.invars[0].aval.dtype) == "float32" for e in reductions)
-    assert any(str(v.aval.dtype) == "bfloat16" for e in _equations(jaxpr.jaxpr) for v in e.invars
-               if hasattr(v, "aval"))  # (and the model does compute in bfloat16)
-    common = dict(key=jax.random.key(0), max_new_tokens=32, temperature=0.0, eos_token_id=end_of_turn_ids(tok),
-                  pad_id=tok.pad_token_id)
+    assert any(
+        str(v.aval.dtype) == "bfloat16" for e in _equations(jaxpr.jaxpr) for v in e.invars if hasattr(v, "aval")
+    )  # (and the model does compute in bfloat16)
+    common = dict(
+        key=jax.random.key(0),
+        max_new_tokens=32,
+        temperature=0.0,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_id=tok.pad_token_id,
+    )
     a = vas_jax.generate(real["model"], ids, **common).token_lists()
     b = vas_jax.generate(bf, ids, **common).token_lists()
     same = [next((i for i, (u, v) in enumerate(zip(s, t)) if u != v), min(len(s), len(t))) for s, t in zip(a, b)]

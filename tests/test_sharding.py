@@ -24,10 +24,21 @@ def test_parse_mesh():
 
 
 def test_sharded_equals_single_device(hf_dir, tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONUNBUFFERED="1")
+    root = str(Path(__file__).resolve().parents[1])  # sharded_check reads benchmarks/hlo_stats.py's machinery
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    )
     script = Path(__file__).with_name("sharded_check.py")
-    p = subprocess.run([sys.executable, str(script), str(hf_dir("llama")[1]), str(hf_dir("llama", "score")[1]),
-                        str(tmp_path)], env=env, capture_output=True, text=True, timeout=900)
+    p = subprocess.run(
+        [sys.executable, str(script), str(hf_dir("llama")[1]), str(hf_dir("llama", "score")[1]), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert p.returncode == 0 and "ALL OK" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     # the partitioner never had to replicate a tensor to reshard it (activations pinned to the batch)
     assert "Involuntary full rematerialization" not in p.stderr, p.stderr[-3000:]
@@ -42,9 +53,9 @@ def test_two_processes_train_like_one(tiny_dirs, tmp_path):
 
     import numpy as np
     from flax import nnx
+    from multiprocess_data import CFG, PROMPTS, dataset
 
     import vas_jax
-    from multiprocess_data import CFG, PROMPTS, dataset
     from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
 
     base = tiny_dirs["base"]
@@ -54,11 +65,24 @@ def test_two_processes_train_like_one(tiny_dirs, tmp_path):
     script = Path(__file__).with_name("multiprocess_check.py")
     procs = []
     for pid in range(2):
-        env = dict(os.environ, VAS_COORDINATOR=f"127.0.0.1:{port}", VAS_NUM_PROCESSES="2", VAS_PROCESS_ID=str(pid),
-                   JAX_PLATFORMS="cpu", PYTHONPATH=str(Path(__file__).parent))
+        env = dict(
+            os.environ,
+            VAS_COORDINATOR=f"127.0.0.1:{port}",
+            VAS_NUM_PROCESSES="2",
+            VAS_PROCESS_ID=str(pid),
+            JAX_PLATFORMS="cpu",
+            PYTHONPATH=str(Path(__file__).parent),
+        )
         env.pop("XLA_FLAGS", None)
-        procs.append(subprocess.Popen([sys.executable, str(script), str(base), str(tmp_path)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(script), str(base), str(tmp_path)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, o in zip(procs, outs):
         assert p.returncode == 0, o[-4000:]
@@ -66,8 +90,14 @@ def test_two_processes_train_like_one(tiny_dirs, tmp_path):
     data = load_rollouts(dataset(), shards=2)
     for s in (0, 1):  # each process read exactly its shard
         np.testing.assert_array_equal(np.load(tmp_path / f"rows{s}.npy"), data.local[s].ids)
-    ref, m = train_value(init_value_model(vas_jax.load_model(base)), data, tmp_path / "single",
-                         TrainConfig(**CFG), progress=False, max_steps=6)
+    ref, m = train_value(
+        init_value_model(vas_jax.load_model(base)),
+        data,
+        tmp_path / "single",
+        TrainConfig(**CFG),
+        progress=False,
+        max_steps=6,
+    )
     assert abs(float(got["loss"]) - m["loss"]) < 1e-5
     assert abs(float(got["eval_rmse"]) - m["eval_rmse"]) < 1e-5  # held-out rollouts of both hosts
     for k, v in nnx.to_flat_state(nnx.state(ref, nnx.Param)):
@@ -76,8 +106,16 @@ def test_two_processes_train_like_one(tiny_dirs, tmp_path):
 
     from vas_jax.rollouts import sample_rollouts
 
-    one = sample_rollouts(vas_jax.load_model(base), vas_jax.load_tokenizer(base), PROMPTS, tmp_path / "rollouts1",
-                          n=2, max_new_tokens=5, prompts_per_shard=2, progress=False)
+    one = sample_rollouts(
+        vas_jax.load_model(base),
+        vas_jax.load_tokenizer(base),
+        PROMPTS,
+        tmp_path / "rollouts1",
+        n=2,
+        max_new_tokens=5,
+        prompts_per_shard=2,
+        progress=False,
+    )
     two = datasets.load_from_disk(str(tmp_path / "rollouts"))
     assert not (tmp_path / "rollouts" / ".shards").exists()
     for c in ("prompt_index", "sample_index", "response_ids", "logprobs"):

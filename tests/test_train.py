@@ -13,6 +13,7 @@ from flax import nnx
 import vas_jax
 from vas_jax import ModelConfig, Transformer, VasError
 from vas_jax.cli import main
+from vas_jax.hf_config import config_from_hf
 from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
 
 
@@ -25,9 +26,21 @@ def test_td_training_recovers_exact_values_on_toy_problem(tmp_path):
     policy. A value model trained by TD(0.9) on 4000 of the base's own samples gets within 0.15 of it at
     every one of the 84 prefixes (rewards span 0..3)."""
     v, h, prompt = 4, 3, [1]
-    base = Transformer(ModelConfig(model_type="llama", vocab_size=v, hidden_size=16, intermediate_size=32,
-                                   num_layers=1, num_heads=2, num_kv_heads=1, head_dim=8,
-                                   max_position_embeddings=16, norm_eps=1e-5), rngs=nnx.Rngs(3))
+    base = Transformer(
+        ModelConfig(
+            model_type="llama",
+            vocab_size=v,
+            hidden_size=16,
+            intermediate_size=32,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            head_dim=8,
+            max_position_embeddings=16,
+            norm_eps=1e-5,
+        ),
+        rngs=nnx.Rngs(3),
+    )
     cache = {}
 
     def probs(prefix):
@@ -44,14 +57,26 @@ def test_td_training_recovers_exact_values_on_toy_problem(tmp_path):
     truth = {pre: true_value(pre) for t in range(1, h + 1) for pre in itertools.product(range(v), repeat=t)}
     r = vas_jax.generate(base, [prompt] * 4000, key=jax.random.key(0), max_new_tokens=h)
     resp = r.token_lists()
-    ds = datasets.Dataset.from_dict({"prompt_ids": [prompt] * len(resp), "response_ids": resp,
-                                     "reward": [_toy_reward(x) for x in resp]})
+    ds = datasets.Dataset.from_dict(
+        {"prompt_ids": [prompt] * len(resp), "response_ids": resp, "reward": [_toy_reward(x) for x in resp]}
+    )
     # GPT-2 trunk: learned absolute positions. (A RoPE-only trunk cannot tell [1,1,1] from [1,1,1,1]:
     # attention over identical tokens averages identical values, whatever their positions.)
-    lm = Transformer(ModelConfig.from_hf(dict(model_type="gpt2", vocab_size=v, n_embd=32, n_layer=2, n_head=4,
-                                              n_positions=16)), rngs=nnx.Rngs(5))
-    cfg = TrainConfig(lam=0.9, learning_rate=1e-2, batch_size=1000, minibatch_size=100, epochs=2, passes=10,
-                      warmup_steps=20, eval_fraction=0.05, save_every=10_000)
+    lm = Transformer(
+        config_from_hf(dict(model_type="gpt2", vocab_size=v, n_embd=32, n_layer=2, n_head=4, n_positions=16)),
+        rngs=nnx.Rngs(5),
+    )
+    cfg = TrainConfig(
+        lam=0.9,
+        learning_rate=1e-2,
+        batch_size=1000,
+        minibatch_size=100,
+        epochs=2,
+        passes=10,
+        warmup_steps=20,
+        eval_fraction=0.05,
+        save_every=10_000,
+    )
     vm, metrics = train_value(init_value_model(lm), rollout_arrays(ds), tmp_path, cfg, progress=False)
     pres = list(truth)  # every prefix in one right-padded batch: V at each one's last token
     ids = np.zeros((len(pres), 1 + h), np.int32)
@@ -73,8 +98,7 @@ def small_data():
     rng = np.random.RandomState(0)
     prompts = [list(rng.randint(1, 96, size=rng.randint(1, 6))) for _ in range(40)]
     resps = [list(rng.randint(1, 96, size=rng.randint(0, 9))) for _ in range(40)]
-    return datasets.Dataset.from_dict({"prompt_ids": prompts, "response_ids": resps,
-                                       "reward": rng.randn(40).tolist()})
+    return datasets.Dataset.from_dict({"prompt_ids": prompts, "response_ids": resps, "reward": rng.randn(40).tolist()})
 
 
 def _flat(model):
@@ -86,9 +110,21 @@ def test_interrupted_training_resumes_to_same_parameters(hf_dir, small_data, tmp
     lm = vas_jax.load_model(hf_dir("llama")[1])
     data = rollout_arrays(small_data)
     assert len(data) < 40  # empty responses were dropped
-    cfg = TrainConfig(batch_size=16, minibatch_size=8, grad_accum=accum, epochs=2, passes=2, ema=ema,
-                      save_every=5, keep=2, learning_rate=1e-3, eval_fraction=0.1, compute_dtype=dtype,
-                      lora_rank=lora, log_every=3)
+    cfg = TrainConfig(
+        batch_size=16,
+        minibatch_size=8,
+        grad_accum=accum,
+        epochs=2,
+        passes=2,
+        ema=ema,
+        save_every=5,
+        keep=2,
+        learning_rate=1e-3,
+        eval_fraction=0.1,
+        compute_dtype=dtype,
+        lora_rank=lora,
+        log_every=3,
+    )
     full, m_full = train_value(init_value_model(lm), data, tmp_path / "a", cfg, progress=False)
 
     class Killed(Exception):
@@ -130,8 +166,16 @@ def test_lora_trains_adapters_only_and_merges(hf_dir, small_data, tmp_path):
     np.testing.assert_allclose(np.asarray(merge_lora(m)(ids)), before, atol=1e-5)
     # training with LoRA changes the head and (through the adapters) the trunk's function, but the
     # trunk's stored kernels only by the merged low-rank update
-    cfg = TrainConfig(batch_size=16, minibatch_size=8, epochs=1, passes=1, learning_rate=1e-2,
-                      eval_fraction=0.0, lora_rank=2, save_every=100)
+    cfg = TrainConfig(
+        batch_size=16,
+        minibatch_size=8,
+        epochs=1,
+        passes=1,
+        learning_rate=1e-2,
+        eval_fraction=0.0,
+        lora_rank=2,
+        save_every=100,
+    )
     vm0 = init_value_model(lm)
     w0 = np.asarray(vm0.layers[0].attn.q_proj.kernel[...])
     vm, _ = train_value(init_value_model(lm), rollout_arrays(small_data), tmp_path, cfg, progress=False)
@@ -157,20 +201,23 @@ def test_bad_rollouts():
     with pytest.raises(VasError, match="no 'reward' column; score it with `vas score`"):
         rollout_arrays(datasets.Dataset.from_dict({"prompt_ids": [[1]], "response_ids": [[2]]}))
     with pytest.raises(VasError, match=r"non-finite reward\(s\) at row\(s\) 1"):
-        rollout_arrays(datasets.Dataset.from_dict({"prompt_ids": [[1], [1]], "response_ids": [[2], [3]],
-                                                   "reward": [1.0, float("nan")]}))
+        rollout_arrays(
+            datasets.Dataset.from_dict(
+                {"prompt_ids": [[1], [1]], "response_ids": [[2], [3]], "reward": [1.0, float("nan")]}
+            )
+        )
 
 
 # ------------------------------------------------------------------ the CLI chain
 
 
-REWARD_MODULE = '''
+REWARD_MODULE = """
 def length(prompts, responses):
     return [float(len(r.split())) for r in responses]
 
 def broken(prompts, responses):
     return [float("nan") if i == 2 else 1.0 for i, _ in enumerate(responses)]
-'''
+"""
 
 
 def test_sample_score_train_decode_chain(tiny_dirs, tmp_path, monkeypatch, capsys):
@@ -178,8 +225,28 @@ def test_sample_score_train_decode_chain(tiny_dirs, tmp_path, monkeypatch, capsy
     (tmp_path / "toy_rewards.py").write_text(REWARD_MODULE)
     (tmp_path / "prompts.csv").write_text("text\n" + "\n".join(f"w{i} w{i + 1}" for i in range(10)) + "\n")
     base = str(tiny_dirs["base"])
-    assert main(["sample", "--base", base, "--prompts", "prompts.csv", "--prompt-field", "text", "--n", "3",
-                 "--max-new-tokens", "6", "--batch-size", "6", "--out", "roll"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--base",
+                base,
+                "--prompts",
+                "prompts.csv",
+                "--prompt-field",
+                "text",
+                "--n",
+                "3",
+                "--max-new-tokens",
+                "6",
+                "--batch-size",
+                "6",
+                "--out",
+                "roll",
+            ]
+        )
+        == 0
+    )
     ds = datasets.load_from_disk("roll")
     assert len(ds) == 30 and sorted(set(ds["prompt_index"])) == list(range(10))
     assert set(ds.column_names) >= {"prompt", "prompt_ids", "response_ids", "response", "logprobs", "ended_with_eos"}
@@ -190,25 +257,70 @@ def test_sample_score_train_decode_chain(tiny_dirs, tmp_path, monkeypatch, capsy
     scored = datasets.load_from_disk("roll")
     assert scored["reward"] == [float(len(r.split())) for r in scored["response"]]
     # a reward model of ours (its own tokenizer): the score head at the last token
-    assert main(["score", "--data", "roll", "--reward-model", str(tiny_dirs["value"]), "--column", "rm",
-                 "--out", "roll_rm"]) == 0
+    assert (
+        main(
+            ["score", "--data", "roll", "--reward-model", str(tiny_dirs["value"]), "--column", "rm", "--out", "roll_rm"]
+        )
+        == 0
+    )
     rm = datasets.load_from_disk("roll_rm")
     vm = vas_jax.load_model(tiny_dirs["value"])
     tok = vas_jax.load_tokenizer(tiny_dirs["value"])
     row = rm[4]
     ids = tok(row["prompt"] + " " + row["response"])["input_ids"]  # joined by one space: no glued words
     assert abs(rm["rm"][4] - float(vm(np.array([ids]))[0, -1])) < 1e-4
-    assert main(["train", "--data", "roll", "--init", base, "--out", "run", "--batch-size", "8",
-                 "--minibatch-size", "4", "--passes", "2", "--save-every", "4", "--lr", "1e-3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "roll",
+                "--init",
+                base,
+                "--out",
+                "run",
+                "--batch-size",
+                "8",
+                "--minibatch-size",
+                "4",
+                "--passes",
+                "2",
+                "--save-every",
+                "4",
+                "--lr",
+                "1e-3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "value model saved to" in out and "held-out correlation of V with the returns" in out
     value = vas_jax.load_model(tmp_path / "run" / "value")
     assert value.config.head == "score" and value.config.num_labels == 1
     import transformers as tf
+
     back = tf.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "run" / "value"))
     assert back.config.num_labels == 1
-    assert main(["decode", "--base", base, "--value", "run/value", "--beta", "4", "--prompt", "w1 w2",
-                 "--max-new-tokens", "4", "--out", "dec.jsonl"]) == 0
+    assert (
+        main(
+            [
+                "decode",
+                "--base",
+                base,
+                "--value",
+                "run/value",
+                "--beta",
+                "4",
+                "--prompt",
+                "w1 w2",
+                "--max-new-tokens",
+                "4",
+                "--out",
+                "dec.jsonl",
+            ]
+        )
+        == 0
+    )
     assert len((tmp_path / "dec.jsonl").read_text().splitlines()) == 1
 
 
@@ -257,13 +369,17 @@ def test_cli_input_errors(tiny_dirs, hf_dir, tmp_path, monkeypatch, capsys):
     other = tmp_path / "other"
     shutil.copytree(hf_dir("llama")[1], other)
     make_tokenizer([f"v{i}" for i in range(92)]).save_pretrained(str(other))
-    datasets.Dataset.from_dict({"prompt": ["w1"], "response": ["w2"], "prompt_ids": [[5]], "response_ids": [[6]],
-                                "reward": [1.0]}).save_to_disk("d")
+    datasets.Dataset.from_dict(
+        {"prompt": ["w1"], "response": ["w2"], "prompt_ids": [[5]], "response_ids": [[6]], "reward": [1.0]}
+    ).save_to_disk("d")
     assert main(["train", "--data", "d", "--init", str(other), "--base", base, "--out", "r"]) == 2
     err = capsys.readouterr().err
-    assert "tokenizers differ: token 'w0' is id 4 in the base tokenizer but no id in the value (--init) tokenizer" in err
-    assert main(["train", "--data", "d", "--init", base, "--out", "r", "--batch-size", "6",
-                 "--minibatch-size", "4"]) == 2
+    assert (
+        "tokenizers differ: token 'w0' is id 4 in the base tokenizer but no id in the value (--init) tokenizer" in err
+    )
+    assert (
+        main(["train", "--data", "d", "--init", base, "--out", "r", "--batch-size", "6", "--minibatch-size", "4"]) == 2
+    )
     assert "--batch-size (6) must be a multiple of --minibatch-size (4)" in capsys.readouterr().err
     assert main(["train", "--data", "d", "--init", base, "--out", "r", "--log-every", "0"]) == 2
     assert "argument --log-every: '0' must be at least 1" in capsys.readouterr().err
@@ -289,8 +405,9 @@ def test_data_shards_split_like_datasets_and_train(hf_dir, small_data, tmp_path)
     assert data.count == 3 and sorted(data.local) == [0, 1, 2]
     assert len({b.ids.shape[1] for b in data.local.values()}) == 1
     for s in range(3):
-        one = rollout_arrays(split_dataset_by_node(small_data, rank=s, world_size=3),
-                             max_length=data.local[s].ids.shape[1])
+        one = rollout_arrays(
+            split_dataset_by_node(small_data, rank=s, world_size=3), max_length=data.local[s].ids.shape[1]
+        )
         np.testing.assert_array_equal(data.local[s].ids, one.ids)
         np.testing.assert_array_equal(data.local[s].reward, one.reward)
     lm = vas_jax.load_model(hf_dir("llama")[1])
@@ -299,8 +416,9 @@ def test_data_shards_split_like_datasets_and_train(hf_dir, small_data, tmp_path)
     _, m = train_value(init_value_model(lm), data, tmp_path, cfg, progress=False, on_step=lambda s, mt: seen.append(mt))
     assert m["step"] == len(seen) > 0 and np.isfinite(m["loss"]) and "eval_rmse" in m
     with pytest.raises(VasError, match=r"--batch-size \(8\) and the micro-batch .* must divide by the 3 data shards"):
-        train_value(init_value_model(lm), data, tmp_path / "x", TrainConfig(batch_size=8, minibatch_size=4),
-                    progress=False)
+        train_value(
+            init_value_model(lm), data, tmp_path / "x", TrainConfig(batch_size=8, minibatch_size=4), progress=False
+        )
 
 
 def test_torch_reward_model_matches_ours(tiny_dirs):
@@ -314,10 +432,10 @@ def test_torch_reward_model_matches_ours(tiny_dirs):
 
 def test_vocabulary_wide_value_head_trains_and_exports(hf_dir, small_data, tmp_path):
     lm = vas_jax.load_model(hf_dir("qwen2")[1])
-    cfg = TrainConfig(batch_size=16, minibatch_size=8, epochs=1, passes=2, learning_rate=1e-2, eval_fraction=0.0,
-                      save_every=100)
-    vm, m = train_value(init_value_model(lm, head="vocab"), rollout_arrays(small_data), tmp_path, cfg,
-                        progress=False)
+    cfg = TrainConfig(
+        batch_size=16, minibatch_size=8, epochs=1, passes=2, learning_rate=1e-2, eval_fraction=0.0, save_every=100
+    )
+    vm, m = train_value(init_value_model(lm, head="vocab"), rollout_arrays(small_data), tmp_path, cfg, progress=False)
     from vas_jax.train import value_readout
 
     assert np.abs(np.asarray(vm.lm_head.kernel[...])).max() > 0  # trained away from its zero init

@@ -1,12 +1,12 @@
 """vas-jax: Value Augmented Sampling in JAX/Flax."""
 
-from .cache import KVCache, init_cache, insert_candidate
+from .cache import KVCache, init_cache
 from .config import SUPPORTED_MODEL_TYPES, ModelConfig
 from .decode import BestOfN, DecodeResult, best_of_n, generate, prepare_prompts, vas_decode
 from .errors import VasError
 from .hf import load_model, save_model
-from .tokenizer import check_same_tokenizer, load_tokenizer
 from .model import Transformer, fuse_projections
+from .tokenizer import check_same_tokenizer, load_tokenizer
 
 __all__ = [
     "BestOfN",
@@ -23,7 +23,6 @@ __all__ = [
     "prepare_prompts",
     "vas_decode",
     "init_cache",
-    "insert_candidate",
     "load_model",
     "load_tokenizer",
     "save_model",

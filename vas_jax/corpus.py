@@ -10,22 +10,63 @@ from __future__ import annotations
 import random
 import re
 
-SUBJECTS = ["the movie", "the film", "this movie", "the plot", "the acting", "the cast", "the ending",
-            "the music", "the story", "the director", "the script", "the dialogue", "the lead", "the pacing"]
-POSITIVE = ["great", "wonderful", "brilliant", "lovely", "fun", "moving", "excellent", "charming", "beautiful",
-            "funny", "clever", "gripping"]
-NEGATIVE = ["terrible", "boring", "awful", "dull", "messy", "weak", "bad", "tedious", "silly", "bland", "forgettable",
-            "clumsy"]
+SUBJECTS = [
+    "the movie",
+    "the film",
+    "this movie",
+    "the plot",
+    "the acting",
+    "the cast",
+    "the ending",
+    "the music",
+    "the story",
+    "the director",
+    "the script",
+    "the dialogue",
+    "the lead",
+    "the pacing",
+]
+POSITIVE = [
+    "great",
+    "wonderful",
+    "brilliant",
+    "lovely",
+    "fun",
+    "moving",
+    "excellent",
+    "charming",
+    "beautiful",
+    "funny",
+    "clever",
+    "gripping",
+]
+NEGATIVE = [
+    "terrible",
+    "boring",
+    "awful",
+    "dull",
+    "messy",
+    "weak",
+    "bad",
+    "tedious",
+    "silly",
+    "bland",
+    "forgettable",
+    "clumsy",
+]
 NEUTRAL = ["long", "loud", "slow", "simple", "different", "quiet", "odd", "busy"]
 CASUAL_INT = ["really", "so", "super", "pretty", "kinda", "totally"]
 FORMAL_INT = ["remarkably", "quite", "rather", "truly", "thoroughly", "genuinely"]
 POS_VERBS = ["loved", "enjoyed", "liked", "adored"]
 NEG_VERBS = ["hated", "disliked", "regretted", "endured"]
-CASUAL_END = {"pos": ["would watch again !", "10 / 10 .", "go see it !", "so good lol ."],
-              "neg": ["not for me .", "skip it .", "what a waste lol .", "meh ."]}
-FORMAL_END = {"pos": ["i would recommend it .", "it is well worth seeing .", "a fine achievement ."],
-              "neg": ["i cannot recommend it .", "it is not worth seeing .", "a disappointing effort ."]}
-OPENERS = ["review :"]
+CASUAL_END = {
+    "pos": ["would watch again !", "10 / 10 .", "go see it !", "so good lol ."],
+    "neg": ["not for me .", "skip it .", "what a waste lol .", "meh ."],
+}
+FORMAL_END = {
+    "pos": ["i would recommend it .", "it is well worth seeing .", "a fine achievement ."],
+    "neg": ["i cannot recommend it .", "it is not worth seeing .", "a disappointing effort ."],
+}
 
 POSITIVE_WORDS = set(POSITIVE) | set(POS_VERBS) | {"recommend", "good", "fine", "worth", "again"}
 NEGATIVE_WORDS = set(NEGATIVE) | set(NEG_VERBS) | {"cannot", "waste", "skip", "meh", "disappointing", "not"}
@@ -99,13 +140,3 @@ def positivity(prompts, responses) -> list[float]:
 def brevity(prompts, responses) -> list[float]:
     """Shorter is better: minus the response's length in words, over 10."""
     return [-len(words(r)) / 10.0 for r in responses]
-
-
-def formality(prompts, responses) -> list[float]:
-    """Formal intensifiers and phrasing minus casual ones."""
-    formal = set(FORMAL_INT) | {"overall", "recommend", "worth", "achievement", "effort"}
-    casual = set(CASUAL_INT) | {"lol", "tbh", "meh", "!", "skip"}
-    return [float(sum(x in formal for x in words(r)) - sum(x in casual for x in words(r))) for r in responses]
-
-
-REWARDS = {"positivity": positivity, "brevity": brevity, "formality": formality}

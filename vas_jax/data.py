@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .errors import VasError
 
 
@@ -12,8 +14,9 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise VasError(f"{str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
-                       "re-save it as UTF-8") from None
+        raise VasError(
+            f"{str(path)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); re-save it as UTF-8"
+        ) from None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -71,8 +74,10 @@ def load_table(path: str | Path):
             import pyarrow.parquet as pq
 
             return datasets.Dataset(pq.read_table(str(path)))
-        raise VasError(f"unsupported file type {suffix!r} for {str(path)!r}; use .txt, .jsonl, .json, .csv, .parquet "
-                       "or a datasets directory")
+        raise VasError(
+            f"unsupported file type {suffix!r} for {str(path)!r}; use .txt, .jsonl, .json, .csv, .parquet "
+            "or a datasets directory"
+        )
     except VasError:
         raise
     except Exception as e:  # datasets/arrow raise many types for malformed files
@@ -91,7 +96,9 @@ def read_prompts(path: str | Path, field: str = "prompt") -> list[str]:
     if len(ds) == 0:
         raise VasError(f"{str(path)!r} holds no prompts")
     if field not in ds.column_names:
-        raise VasError(f"{str(path)!r} has no field {field!r} (fields: {', '.join(ds.column_names)}); set --prompt-field")
+        raise VasError(
+            f"{str(path)!r} has no field {field!r} (fields: {', '.join(ds.column_names)}); set --prompt-field"
+        )
     col = ds[field]
     missing = [i for i, x in enumerate(col) if x is None]
     if missing:
@@ -99,13 +106,28 @@ def read_prompts(path: str | Path, field: str = "prompt") -> list[str]:
     return [str(x) for x in col]
 
 
+def pad_rows(rows, length: int, pad_id: int = 0, side: str = "right"):
+    """Token lists -> (ids int32[N, length], mask bool[N, length]), padded on `side` ("left" or
+    "right") with `pad_id`: the one place sequences become arrays."""
+    ids = np.full((len(rows), length), pad_id, np.int32)
+    mask = np.zeros((len(rows), length), bool)
+    for i, r in enumerate(rows):
+        n = len(r)
+        sl = slice(length - n, length) if side == "left" else slice(0, n)
+        ids[i, sl] = r
+        mask[i, sl] = True
+    return ids, mask
+
+
 def encode_prompts(tok, texts: list[str], *, chat_template: bool = False) -> list[list[int]]:
     """Token ids of each prompt (optionally in the tokenizer's chat template); empty ones are refused."""
     if chat_template:
         if not getattr(tok, "chat_template", None):
             raise VasError("--chat-template given, but the tokenizer has no chat template")
-        ids = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True)
-               for t in texts]
+        ids = [
+            tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True)
+            for t in texts
+        ]
         ids = [list(x["input_ids"]) if isinstance(x, dict) or hasattr(x, "keys") else list(x) for x in ids]
     else:
         ids = [tok(t)["input_ids"] for t in texts]

@@ -128,9 +128,9 @@ def prepare_prompts(prompts, *, pad_id: int = 0, bucket: int | None = None):
     tb = bucket or bucket_length(int(lens.max()))
     if lens.max() > tb:
         raise VasError(f"a prompt has {lens.max()} tokens, more than the bucket of {tb}")
-    ids = np.full((len(rows), tb), pad_id, np.int32)
-    for i, r in enumerate(rows):
-        ids[i, tb - len(r):] = r
+    from .data import pad_rows
+
+    ids, _ = pad_rows(rows, tb, pad_id, side="left")
     return ids, (tb - lens).astype(np.int32), lens
 
 
@@ -146,9 +146,7 @@ def _normalize_beta(beta, batch: int, n_values: int) -> jax.Array:
             return jnp.broadcast_to(b[:, None], (batch, n_values))
     if b.ndim == 2 and b.shape == (batch, n_values):
         return b
-    raise VasError(
-        f"beta of shape {tuple(b.shape)} fits neither [n_values]={n_values}, [B]={batch} nor [B, n_values]"
-    )
+    raise VasError(f"beta of shape {tuple(b.shape)} fits neither [n_values]={n_values}, [B]={batch} nor [B, n_values]")
 
 
 def _eos_tuple(eos_token_id) -> tuple:
@@ -173,8 +171,10 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         if not spec.cache_shardings:
             return c
         sh = spec.cache_shardings[i]
-        return c.replace(k=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.k),
-                         v=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.v))
+        return c.replace(
+            k=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.k),
+            v=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.v),
+        )
 
     # ---- prefill: one batched forward per model
     cache = pin(init_cache(base.config, b, spec.cache_size, base.dtype, starts), 0)
@@ -192,6 +192,7 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
             q_logits.append(jnp.zeros((b, 0), jnp.float32))
         v_caches.append(vc)
     if spec.num_samples > 1:  # prefilled once per prompt; the n samples share that work
+
         def rep(x):
             return jnp.repeat(x, spec.num_samples, axis=0)
 
@@ -216,13 +217,12 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
                     # ONE call: the pending (last chosen) token is appended to the cache, and the
                     # k candidates are scored as queries at the next position.
                     toks = jnp.concatenate([pending[:, None], top_idx], axis=1)
-                    v, c, _ = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1,
-                                         attention=spec.attention)
+                    v, c = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1, attention=spec.attention)
                     v_caches[i] = pin(c, i + 1)
                 else:
                     v = jnp.take_along_axis(q_logits[i], top_idx, axis=1)
                 v = v.astype(jnp.float32)
-                g = g + beta[:, i:i + 1] * (v - jnp.mean(v, axis=1, keepdims=True))
+                g = g + beta[:, i : i + 1] * (v - jnp.mean(v, axis=1, keepdims=True))
             if spec.restrict_to_topk:
                 aug = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows[:, None], top_idx].set(top_vals + g)
             else:
@@ -237,23 +237,27 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         feed = jnp.where(done, spec.pad_id, tok)
         live = ~done
         # one write per step (one kernel, not four): the token and three floats' bits in one int32 array
-        floats = jnp.stack([jnp.where(live, base_lp, 0.0), jnp.where(live, plp, 0.0), jnp.where(live, guid, 0.0)],
-                           axis=1)
-        col = jnp.concatenate([jnp.where(live, tok, spec.pad_id)[:, None],
-                               jax.lax.bitcast_convert_type(floats.astype(jnp.float32), jnp.int32)], axis=1)
+        floats = jnp.stack(
+            [jnp.where(live, base_lp, 0.0), jnp.where(live, plp, 0.0), jnp.where(live, guid, 0.0)], axis=1
+        )
+        col = jnp.concatenate(
+            [
+                jnp.where(live, tok, spec.pad_id)[:, None],
+                jax.lax.bitcast_convert_type(floats.astype(jnp.float32), jnp.int32),
+            ],
+            axis=1,
+        )
         out = jax.lax.dynamic_update_slice(out, col[:, None, :], (0, t, 0))
         lengths = lengths + live.astype(jnp.int32)
         if spec.eos_ids:
             done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
         # ---- advance every cache by the fed token
-        new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last",
-                                         attention=spec.attention)
+        new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last", attention=spec.attention)
         cache = pin(cache, 0)
         new_q = []
         for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
             if kind == "vocab":
-                ql, c = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last",
-                                   attention=spec.attention)
+                ql, c = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last", attention=spec.attention)
                 v_caches[i] = pin(c, i + 1)
                 new_q.append(ql[:, 0])
             else:
@@ -272,13 +276,27 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
 
     # per row and step: [token, bits of: base log-prob, policy log-prob, guidance] (see `body`); 0 is 0.0's bits
     out0 = jnp.zeros((b, n, 4), jnp.int32).at[:, :, 0].set(spec.pad_id)
-    carry = (jnp.zeros((), jnp.int32), cache, v_caches, logits[:, 0], q_logits, ids[:, -1],
-             jnp.zeros((b,), bool), jnp.zeros((b,), jnp.int32), out0)
+    carry = (
+        jnp.zeros((), jnp.int32),
+        cache,
+        v_caches,
+        logits[:, 0],
+        q_logits,
+        ids[:, -1],
+        jnp.zeros((b,), bool),
+        jnp.zeros((b,), jnp.int32),
+        out0,
+    )
     carry = jax.lax.while_loop(cond, chunk, carry)
     out, lengths = carry[8], carry[7]
     floats = jax.lax.bitcast_convert_type(out[:, :, 1:], jnp.float32)
-    return DecodeResult(tokens=out[:, :, 0], lengths=lengths, logprobs=floats[..., 0],
-                        policy_logprobs=floats[..., 1], guidance=floats[..., 2])
+    return DecodeResult(
+        tokens=out[:, :, 0],
+        lengths=lengths,
+        logprobs=floats[..., 0],
+        policy_logprobs=floats[..., 1],
+        guidance=floats[..., 2],
+    )
 
 
 decode_program = jax.jit(_decode_program, static_argnames=("graphdefs", "spec"))
@@ -286,8 +304,10 @@ decode_program = jax.jit(_decode_program, static_argnames=("graphdefs", "spec"))
 
 def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
     c = vm.config
-    if c.vocab_size != base.config.vocab_size and c.head == "lm" or (
-        c.head == "score" and c.vocab_size < base.config.vocab_size
+    if (
+        c.vocab_size != base.config.vocab_size
+        and c.head == "lm"
+        or (c.head == "score" and c.vocab_size < base.config.vocab_size)
     ):
         raise VasError(
             f"value model {i} has vocabulary {c.vocab_size}, the base {base.config.vocab_size}; "
@@ -313,13 +333,35 @@ def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
         return ()
     from .sharding import DECODE_RULES, fitted_sharding
 
-    return tuple(fitted_sharding(mesh, DECODE_RULES, ("batch", "kv", None, None),
-                                 (rows, m.config.num_kv_heads, size, m.config.head_dim)) for m in models)
+    return tuple(
+        fitted_sharding(
+            mesh, DECODE_RULES, ("batch", "kv", None, None), (rows, m.config.num_kv_heads, size, m.config.head_dim)
+        )
+        for m in models
+    )
 
 
-def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature, top_p, eos_token_id,
-         restrict_to_topk, sample_top_k, pad_id, num_samples=1, mesh=None, check_every=8, attention="xla",
-         topk_method="lax"):
+def _run(
+    base,
+    values,
+    prompts,
+    *,
+    beta,
+    top_k,
+    key,
+    max_new_tokens,
+    temperature,
+    top_p,
+    eos_token_id,
+    restrict_to_topk,
+    sample_top_k,
+    pad_id,
+    num_samples=1,
+    mesh=None,
+    check_every=8,
+    attention="xla",
+    topk_method="lax",
+):
     if not isinstance(base, Transformer) or base.config.head != "lm":
         raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
     if max_new_tokens < 1:
@@ -341,8 +383,10 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
     if bad.any():
         i, j = map(int, np.argwhere(bad)[0])
         what = "pad_id" if j < starts[i] else f"prompt {i} has token id"
-        raise VasError(f"{what} {int(ids[i, j])} is outside the base model's vocabulary of {vocab} ids; were "
-                       "the prompts made with another model's tokenizer?")
+        raise VasError(
+            f"{what} {int(ids[i, j])} is outside the base model's vocabulary of {vocab} ids; were "
+            "the prompts made with another model's tokenizer?"
+        )
     size = ids.shape[1] + max_new_tokens
     if attention != "xla":  # slots the kernel reads in whole blocks; the extra ones stay empty
         size = padded_size(size)
@@ -360,8 +404,9 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
     spec = DecodeSpec(
         max_new_tokens=int(max_new_tokens),
         cache_size=int(size),
-        sampler=SamplerSpec(greedy=temperature == 0, top_k=int(sample_top_k), use_top_p=top_p < 1.0,
-                            one_pass=sampling.one_pass_pays()),
+        sampler=SamplerSpec(
+            greedy=temperature == 0, top_k=int(sample_top_k), use_top_p=top_p < 1.0, one_pass=sampling.one_pass_pays()
+        ),
         value_kinds=kinds,
         top_k=int(top_k) if values else 0,
         restrict_to_topk=bool(restrict_to_topk),
@@ -391,13 +436,27 @@ def _run(base, values, prompts, *, beta, top_k, key, max_new_tokens, temperature
             ids_a = jax.device_put(ids_a, batch_sharding(mesh, DECODE_RULES, 2))
             starts_a = jax.device_put(starts_a, batch_sharding(mesh, DECODE_RULES, 1))
             beta_arr = jax.device_put(beta_arr, batch_sharding(mesh, DECODE_RULES, 2))
-    return decode_program(graphdefs, states, ids_a, starts_a, beta_arr, key,
-                          jnp.float32(temperature), jnp.float32(top_p), spec=spec)
+    return decode_program(
+        graphdefs, states, ids_a, starts_a, beta_arr, key, jnp.float32(temperature), jnp.float32(top_p), spec=spec
+    )
 
 
-def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, eos_token_id=None, pad_id: int = 0, num_samples: int = 1,
-             mesh=None, check_every: int = 8, attention: str = "xla") -> DecodeResult:
+def generate(
+    base: Transformer,
+    prompts,
+    *,
+    key,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_token_id=None,
+    pad_id: int = 0,
+    num_samples: int = 1,
+    mesh=None,
+    check_every: int = 8,
+    attention: str = "xla",
+) -> DecodeResult:
     """Sample continuations of `prompts` from `base`.
 
     prompts: a list of token-id lists (any lengths), an int[B, T] array, or (ids, mask) / a tokenizer's
@@ -411,17 +470,47 @@ def generate(base: Transformer, prompts, *, key, max_new_tokens: int, temperatur
     it on its rows and kv heads).
     "interpret" runs that kernel through the Pallas interpreter on any backend (for checks; slow).
     """
-    return _run(base, [], prompts, beta=0.0, top_k=0, key=key, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, eos_token_id=eos_token_id, restrict_to_topk=False,
-                sample_top_k=top_k, pad_id=pad_id, num_samples=num_samples, mesh=mesh,
-                check_every=check_every, attention=attention)
+    return _run(
+        base,
+        [],
+        prompts,
+        beta=0.0,
+        top_k=0,
+        key=key,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        eos_token_id=eos_token_id,
+        restrict_to_topk=False,
+        sample_top_k=top_k,
+        pad_id=pad_id,
+        num_samples=num_samples,
+        mesh=mesh,
+        check_every=check_every,
+        attention=attention,
+    )
 
 
-def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], prompts, *, beta, key,
-               max_new_tokens: int, top_k: int = 20, temperature: float = 1.0, top_p: float = 1.0,
-               eos_token_id=None, restrict_to_topk: bool = False, pad_id: int = 0,
-               num_samples: int = 1, mesh=None, check_every: int = 8, attention: str = "xla",
-               topk_method: str = "lax") -> DecodeResult:
+def vas_decode(
+    base: Transformer,
+    values: Transformer | Sequence[Transformer],
+    prompts,
+    *,
+    beta,
+    key,
+    max_new_tokens: int,
+    top_k: int = 20,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_token_id=None,
+    restrict_to_topk: bool = False,
+    pad_id: int = 0,
+    num_samples: int = 1,
+    mesh=None,
+    check_every: int = 8,
+    attention: str = "xla",
+    topk_method: str = "lax",
+) -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
 
     values: a value model or a list (scalar heads: `*ForSequenceClassification`, num_labels=1, read as
@@ -437,10 +526,26 @@ def vas_decode(base: Transformer, values: Transformer | Sequence[Transformer], p
     values = list(values)
     if not values:
         raise VasError("vas_decode needs at least one value model; use generate for plain sampling")
-    return _run(base, values, prompts, beta=beta, top_k=top_k, key=key, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, eos_token_id=eos_token_id,
-                restrict_to_topk=restrict_to_topk, sample_top_k=0, pad_id=pad_id, num_samples=num_samples,
-                mesh=mesh, check_every=check_every, attention=attention, topk_method=topk_method)
+    return _run(
+        base,
+        values,
+        prompts,
+        beta=beta,
+        top_k=top_k,
+        key=key,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        eos_token_id=eos_token_id,
+        restrict_to_topk=restrict_to_topk,
+        sample_top_k=0,
+        pad_id=pad_id,
+        num_samples=num_samples,
+        mesh=mesh,
+        check_every=check_every,
+        attention=attention,
+        topk_method=topk_method,
+    )
 
 
 @struct.dataclass
@@ -455,16 +560,37 @@ class BestOfN:
     samples: DecodeResult
 
 
-def best_of_n(base: Transformer, prompts, reward, *, n: int, key, max_new_tokens: int, tokenizer=None,
-              temperature: float = 1.0, top_p: float = 1.0, eos_token_id=None, pad_id: int = 0) -> BestOfN:
+def best_of_n(
+    base: Transformer,
+    prompts,
+    reward,
+    *,
+    n: int,
+    key,
+    max_new_tokens: int,
+    tokenizer=None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_token_id=None,
+    pad_id: int = 0,
+) -> BestOfN:
     """Best-of-N: sample n responses per prompt, keep the best by `reward`.
 
     Each prompt is prefilled once and its KV cache shared by its n samples (not n prefills).
     reward: (prompts, responses) -> list[float], given texts when `tokenizer` is passed, token lists otherwise.
     """
     rows = _prompt_lists(prompts)
-    r = generate(base, rows, key=key, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                 eos_token_id=eos_token_id, pad_id=pad_id, num_samples=n)
+    r = generate(
+        base,
+        rows,
+        key=key,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        eos_token_id=eos_token_id,
+        pad_id=pad_id,
+        num_samples=n,
+    )
     resp = r.token_lists()
     ps = [p for p in rows for _ in range(n)]
     if tokenizer is not None:
@@ -474,5 +600,10 @@ def best_of_n(base: Transformer, prompts, reward, *, n: int, key, max_new_tokens
     if not np.isfinite(scores).all():
         raise VasError("the reward returned a non-finite value")
     best = scores.argmax(axis=1) + np.arange(len(rows)) * n
-    return BestOfN(tokens=r.tokens[best], lengths=r.lengths[best], reward=jnp.asarray(scores.max(axis=1)),
-                   rewards=jnp.asarray(scores), samples=r)
+    return BestOfN(
+        tokens=r.tokens[best],
+        lengths=r.lengths[best],
+        reward=jnp.asarray(scores.max(axis=1)),
+        rewards=jnp.asarray(scores),
+        samples=r,
+    )

@@ -36,8 +36,10 @@ def check_attention(attention: str) -> None:
     if attention not in ATTENTION_IMPLS:
         raise VasError(f"attention must be one of {', '.join(ATTENTION_IMPLS)}, got {attention!r}")
     if attention == "pallas" and jax.default_backend() != "gpu":
-        raise VasError(f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
-                       "attention='xla' (or 'interpret' to check the kernel, slowly)")
+        raise VasError(
+            f"attention='pallas' is a GPU kernel and this backend is {jax.default_backend()}; use "
+            "attention='xla' (or 'interpret' to check the kernel, slowly)"
+        )
 
 
 def padded_size(size: int) -> int:
@@ -116,11 +118,13 @@ def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, *outs, scale, split_len, t, r, 
         ok = ((col < n_new) & (col <= row_t)) | ((col == row_t) & (col >= n_own_from))
         carry = _online(carry, _dot(q, ko, trans_b=True) * scale, ok & (s_id == 0), q_ref[pl.ds(r + tp, tp), :])
     if n_new:
+
         @pl.when(s_id == 0)
         def _():
             for j in range(n_new):  # the new tokens enter the cache here: no update kernel of their own
                 k_out[pl.ds(hi_ref[...] + j, 1), :] = q_ref[pl.ds(r + j, 1), :]
                 v_out[pl.ds(hi_ref[...] + j, 1), :] = q_ref[pl.ds(r + tp + j, 1), :]
+
     first = lo // BLOCK_K
     last = jnp.where(hi > lo, (hi + BLOCK_K - 1) // BLOCK_K, first)  # blocks meeting [lo, hi)
 
@@ -153,8 +157,19 @@ def _rows(n: int) -> int:
 
 
 @functools.partial(jax.named_call, name="decode_attention")
-def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, write: bool = False,
-                     interpret: bool = False, splits: int | None = None):
+def decode_attention(
+    q,
+    k_cache,
+    v_cache,
+    lo,
+    hi,
+    scale: float,
+    own=None,
+    *,
+    write: bool = False,
+    interpret: bool = False,
+    splits: int | None = None,
+):
     """Attention of decode-step queries over the cache slots `[lo[b], hi[b])`.
 
     q: [B, T, NH, D]; k_cache, v_cache: [B, KVH, S, D] (S a multiple of BLOCK_K); lo, hi: int32[B].
@@ -191,12 +206,16 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, wri
     in_specs = [row, row, pl.BlockSpec((None, None, r + 2 * tp, d), lambda i, h, s: (i, h, 0, 0)), whole, whole]
     args = [jnp.asarray(lo, jnp.int32), jnp.asarray(hi, jnp.int32), qg, k_cache, v_cache]
     if split:
-        out_specs = [pl.BlockSpec((None, None, None, r, d), lambda i, h, s: (i, h, s, 0, 0)),
-                     pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0)),
-                     pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0))]
-        out_shape = [jax.ShapeDtypeStruct((b, kvh, n_split, r, d), jnp.float32),
-                     jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32),
-                     jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32)]
+        out_specs = [
+            pl.BlockSpec((None, None, None, r, d), lambda i, h, s: (i, h, s, 0, 0)),
+            pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0)),
+            pl.BlockSpec((None, None, None, r), lambda i, h, s: (i, h, s, 0)),
+        ]
+        out_shape = [
+            jax.ShapeDtypeStruct((b, kvh, n_split, r, d), jnp.float32),
+            jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32),
+            jax.ShapeDtypeStruct((b, kvh, n_split, r), jnp.float32),
+        ]
     else:
         out_specs = [pl.BlockSpec((None, None, r, d), lambda i, h, s: (i, h, 0, 0))]
         out_shape = [jax.ShapeDtypeStruct((b, kvh, r, d), dtype)]
@@ -211,11 +230,28 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, wri
 
         # 8 warps once a program's [R, D] accumulator and [R, BLOCK_K] scores would crowd 4 warps' registers
         params = dict(compiler_params=plgpu.CompilerParams(num_warps=4 if r <= 64 else 8, num_stages=2))
-    kernel = functools.partial(_kernel, scale=float(scale), split_len=per * BLOCK_K, t=t, r=r, tp=tp,
-                               n_own_from=n_own_from, n_new=n_new, split=split)
-    outs = pl.pallas_call(kernel, grid=(b, kvh, n_split), in_specs=in_specs, out_specs=out_specs,
-                          out_shape=out_shape, input_output_aliases=aliases, interpret=interpret,
-                          name="vas_decode_attention", **params)(*args)
+    kernel = functools.partial(
+        _kernel,
+        scale=float(scale),
+        split_len=per * BLOCK_K,
+        t=t,
+        r=r,
+        tp=tp,
+        n_own_from=n_own_from,
+        n_new=n_new,
+        split=split,
+    )
+    outs = pl.pallas_call(
+        kernel,
+        grid=(b, kvh, n_split),
+        in_specs=in_specs,
+        out_specs=out_specs,
+        out_shape=out_shape,
+        input_output_aliases=aliases,
+        interpret=interpret,
+        name="vas_decode_attention",
+        **params,
+    )(*args)
     caches = (k_cache, v_cache)
     if n_new:
         *outs, k_new, v_new = outs
@@ -230,8 +266,9 @@ def decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, wri
     return (out, *caches) if write else out
 
 
-def sharded_decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None, *, cache_sharding,
-                             write: bool = False, interpret: bool = False):
+def sharded_decode_attention(
+    q, k_cache, v_cache, lo, hi, scale: float, own=None, *, cache_sharding, write: bool = False, interpret: bool = False
+):
     """`decode_attention` on a mesh: each device runs the kernel on its rows and kv heads.
 
     cache_sharding: the caches' NamedSharding ([B, KVH, S, D]: rows over one axis, kv heads over
@@ -252,10 +289,11 @@ def sharded_decode_attention(q, k_cache, v_cache, lo, hi, scale: float, own=None
         args += [ks, vs]
 
     def local(q, k, v, lo, hi, *own_kv):
-        return decode_attention(q, k, v, lo, hi, scale, own=(*own_kv, n_own) if own_kv else None,
-                                write=write, interpret=interpret)
+        return decode_attention(
+            q, k, v, lo, hi, scale, own=(*own_kv, n_own) if own_kv else None, write=write, interpret=interpret
+        )
 
     out_specs = (P(rows, None, heads), cache, cache) if write else P(rows, None, heads)
-    return jax.shard_map(local, mesh=cache_sharding.mesh, in_specs=tuple(in_specs), out_specs=out_specs,
-                         check_vma=False)(*args)
-
+    return jax.shard_map(
+        local, mesh=cache_sharding.mesh, in_specs=tuple(in_specs), out_specs=out_specs, check_vma=False
+    )(*args)

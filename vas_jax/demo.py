@@ -24,16 +24,25 @@ class DemoSize:
 
 
 FULL = DemoSize()
-QUICK = DemoSize(train_prompts=48, samples_per_prompt=8, eval_prompts=8, eval_samples=4, bon_max=16, max_new_tokens=24,
-                 betas=(1.0, 4.0), composed=((0.0, 0.0), (4.0, 0.0), (0.0, 8.0), (4.0, 8.0)))
+QUICK = DemoSize(
+    train_prompts=48,
+    samples_per_prompt=8,
+    eval_prompts=8,
+    eval_samples=4,
+    bon_max=16,
+    max_new_tokens=24,
+    betas=(1.0, 4.0),
+    composed=((0.0, 0.0), (4.0, 0.0), (0.0, 8.0), (4.0, 8.0)),
+)
 
 
 def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, log=print) -> dict:
     import vas_jax
+
     from .corpus import brevity, demo_prompts, positivity
     from .harness import GRID_PLOT, PLOTS, format_table, run_comparison, write_report
-    from .rollouts import sample_rollouts
     from .rewards import score_dataset
+    from .rollouts import sample_rollouts
     from .train import TrainConfig, init_value_model, rollout_arrays, train_value
 
     out = Path(out)
@@ -48,9 +57,16 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     roll = out / "rollouts"
     if roll.exists():
         shutil.rmtree(roll)
-    ds = sample_rollouts(base, tok, demo_prompts(size.train_prompts, seed=1), roll, n=size.samples_per_prompt,
-                         max_new_tokens=size.max_new_tokens, prompts_per_shard=max(1, 256 // size.samples_per_prompt),
-                         progress=progress)
+    ds = sample_rollouts(
+        base,
+        tok,
+        demo_prompts(size.train_prompts, seed=1),
+        roll,
+        n=size.samples_per_prompt,
+        max_new_tokens=size.max_new_tokens,
+        prompts_per_shard=max(1, 256 // size.samples_per_prompt),
+        progress=progress,
+    )
     log("2/4 scoring them with the built-in rewards: " + ", ".join(rewards))
     for name, fn in rewards.items():
         ds = score_dataset(ds, fn, column=f"reward_{name}", progress=False)
@@ -62,17 +78,30 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         run = out / f"train-{name}"
         if run.exists():
             shutil.rmtree(run)
-        vm, m = train_value(init_value_model(small), rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg,
-                            progress=progress)
+        vm, m = train_value(
+            init_value_model(small), rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg, progress=progress
+        )
         vas_jax.save_model(vm, out / f"value-{name}", tokenizer=tok)
         log(f"    held-out correlation of V with returns {m.get('eval_corr', float('nan')):.2f}")
         values.append(vm)
-    log(f"4/4 comparing base, VAS (beta {list(size.betas)}) and Best-of-N (n up to {size.bon_max}) "
-        f"on {size.eval_prompts} held-out prompts")
+    log(
+        f"4/4 comparing base, VAS (beta {list(size.betas)}) and Best-of-N (n up to {size.bon_max}) "
+        f"on {size.eval_prompts} held-out prompts"
+    )
     prompts = [tok(p)["input_ids"] for p in demo_prompts(size.eval_prompts, seed=2)]
-    report = run_comparison(base, tok, prompts, values, rewards, betas=size.betas, composed=size.composed,
-                            samples=size.eval_samples, bon_max=size.bon_max, max_new_tokens=size.max_new_tokens,
-                            progress=progress)
+    report = run_comparison(
+        base,
+        tok,
+        prompts,
+        values,
+        rewards,
+        betas=size.betas,
+        composed=size.composed,
+        samples=size.eval_samples,
+        bon_max=size.bon_max,
+        max_new_tokens=size.max_new_tokens,
+        progress=progress,
+    )
     report["demo"] = dataclasses.asdict(size)
     write_report(report, out)
     log("")

@@ -23,8 +23,11 @@ def initialize(auto: bool = False) -> bool:
         except Exception:  # older JAX: collectives flag absent
             pass
     if coord:
-        jax.distributed.initialize(coordinator_address=coord, num_processes=int(os.environ["VAS_NUM_PROCESSES"]),
-                                   process_id=int(os.environ["VAS_PROCESS_ID"]))
+        jax.distributed.initialize(
+            coordinator_address=coord,
+            num_processes=int(os.environ["VAS_NUM_PROCESSES"]),
+            process_id=int(os.environ["VAS_PROCESS_ID"]),
+        )
     else:
         jax.distributed.initialize()
     return True

@@ -23,10 +23,15 @@ SUPPORTED_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"
 ARCHITECTURES = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM")}
 
 _LAYER = {  # llama.cpp's per-layer names -> Hugging Face's
-    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
 }
 _GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
@@ -77,16 +82,19 @@ class GGUFCheckpoint:
         self.fields = {k: f for k, f in self.reader.fields.items()}
         self.arch = self.field("general.architecture")
         if self.arch not in ARCHITECTURES:
-            raise VasError(f"{self.path}: GGUF architecture {self.arch!r} is not supported; supported: "
-                           f"{', '.join(ARCHITECTURES)}")
+            raise VasError(
+                f"{self.path}: GGUF architecture {self.arch!r} is not supported; supported: {', '.join(ARCHITECTURES)}"
+            )
         self.tensors = {}
         for t in self.reader.tensors:
             hf = _hf_name(t.name)
             if hf is None:
                 continue  # e.g. rope_freqs: derived from the config, not loaded
             if t.tensor_type.name not in SUPPORTED_QUANTS:
-                raise VasError(f"{self.path}: tensor {t.name} is stored as {t.tensor_type.name}, which vas-jax does "
-                               f"not read; supported: {', '.join(SUPPORTED_QUANTS)}")
+                raise VasError(
+                    f"{self.path}: tensor {t.name} is stored as {t.tensor_type.name}, which vas-jax does "
+                    f"not read; supported: {', '.join(SUPPORTED_QUANTS)}"
+                )
             self.tensors[hf] = t
         self.config = self._config()
 
@@ -117,8 +125,11 @@ class GGUFCheckpoint:
             "tie_word_embeddings": "lm_head.weight" not in self.tensors,
             "torch_dtype": "float32",
         }
-        for ours, theirs in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"),
-                             ("pad_token_id", "padding_token_id")):
+        for ours, theirs in (
+            ("bos_token_id", "bos_token_id"),
+            ("eos_token_id", "eos_token_id"),
+            ("pad_token_id", "padding_token_id"),
+        ):
             v = self.field(f"tokenizer.ggml.{theirs}")
             if v is not None:
                 d[ours] = int(v)

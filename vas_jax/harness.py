@@ -53,11 +53,24 @@ def bon_kl_bound(n: int) -> float:
     return float(math.log(n) - (n - 1) / n)
 
 
-def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rewards: dict[str, Callable], *,
-                   betas: Sequence[float], composed: Sequence[tuple[float, float]] = (), samples: int = 8,
-                   bon_max: int = 128, max_new_tokens: int = 48, top_k: int = 20, seed: int = 0,
-                   reward_flops: Callable[[int], float] | None = None, progress: bool = True,
-                   attention: str = "xla") -> dict:
+def run_comparison(
+    base,
+    tok,
+    prompt_ids: list[list[int]],
+    values: Sequence,
+    rewards: dict[str, Callable],
+    *,
+    betas: Sequence[float],
+    composed: Sequence[tuple[float, float]] = (),
+    samples: int = 8,
+    bon_max: int = 128,
+    max_new_tokens: int = 48,
+    top_k: int = 20,
+    seed: int = 0,
+    reward_flops: Callable[[int], float] | None = None,
+    progress: bool = True,
+    attention: str = "xla",
+) -> dict:
     """Run base, VAS over `betas` (first value model, first reward), BoN n = 1, 2, 4 ... bon_max, and a
     composed grid of the first two value models. Returns the report dict. attention: the decode
     attention of every run (`generate`)."""
@@ -83,8 +96,9 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
         f = sequence_flops(base.config, mean_prompt, mean_len)
         for vm in vms:
             scalar = vm.config.head == "score"
-            f += sequence_flops(vm.config, mean_prompt, mean_len, tokens_per_step=(top_k + 1) if scalar else 1,
-                                with_head=not scalar)
+            f += sequence_flops(
+                vm.config, mean_prompt, mean_len, tokens_per_step=(top_k + 1) if scalar else 1, with_head=not scalar
+            )
         if reward_flops is not None:
             f += reward_flops(int(mean_prompt + mean_len))
         return f
@@ -93,10 +107,19 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
         sc, resp = score(res, samples)
         mean_len = float(np.asarray(res.lengths).mean())
         m, se = per_prompt_stats(sc[primary], P)
-        row = dict(method=method, beta=beta, n=1, reward_mean=m, reward_se=se,
-                   flops_per_response=cost(mean_len, vms), seconds_per_response=dt / len(resp),
-                   rewards={k: per_prompt_stats(v, P)[0] for k, v in sc.items()},
-                   rewards_se={k: per_prompt_stats(v, P)[1] for k, v in sc.items()}, mean_length=mean_len, **extra)
+        row = dict(
+            method=method,
+            beta=beta,
+            n=1,
+            reward_mean=m,
+            reward_se=se,
+            flops_per_response=cost(mean_len, vms),
+            seconds_per_response=dt / len(resp),
+            rewards={k: per_prompt_stats(v, P)[0] for k, v in sc.items()},
+            rewards_se={k: per_prompt_stats(v, P)[1] for k, v in sc.items()},
+            mean_length=mean_len,
+            **extra,
+        )
         if method == "base":
             row.update(kl=0.0, kl_se=0.0, kl_kind="exact")
         else:
@@ -106,7 +129,7 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
 
     rows, examples = [], {}
     common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad, attention=attention)
-    bon_ns = [2 ** i for i in range(int(math.log2(bon_max)) + 1)]
+    bon_ns = [2**i for i in range(int(math.log2(bon_max)) + 1)]
     steps = 1 + len(betas) + len(bon_ns) + len(composed)
     bar = tqdm(total=steps, desc="compare", unit="run", disable=not progress)
 
@@ -122,8 +145,9 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
     vm = values[0]
     vas_decode(base, vm, prompt_ids, beta=0.0, key=key, top_k=top_k, num_samples=samples, **common)  # compile
     for b in betas:
-        r, dt = _timed(lambda: vas_decode(base, vm, prompt_ids, beta=b, key=key, top_k=top_k, num_samples=samples,
-                                          **common))
+        r, dt = _timed(
+            lambda: vas_decode(base, vm, prompt_ids, beta=b, key=key, top_k=top_k, num_samples=samples, **common)
+        )
         row, resp = sampled_row("vas", r, dt, beta=[float(b)], vms=[vm])
         rows.append(row)
         examples[f"vas beta={b:g}"] = resp[::samples][:3]
@@ -141,10 +165,22 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
         lens = np.asarray(r.lengths).reshape(P, n)
         mean_len = float(lens.mean())
         prefill = sequence_flops(base.config, mean_prompt, 0)
-        rows.append(dict(method="bon", beta=None, n=n, reward_mean=m, reward_se=se, kl=bon_kl_bound(n), kl_se=0.0,
-                         kl_kind="bound", flops_per_response=prefill + n * (cost(mean_len) - prefill),
-                         seconds_per_response=dt / P, mean_length=mean_len,
-                         rewards={k_: float(v.reshape(P, n)[np.arange(P), pick].mean()) for k_, v in sc.items()}))
+        rows.append(
+            dict(
+                method="bon",
+                beta=None,
+                n=n,
+                reward_mean=m,
+                reward_se=se,
+                kl=bon_kl_bound(n),
+                kl_se=0.0,
+                kl_kind="bound",
+                flops_per_response=prefill + n * (cost(mean_len) - prefill),
+                seconds_per_response=dt / P,
+                mean_length=mean_len,
+                rewards={k_: float(v.reshape(P, n)[np.arange(P), pick].mean()) for k_, v in sc.items()},
+            )
+        )
         if n == bon_max:
             examples[f"best-of-{n}"] = [resp[i * n + pick[i]] for i in range(min(3, P))]
         bar.update(1)
@@ -152,20 +188,38 @@ def run_comparison(base, tok, prompt_ids: list[list[int]], values: Sequence, rew
     # composed rewards: a grid over (beta_1, beta_2) with the first two value models
     grid = []
     if len(values) >= 2 and composed:
-        vas_decode(base, values[:2], prompt_ids, beta=[0.0, 0.0], key=key, top_k=top_k, num_samples=samples,
-                   **common)  # compile
+        vas_decode(
+            base, values[:2], prompt_ids, beta=[0.0, 0.0], key=key, top_k=top_k, num_samples=samples, **common
+        )  # compile
         for b1, b2 in composed:
-            r, dt = _timed(lambda: vas_decode(base, values[:2], prompt_ids, beta=[b1, b2], key=key, top_k=top_k,
-                                              num_samples=samples, **common))
+            r, dt = _timed(
+                lambda: vas_decode(
+                    base, values[:2], prompt_ids, beta=[b1, b2], key=key, top_k=top_k, num_samples=samples, **common
+                )
+            )
             row, _ = sampled_row("vas", r, dt, beta=[float(b1), float(b2)], vms=values[:2], composed=True)
             grid.append(row)
             bar.update(1)
     bar.close()
-    return dict(primary_reward=primary, rewards=names, rows=rows + grid, compute_ratio=compute_ratios(rows),
-                examples=examples, prompts=prompt_texts[:3],
-                settings=dict(prompts=P, samples=samples, bon_max=bon_max, max_new_tokens=max_new_tokens,
-                              top_k=top_k, seed=seed, standard_errors="over prompts (samples averaged per prompt)",
-                              seconds="measured per row", flops="counted analytically"))
+    return dict(
+        primary_reward=primary,
+        rewards=names,
+        rows=rows + grid,
+        compute_ratio=compute_ratios(rows),
+        examples=examples,
+        prompts=prompt_texts[:3],
+        settings=dict(
+            prompts=P,
+            samples=samples,
+            bon_max=bon_max,
+            max_new_tokens=max_new_tokens,
+            top_k=top_k,
+            seed=seed,
+            standard_errors="over prompts (samples averaged per prompt)",
+            seconds="measured per row",
+            flops="counted analytically",
+        ),
+    )
 
 
 def compute_ratios(rows) -> list[dict]:
@@ -174,11 +228,17 @@ def compute_ratios(rows) -> list[dict]:
     out = []
     for v in (r for r in rows if r["method"] == "vas" and not r.get("composed")):
         hit = next((b for b in bon if b["reward_mean"] >= v["reward_mean"]), None)
-        out.append(dict(beta=v["beta"], vas_reward=v["reward_mean"], bon_n=hit["n"] if hit else None,
-                        bon_reward=hit["reward_mean"] if hit else None,
-                        flops_ratio=hit["flops_per_response"] / v["flops_per_response"] if hit else None,
-                        seconds_ratio=hit["seconds_per_response"] / v["seconds_per_response"] if hit else None,
-                        beyond_bon_max=hit is None))
+        out.append(
+            dict(
+                beta=v["beta"],
+                vas_reward=v["reward_mean"],
+                bon_n=hit["n"] if hit else None,
+                bon_reward=hit["reward_mean"] if hit else None,
+                flops_ratio=hit["flops_per_response"] / v["flops_per_response"] if hit else None,
+                seconds_ratio=hit["seconds_per_response"] / v["seconds_per_response"] if hit else None,
+                beyond_bon_max=hit is None,
+            )
+        )
     return out
 
 
@@ -193,27 +253,37 @@ def kl_text(r: dict) -> str:
 
 def format_table(report: dict) -> str:
     p = report["primary_reward"]
-    lines = [f"{'method':<8} {'beta':>9} {'n':>4} {p + ' (mean ± se)':>22} {'KL (nats)':>11} {'MFLOP/resp':>11} "
-             f"{'ms/resp':>8}"]
+    lines = [
+        f"{'method':<8} {'beta':>9} {'n':>4} {p + ' (mean ± se)':>22} {'KL (nats)':>11} {'MFLOP/resp':>11} "
+        f"{'ms/resp':>8}"
+    ]
     for r in report["rows"]:
         beta = "" if r["beta"] is None else ",".join(f"{b:g}" for b in r["beta"])
         extra = ""
         if r.get("composed"):
             extra = "   " + "  ".join(f"{k}={v:+.2f}" for k, v in r["rewards"].items())
-        lines.append(f"{r['method']:<8} {beta:>9} {r['n']:>4} {r['reward_mean']:>13.3f} ± {r['reward_se']:<6.3f} "
-                     f"{kl_text(r):>11} {r['flops_per_response'] / 1e6:>11.2f} {r['seconds_per_response'] * 1e3:>8.2f}"
-                     f"{extra}")
+        lines.append(
+            f"{r['method']:<8} {beta:>9} {r['n']:>4} {r['reward_mean']:>13.3f} ± {r['reward_se']:<6.3f} "
+            f"{kl_text(r):>11} {r['flops_per_response'] / 1e6:>11.2f} {r['seconds_per_response'] * 1e3:>8.2f}"
+            f"{extra}"
+        )
     lines.append("")
-    lines.append("standard errors over prompts; KL: VAS an estimate ± se, Best-of-N the bound log n - (n-1)/n; "
-                 "seconds measured per row, FLOPs counted")
+    lines.append(
+        "standard errors over prompts; KL: VAS an estimate ± se, Best-of-N the bound log n - (n-1)/n; "
+        "seconds measured per row, FLOPs counted"
+    )
     for c in report["compute_ratio"]:
         b = ",".join(f"{x:g}" for x in c["beta"])
         if c["beyond_bon_max"]:
-            lines.append(f"VAS beta={b}: reward {c['vas_reward']:.3f} is above every Best-of-N up to "
-                         f"n={report['settings']['bon_max']}")
+            lines.append(
+                f"VAS beta={b}: reward {c['vas_reward']:.3f} is above every Best-of-N up to "
+                f"n={report['settings']['bon_max']}"
+            )
         else:
-            lines.append(f"VAS beta={b}: reward {c['vas_reward']:.3f}; Best-of-{c['bon_n']} reaches it at "
-                         f"{c['flops_ratio']:.1f}x VAS's FLOPs and {c['seconds_ratio']:.1f}x its seconds")
+            lines.append(
+                f"VAS beta={b}: reward {c['vas_reward']:.3f}; Best-of-{c['bon_n']} reaches it at "
+                f"{c['flops_ratio']:.1f}x VAS's FLOPs and {c['seconds_ratio']:.1f}x its seconds"
+            )
     return "\n".join(lines)
 
 
@@ -245,24 +315,70 @@ def plot(report: dict, out: Path):
     bon = [r for r in rows if r["method"] == "bon"]
     vas = [r for r in rows if r["method"] == "vas"]
     base = [r for r in rows if r["method"] == "base"]
-    for (xkey, fname, xlabel, logx) in ((("flops_per_response", PLOTS[0], "FLOPs per response (counted)", True),
-                                         ("kl", PLOTS[1], "KL to the base (nats): VAS estimated, Best-of-N bound",
-                                          False))):
+    for xkey, fname, xlabel, logx in (
+        ("flops_per_response", PLOTS[0], "FLOPs per response (counted)", True),
+        ("kl", PLOTS[1], "KL to the base (nats): VAS estimated, Best-of-N bound", False),
+    ):
         fig, ax = plt.subplots(figsize=(7.2, 4.8))
         # the base first and behind: Best-of-1 sits on the same point and must stay visible
-        ax.scatter([r[xkey] for r in base], [r["reward_mean"] for r in base], marker="*", s=260,
-                   facecolor="none", edgecolor="tab:red", linewidth=1.5, label="base", zorder=2)
-        ax.errorbar([r[xkey] for r in bon], [r["reward_mean"] for r in bon], [r["reward_se"] for r in bon],
-                    marker="o", ms=4, capsize=2, label="Best-of-N", color="tab:gray", zorder=3)
+        ax.scatter(
+            [r[xkey] for r in base],
+            [r["reward_mean"] for r in base],
+            marker="*",
+            s=260,
+            facecolor="none",
+            edgecolor="tab:red",
+            linewidth=1.5,
+            label="base",
+            zorder=2,
+        )
+        ax.errorbar(
+            [r[xkey] for r in bon],
+            [r["reward_mean"] for r in bon],
+            [r["reward_se"] for r in bon],
+            marker="o",
+            ms=4,
+            capsize=2,
+            label="Best-of-N",
+            color="tab:gray",
+            zorder=3,
+        )
         for r in bon:  # Best-of-N labels below-right of their points, VAS labels above-left: they never meet
-            ax.annotate(f"N={r['n']}", (r[xkey], r["reward_mean"]), fontsize=7, xytext=(5, -12),
-                        textcoords="offset points", color="dimgray", annotation_clip=False, bbox=LABEL_BOX)
+            ax.annotate(
+                f"N={r['n']}",
+                (r[xkey], r["reward_mean"]),
+                fontsize=7,
+                xytext=(5, -12),
+                textcoords="offset points",
+                color="dimgray",
+                annotation_clip=False,
+                bbox=LABEL_BOX,
+            )
         xerr = [r["kl_se"] for r in vas] if xkey == "kl" else None
-        ax.errorbar([r[xkey] for r in vas], [r["reward_mean"] for r in vas], [r["reward_se"] for r in vas], xerr,
-                    marker="s", ms=4, capsize=2, label="VAS", color="tab:blue", zorder=4)
+        ax.errorbar(
+            [r[xkey] for r in vas],
+            [r["reward_mean"] for r in vas],
+            [r["reward_se"] for r in vas],
+            xerr,
+            marker="s",
+            ms=4,
+            capsize=2,
+            label="VAS",
+            color="tab:blue",
+            zorder=4,
+        )
         for r in vas:
-            ax.annotate(f"β={r['beta'][0]:g}", (r[xkey], r["reward_mean"]), fontsize=7, xytext=(-5, 7), ha="right",
-                        textcoords="offset points", color="tab:blue", annotation_clip=False, bbox=LABEL_BOX)
+            ax.annotate(
+                f"β={r['beta'][0]:g}",
+                (r[xkey], r["reward_mean"]),
+                fontsize=7,
+                xytext=(-5, 7),
+                ha="right",
+                textcoords="offset points",
+                color="tab:blue",
+                annotation_clip=False,
+                bbox=LABEL_BOX,
+            )
         if logx:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
@@ -309,8 +425,15 @@ def plot_grid(report: dict, out: Path) -> bool:
         im = ax.imshow(z, origin="lower", cmap="viridis", aspect="auto")
         for (i, j), v in np.ndenumerate(z):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if v < np.nanmean(z) else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:+.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if v < np.nanmean(z) else "black",
+                )
         ax.set_xticks(range(len(b1)), [f"{b:g}" for b in b1])
         ax.set_yticks(range(len(b2)), [f"{b:g}" for b in b2])
         ax.set_xlabel(f"β₁ ({names[0]} value)")

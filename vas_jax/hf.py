@@ -16,24 +16,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .config import ModelConfig
+from .config import ModelConfig, parse_dtype
 from .errors import VasError
 from .gguf_file import GGUFCheckpoint, find_gguf
+from .hf_config import config_from_hf, config_to_hf
 from .model import Transformer
 
-_DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
-_PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.bin", "tf_model.h5", "flax_model.msgpack")
-
-
-def _dtype(dtype) -> jnp.dtype:
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise VasError(f"unsupported dtype {dtype!r}; use float32 or bfloat16")
-        return jnp.dtype(_DTYPES[dtype])
-    d = jnp.dtype(dtype)
-    if d not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise VasError(f"unsupported dtype {d.name!r}; use float32 or bfloat16")
-    return d
+PICKLE_NAMES = (
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "model.pt",
+    "model.bin",
+    "tf_model.h5",
+    "flax_model.msgpack",
+)
 
 
 def read_config(path: str | os.PathLike) -> dict:
@@ -69,7 +65,7 @@ class _Reader:
             files = sorted(p.name for p in path.glob("*.safetensors"))
             weight_map = None
         if not files:
-            pickles = [n for n in _PICKLE_NAMES if (path / n).exists()]
+            pickles = [n for n in PICKLE_NAMES if (path / n).exists()]
             if pickles or list(path.glob("*.bin")):
                 raise VasError(pickle_message(path, pickles[0] if pickles else next(path.glob("*.bin")).name))
             raise VasError(f"no *.safetensors weights in {str(path)!r}")
@@ -82,8 +78,10 @@ class _Reader:
             try:
                 h = safe_open(str(fp), framework="numpy")
             except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
-                raise VasError(f"{fp} is not a readable safetensors file ({str(e).splitlines()[0]}); "
-                               "it may be truncated: copy or download it again") from None
+                raise VasError(
+                    f"{fp} is not a readable safetensors file ({str(e).splitlines()[0]}); "
+                    "it may be truncated: copy or download it again"
+                ) from None
             self.handles[f] = h
             for k in h.keys():
                 self.where[k] = f
@@ -101,8 +99,10 @@ class _Reader:
         try:
             return h.get_tensor(name)
         except Exception as e:
-            raise VasError(f"tensor {name!r} in {self.where[name]} cannot be read ({str(e).splitlines()[0]}); "
-                           "the file may be truncated") from None
+            raise VasError(
+                f"tensor {name!r} in {self.where[name]} cannot be read ({str(e).splitlines()[0]}); "
+                "the file may be truncated"
+            ) from None
 
 
 def pickle_message(path: Path, name: str) -> str:
@@ -113,11 +113,12 @@ def pickle_message(path: Path, name: str) -> str:
     except (OSError, json.JSONDecodeError):
         archs = []
     arch = archs[0] if archs else ""
-    cls = ("AutoModelForSequenceClassification" if arch.endswith("ForSequenceClassification")
-           else "AutoModelForCausalLM")
-    return (f"{path / name} is a pickle checkpoint, which vas-jax does not load (unsafe: unpickling runs code); "
-            f"if you trust it, convert it to safetensors: python -c \"import transformers as t; "
-            f"m = t.{cls}.from_pretrained('{path}'); m.save_pretrained('{path}', safe_serialization=True)\"")
+    cls = "AutoModelForSequenceClassification" if arch.endswith("ForSequenceClassification") else "AutoModelForCausalLM"
+    return (
+        f"{path / name} is a pickle checkpoint, which vas-jax does not load (unsafe: unpickling runs code); "
+        f'if you trust it, convert it to safetensors: python -c "import transformers as t; '
+        f"m = t.{cls}.from_pretrained('{path}'); m.save_pretrained('{path}', safe_serialization=True)\""
+    )
 
 
 def check_weights(path: str | os.PathLike) -> int:
@@ -155,8 +156,9 @@ def _key_map(cfg: ModelConfig, prefix: str):
         total = sum(n for _, n in parts)
         start = 0
         for ours, n in parts:
-            items.append((parent + (ours, "kernel"), [name], [(total, din)],
-                          (lambda x, a=start, b=start + n: x[a:b].T), None))
+            items.append(
+                (parent + (ours, "kernel"), [name], [(total, din)], (lambda x, a=start, b=start + n: x[a:b].T), None)
+            )
             start += n
 
     if cfg.is_gpt2:
@@ -168,10 +170,24 @@ def _key_map(cfg: ModelConfig, prefix: str):
                 add(L + (ours, "weight"), f"{q}{theirs}.weight", (h,))
                 add(L + (ours, "bias"), f"{q}{theirs}.bias", (h,))
             for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-                items.append((L + ("attn", name, "kernel"), [f"{q}attn.c_attn.weight"], [(h, 3 * h)],
-                              (lambda x, j=j: x[:, j * h:(j + 1) * h]), None))
-                items.append((L + ("attn", name, "bias"), [f"{q}attn.c_attn.bias"], [(3 * h,)],
-                              (lambda x, j=j: x[j * h:(j + 1) * h]), None))
+                items.append(
+                    (
+                        L + ("attn", name, "kernel"),
+                        [f"{q}attn.c_attn.weight"],
+                        [(h, 3 * h)],
+                        (lambda x, j=j: x[:, j * h : (j + 1) * h]),
+                        None,
+                    )
+                )
+                items.append(
+                    (
+                        L + ("attn", name, "bias"),
+                        [f"{q}attn.c_attn.bias"],
+                        [(3 * h,)],
+                        (lambda x, j=j: x[j * h : (j + 1) * h]),
+                        None,
+                    )
+                )
             add(L + ("attn", "o_proj", "kernel"), f"{q}attn.c_proj.weight", (h, h))
             add(L + ("attn", "o_proj", "bias"), f"{q}attn.c_proj.bias", (h,))
             add(L + ("mlp", "up_proj", "kernel"), f"{q}mlp.c_fc.weight", (h, f))
@@ -182,12 +198,16 @@ def _key_map(cfg: ModelConfig, prefix: str):
         add(("final_norm", "bias"), f"{p}ln_f.bias", (h,))
     else:
         add(("embed",), f"{p}embed_tokens.weight", (v, h))
-        norms = {"pre": (("input_norm", "input_layernorm"), ("post_norm", "post_attention_layernorm")),
-                 "sandwich": (("input_norm", "input_layernorm"), ("attn_out_norm", "post_attention_layernorm"),
-                              ("post_norm", "pre_feedforward_layernorm"),
-                              ("mlp_out_norm", "post_feedforward_layernorm")),
-                 "post": (("attn_out_norm", "post_attention_layernorm"),
-                          ("mlp_out_norm", "post_feedforward_layernorm"))}[cfg.norm_layout]
+        norms = {
+            "pre": (("input_norm", "input_layernorm"), ("post_norm", "post_attention_layernorm")),
+            "sandwich": (
+                ("input_norm", "input_layernorm"),
+                ("attn_out_norm", "post_attention_layernorm"),
+                ("post_norm", "pre_feedforward_layernorm"),
+                ("mlp_out_norm", "post_feedforward_layernorm"),
+            ),
+            "post": (("attn_out_norm", "post_attention_layernorm"), ("mlp_out_norm", "post_feedforward_layernorm")),
+        }[cfg.norm_layout]
         qk = {"head": (d, d), "full": (nh * d, kvh * d)}.get(cfg.qk_norm)
         fused = cfg.model_type == "phi3"  # Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj
         for i in range(cfg.num_layers):
@@ -198,11 +218,19 @@ def _key_map(cfg: ModelConfig, prefix: str):
                 add(L + ("attn", "q_norm", "weight"), f"{q}self_attn.q_norm.weight", (qk[0],))
                 add(L + ("attn", "k_norm", "weight"), f"{q}self_attn.k_norm.weight", (qk[1],))
             if fused:
-                split(L + ("attn",), f"{q}self_attn.qkv_proj.weight", h, (("q_proj", nh * d), ("k_proj", kvh * d),
-                                                                          ("v_proj", kvh * d)))
+                split(
+                    L + ("attn",),
+                    f"{q}self_attn.qkv_proj.weight",
+                    h,
+                    (("q_proj", nh * d), ("k_proj", kvh * d), ("v_proj", kvh * d)),
+                )
                 split(L + ("mlp",), f"{q}mlp.gate_up_proj.weight", h, (("gate_proj", f), ("up_proj", f)))
-            for name, dout, bias in (("q_proj", nh * d, cfg.attention_bias), ("k_proj", kvh * d, cfg.attention_bias),
-                                     ("v_proj", kvh * d, cfg.attention_bias), ("o_proj", h, cfg.o_bias)):
+            for name, dout, bias in (
+                ("q_proj", nh * d, cfg.attention_bias),
+                ("k_proj", kvh * d, cfg.attention_bias),
+                ("v_proj", kvh * d, cfg.attention_bias),
+                ("o_proj", h, cfg.o_bias),
+            ):
                 din = nh * d if name == "o_proj" else h
                 if not (fused and name != "o_proj"):
                     lin(L + ("attn", name, "kernel"), f"{q}self_attn.{name}.weight", din, dout)
@@ -226,8 +254,9 @@ def _flat_params(model: Transformer) -> dict[tuple, nnx.Variable]:
     return {tuple(k): v for k, v in nnx.to_flat_state(state)}
 
 
-def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = None, mesh=None,
-               rules=None, fuse: bool = False) -> Transformer:
+def load_model(
+    path: str | os.PathLike, *, dtype="float32", head: str | None = None, mesh=None, rules=None, fuse: bool = False
+) -> Transformer:
     """Load a checkpoint as an NNX model: a Hugging Face directory (config.json + safetensors), or a
     GGUF file (or a directory holding one), dequantized to `dtype`.
 
@@ -245,10 +274,10 @@ def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = N
         d = reader.config
     else:
         d = read_config(path)
-    cfg = ModelConfig.from_hf(d)
+    cfg = config_from_hf(d)
     if head is not None and head != cfg.head:
         raise VasError(f"{path} holds a {cfg.head!r}-head model, but a {head!r}-head model was asked for")
-    dt = _dtype(dtype)
+    dt = parse_dtype(dtype)
     if gguf is None:
         reader = _Reader(path)
     prefix = _prefix(cfg, reader.keys())
@@ -271,8 +300,11 @@ def load_model(path: str | os.PathLike, *, dtype="float32", head: str | None = N
     host = _host_device() if fuse and mesh is not None else None
     shardings = None
     if mesh is not None and host is None:
-        shardings = dict(nnx.to_flat_state(state_shardings(nnx.from_flat_state(
-            {p: v.value for p, v in flat.items()}), mesh, rules or DECODE_RULES)))
+        shardings = dict(
+            nnx.to_flat_state(
+                state_shardings(nnx.from_flat_state({p: v.value for p, v in flat.items()}), mesh, rules or DECODE_RULES)
+            )
+        )
     for p, var in flat.items():  # onto its shards, the host (to be fused first) or the default device
         var.value = jax.device_put(np.asarray(loaded[p]).astype(dt), shardings[p] if shardings is not None else host)
     model = nnx.merge(graphdef, nnx.from_flat_state(flat))
@@ -302,12 +334,14 @@ def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, token
     from .model import is_fused
 
     if is_fused(model):
-        raise VasError("this model's projections are fused for decoding (fuse_projections); save the model "
-                       "as loaded, before fusing")
+        raise VasError(
+            "this model's projections are fused for decoding (fuse_projections); save the model "
+            "as loaded, before fusing"
+        )
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    dt = _dtype(dtype) if dtype is not None else model.dtype
+    dt = parse_dtype(dtype) if dtype is not None else model.dtype
     flat = {k: np.asarray(jax.device_get(v[...])) for k, v in _flat_params(model).items()}
     out: dict[str, np.ndarray] = {}
     pending: dict[str, list] = {}
@@ -330,7 +364,7 @@ def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, token
         out[names[0]] = to(x)[0]
     out = {k: np.ascontiguousarray(v.astype(dt)) for k, v in out.items()}
     save_file(out, str(path / "model.safetensors"), metadata={"format": "pt"})
-    hf = cfg.to_hf()
+    hf = config_to_hf(cfg)
     hf["torch_dtype"] = hf["dtype"] = "bfloat16" if dt == jnp.bfloat16 else "float32"
     (path / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
     if tokenizer is not None:

@@ -9,20 +9,29 @@ import optax
 from flax import nnx
 
 
-def train_lm(model, docs: list[list[int]], *, steps: int, batch: int = 64, lr: float = 3e-3, seed: int = 0,
-             pad_id: int = 0, progress: bool = True):
+def train_lm(
+    model,
+    docs: list[list[int]],
+    *,
+    steps: int,
+    batch: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    pad_id: int = 0,
+    progress: bool = True,
+):
     """Train `model` (a causal LM) on token lists (each a whole document, EOS included); returns it."""
     from tqdm import tqdm
 
-    length = max(len(d) for d in docs)
-    ids = np.full((len(docs), length), pad_id, np.int32)
-    mask = np.zeros((len(docs), length), bool)
-    for i, d in enumerate(docs):
-        ids[i, : len(d)] = d
-        mask[i, : len(d)] = True
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, min(100, steps // 10), steps, lr * 0.05),
-                                 weight_decay=0.01))
+    from .data import pad_rows
+
+    ids, mask = pad_rows(docs, max(len(d) for d in docs), pad_id)
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(
+            optax.warmup_cosine_decay_schedule(0.0, lr, min(100, steps // 10), steps, lr * 0.05), weight_decay=0.01
+        ),
+    )
     graphdef, params = nnx.split(model)
     opt = tx.init(params)
 

@@ -9,9 +9,7 @@ Three ways to run a model:
 - `model.forward(input_ids, cache, mode=...)` with an explicit `KVCache`:
   `"prefill"` (empty cache, left-padded prompts), `"extend"` (append tokens),
   or `"candidates"` (K alternative next tokens per row, each a query at the same
-  position that sees the cached prefix and itself only; the cache is not
-  written, and their keys/values are returned so the chosen one can be inserted
-  with `cache.insert_candidate`).
+  position that sees the cached prefix and itself only; none is written).
 """
 
 from __future__ import annotations
@@ -131,8 +129,11 @@ class Linear(nnx.Module):
         # bfloat16 it can split it into a product the size of the weight, written, then summed)
         y = jnp.dot(x, self.kernel[...].astype(x.dtype), preferred_element_type=jnp.float32)
         if self.lora_a is not None:
-            y = y + self.lora_scale * jnp.dot(jnp.dot(x, self.lora_a[...].astype(x.dtype)),
-                                              self.lora_b[...].astype(x.dtype), preferred_element_type=jnp.float32)
+            y = y + self.lora_scale * jnp.dot(
+                jnp.dot(x, self.lora_a[...].astype(x.dtype)),
+                self.lora_b[...].astype(x.dtype),
+                preferred_element_type=jnp.float32,
+            )
         y = (y if scale is None else y * scale).astype(x.dtype)
         if self.bias is not None:
             y = y + self.bias[...].astype(x.dtype)
@@ -201,15 +202,17 @@ def fuse_projections(model):
             def qkv_layout(ws, a=a, g=g):
                 q, k, v = ws
                 lead = q.shape[0]
-                return jnp.concatenate([q.reshape(lead, a.kvh, g * a.d), k.reshape(lead, a.kvh, a.d),
-                                        v.reshape(lead, a.kvh, a.d)], axis=-1)
+                return jnp.concatenate(
+                    [q.reshape(lead, a.kvh, g * a.d), k.reshape(lead, a.kvh, a.d), v.reshape(lead, a.kvh, a.d)], axis=-1
+                )
 
             a.qkv_proj = nnx.data(_fused_linear([a.q_proj, a.k_proj, a.v_proj], qkv_layout, dtype=model.dtype))
             a.q_proj = a.k_proj = a.v_proj = nnx.data(None)
         m = blk.mlp
         if m.gated and m.gate_up_proj is None:
-            m.gate_up_proj = nnx.data(_fused_linear([m.gate_proj, m.up_proj], lambda ws: jnp.stack(ws, axis=-1),
-                                                    dtype=model.dtype))
+            m.gate_up_proj = nnx.data(
+                _fused_linear([m.gate_proj, m.up_proj], lambda ws: jnp.stack(ws, axis=-1), dtype=model.dtype)
+            )
             m.gate_proj = m.up_proj = nnx.data(None)
     return model
 
@@ -270,8 +273,7 @@ def _attend(q, k, v, mask, scale, own=None, softcap: float = 0.0):
         out = jnp.einsum("bkgts,bksd->bkgtd", p.astype(v.dtype), v)
         return rearrange(out, "b k g t d -> b t (k g d)")
     ks, vs, ok = own
-    sc_own = _softcap(jnp.einsum("bkgtd,bktd->bkgt", qg.astype(jnp.float32), ks.astype(jnp.float32)) * scale,
-                      softcap)
+    sc_own = _softcap(jnp.einsum("bkgtd,bktd->bkgt", qg.astype(jnp.float32), ks.astype(jnp.float32)) * scale, softcap)
     sc_own = jnp.where(ok, sc_own, _NEG)
     m = jnp.maximum(jnp.max(sc, axis=-1), sc_own)
     e = jnp.exp(sc - m[..., None])
@@ -387,8 +389,9 @@ class Transformer(nnx.Module):
                 nnx.initializers.normal(0.01)(rngs.params(), (cfg.max_position_embeddings, cfg.hidden_size), dtype)
             )
         self.layers = nnx.List([Block(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_layers)])
-        self.final_norm = Norm(cfg.hidden_size, eps=cfg.norm_eps, layer_norm=cfg.is_gpt2, dtype=dtype,
-                               offset=cfg.norm_offset)
+        self.final_norm = Norm(
+            cfg.hidden_size, eps=cfg.norm_eps, layer_norm=cfg.is_gpt2, dtype=dtype, offset=cfg.norm_offset
+        )
         if cfg.head == "score":
             self.score = Linear(cfg.hidden_size, cfg.num_labels, bias=False, dtype=dtype, rngs=rngs)
         elif not cfg.tie_word_embeddings:
@@ -484,8 +487,16 @@ class Transformer(nnx.Module):
         return self._head(self.hidden_states(input_ids, attention_mask, positions))
 
     # ------------------------------------------------------------ with cache
-    def forward(self, input_ids, cache: KVCache, *, mode: str = "extend", outputs: str = "all",
-                n_pending: int = 0, attention: str = "xla"):
+    def forward(
+        self,
+        input_ids,
+        cache: KVCache,
+        *,
+        mode: str = "extend",
+        outputs: str = "all",
+        n_pending: int = 0,
+        attention: str = "xla",
+    ):
         """Run tokens against an explicit KV cache.
 
         input_ids: int32[B, T].
@@ -494,8 +505,7 @@ class Transformer(nnx.Module):
         - "candidates": the first `n_pending` tokens are appended as in "extend"; the remaining
           K = T - n_pending tokens are alternatives for the next position: each is a query at that
           one position that sees the cache (pending tokens included) and itself only, and none is
-          written. Returns (out for the K candidates, cache', (k, v)) with the candidates' keys and
-          values, per layer [B, KVH, K, D] (for `insert_candidate`).
+          written. Returns (out for the K candidates, cache').
         outputs: "all" positions, only the "last" one ([B, 1, ...]), or "none" (out is None).
         attention: "xla", or "pallas" for the fused decode-attention kernel (`vas_jax.decode_attention`;
         "interpret" runs it through the Pallas interpreter) where a step's queries all read the same
@@ -525,11 +535,15 @@ class Transformer(nnx.Module):
             new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (pos_w >= 0)[:, None, :]
         own_ok = jnp.arange(t) >= p  # queries that see their own key outside the cache: the candidates
         # the fused kernel: every query of a row reads slots [starts, index) and the step's own tokens
-        use_kernel = (attention != "xla" and mode != "prefill" and (p == t == 1 or (mode == "candidates" and p <= 1))
-                      and not cfg.attn_softcap  # the kernel has no soft-capping
-                      and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret"))
+        use_kernel = (
+            attention != "xla"
+            and mode != "prefill"
+            and (p == t == 1 or (mode == "candidates" and p <= 1))
+            and not cfg.attn_softcap  # the kernel has no soft-capping
+            and decode_attention.supported(cfg.head_dim, cache.size, attention == "interpret")
+        )
         masks = {}
-        ks, vs, cand_k, cand_v = [], [], [], []
+        ks, vs = [], []
 
         def with_window(m, pos_k, w):
             ok = _window_ok(positions, pos_k, w)
@@ -541,9 +555,6 @@ class Transformer(nnx.Module):
             k = k.astype(cache.k[i].dtype)
             v = v.astype(cache.v[i].dtype)
             kw, vw = k[:, :, :p], v[:, :, :p]
-            if kc_:  # every candidate sees the cache and itself; the written tokens, the cache
-                cand_k.append(k[:, :, p:])
-                cand_v.append(v[:, :, p:])
             if use_kernel and not (w and w < cache.size):
                 # the kernel reads the filled slots, sees the step's new tokens as its own keys and
                 # writes them into the cache itself: no cache-update kernels for this layer
@@ -551,11 +562,19 @@ class Transformer(nnx.Module):
                 kw_ = dict(own=(k, v, p), write=True, interpret=attention == "interpret")
                 if self._hint("kv_cache") is not None:  # on a mesh: the kernel per device, on its shards
                     out, kc, vc = decode_attention.sharded_decode_attention(
-                        q, cache.k[i], cache.v[i], cache.starts, hi, attn.scale,
-                        cache_sharding=self._hint("kv_cache"), **kw_)
+                        q,
+                        cache.k[i],
+                        cache.v[i],
+                        cache.starts,
+                        hi,
+                        attn.scale,
+                        cache_sharding=self._hint("kv_cache"),
+                        **kw_,
+                    )
                 else:
-                    out, kc, vc = decode_attention.decode_attention(q, cache.k[i], cache.v[i], cache.starts, hi,
-                                                                    attn.scale, **kw_)
+                    out, kc, vc = decode_attention.decode_attention(
+                        q, cache.k[i], cache.v[i], cache.starts, hi, attn.scale, **kw_
+                    )
                 ks.append(kc)
                 vs.append(vc)
                 return out
@@ -564,8 +583,10 @@ class Transformer(nnx.Module):
             ks.append(kc)
             vs.append(vc)
             if w not in masks:  # XLA's attention only: the kernel masks by slot range itself
-                masks[w] = (with_window(ctx_mask, ctx_pos, w),
-                            with_window(new_mask, pos_w, w) if new_mask is not None else None)
+                masks[w] = (
+                    with_window(ctx_mask, ctx_pos, w),
+                    with_window(new_mask, pos_w, w) if new_mask is not None else None,
+                )
             cm, nm = masks[w]
             if mode == "prefill":
                 return _attend(q, kw, vw, nm, attn.scale, softcap=attn.softcap)
@@ -576,6 +597,4 @@ class Transformer(nnx.Module):
             h = h[:, p:]
         out = None if outputs == "none" else self._head(h[:, -1:] if outputs == "last" else h)
         new_cache = cache.replace(k=tuple(ks), v=tuple(vs), index=cache.index + p)
-        if mode == "candidates":
-            return out, new_cache, (tuple(cand_k), tuple(cand_v))
         return out, new_cache

@@ -45,23 +45,28 @@ def reward_texts(tok, prompts: Sequence[str], responses: Sequence[str], separato
     whitespace, so that words are never glued ("was" + "rather" -> "was rather").
     """
     if separator is None and getattr(tok, "chat_template", None):
-        return [tok.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": r}],
-                                        tokenize=False) for p, r in zip(prompts, responses)]
+        return [
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
+            for p, r in zip(prompts, responses)
+        ]
     out = []
     for p, r in zip(prompts, responses):
-        sep = separator if separator is not None else ("" if not p or not r or p[-1].isspace() or r[0].isspace()
-                                                       else " ")
+        sep = (
+            separator if separator is not None else ("" if not p or not r or p[-1].isspace() or r[0].isspace() else " ")
+        )
         out.append(p + sep + r)
     return out
 
 
 def _refuse_pickles(path: Path) -> None:
-    from .hf import _PICKLE_NAMES, pickle_message
+    from .hf import PICKLE_NAMES, pickle_message
 
     if not path.is_dir():
         raise VasError(f"reward model directory {str(path)!r} does not exist")
     if not list(path.glob("*.safetensors")):
-        pickles = [n for n in _PICKLE_NAMES if (path / n).exists()] + [p.name for p in path.glob("*.bin")]
+        pickles = [n for n in PICKLE_NAMES if (path / n).exists()] + [p.name for p in path.glob("*.bin")]
         if pickles:
             raise VasError(pickle_message(path, pickles[0]))
         raise VasError(f"no *.safetensors weights in {str(path)!r}")
@@ -73,8 +78,16 @@ class RewardModel:
     right-padded to length buckets.
     """
 
-    def __init__(self, path: str | Path, *, dtype="float32", batch_size: int = 32, label: int = 0,
-                 max_length: int | None = None, separator: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dtype="float32",
+        batch_size: int = 32,
+        label: int = 0,
+        max_length: int | None = None,
+        separator: str | None = None,
+    ):
         import jax
         from flax import nnx
 
@@ -103,20 +116,18 @@ class RewardModel:
         self._score = score
 
     def __call__(self, prompts, responses):
+        from .data import pad_rows
         from .decode import bucket_length
 
         texts = reward_texts(self.tok, prompts, responses, self.separator)
         templated = self.separator is None and getattr(self.tok, "chat_template", None)
         out = []
         for s in range(0, len(texts), self.batch_size):
-            enc = [self.tok(t, add_special_tokens=not templated)["input_ids"][: self.max_length]
-                   for t in texts[s:s + self.batch_size]]
-            t = min(bucket_length(max(len(e) for e in enc)), self.max_length)
-            ids = np.zeros((len(enc), t), np.int32)
-            mask = np.zeros((len(enc), t), bool)
-            for i, e in enumerate(enc):
-                ids[i, : len(e)] = e
-                mask[i, : len(e)] = True
+            enc = [
+                self.tok(t, add_special_tokens=not templated)["input_ids"][: self.max_length]
+                for t in texts[s : s + self.batch_size]
+            ]
+            ids, mask = pad_rows(enc, min(bucket_length(max(len(e) for e in enc)), self.max_length))
             out.extend(np.asarray(self._score(self.state, ids, mask)).tolist())
         return out
 
@@ -146,8 +157,13 @@ class TorchRewardModel:
         texts = reward_texts(self.tok, prompts, responses, self.separator)
         templated = self.separator is None and getattr(self.tok, "chat_template", None)
         for s in range(0, len(texts), self.batch_size):
-            enc = self.tok(texts[s:s + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                           add_special_tokens=not templated)
+            enc = self.tok(
+                texts[s : s + self.batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                add_special_tokens=not templated,
+            )
             with self.torch.no_grad():
                 logits = self.model(**enc).logits
             out.extend(logits[:, self.label].float().tolist())
@@ -171,12 +187,14 @@ def call_reward(reward: RewardFn, prompts: Sequence[str], responses: Sequence[st
         row = first_row
         for i in range(len(prompts)):  # find the row it fails on (one at a time: only on failure)
             try:
-                reward(prompts[i:i + 1], responses[i:i + 1])
+                reward(prompts[i : i + 1], responses[i : i + 1])
             except Exception:
                 row = first_row + i
                 break
-        raise VasError(f"reward {_name(reward)} raised {type(e).__name__} on row {row}: "
-                       f"{str(e).splitlines()[0] if str(e) else '(no message)'}") from e
+        raise VasError(
+            f"reward {_name(reward)} raised {type(e).__name__} on row {row}: "
+            f"{str(e).splitlines()[0] if str(e) else '(no message)'}"
+        ) from e
     if len(got) != len(prompts):
         raise VasError(f"reward {_name(reward)} returned {len(got)} values for {len(prompts)} responses")
     out = []
@@ -186,8 +204,10 @@ def call_reward(reward: RewardFn, prompts: Sequence[str], responses: Sequence[st
                 raise TypeError
             out.append(float(x))
         except (TypeError, ValueError):
-            raise VasError(f"reward {_name(reward)} returned {type(x).__name__} {repr(x)[:40]} for row "
-                           f"{first_row + i}; a reward must return numbers") from None
+            raise VasError(
+                f"reward {_name(reward)} returned {type(x).__name__} {repr(x)[:40]} for row "
+                f"{first_row + i}; a reward must return numbers"
+            ) from None
     return out
 
 
@@ -201,7 +221,7 @@ def score_dataset(ds, reward: RewardFn, *, batch_size: int = 64, column: str = "
     prompts, responses = ds["prompt"], ds["response"]
     rewards: list[float] = []
     for s in tqdm(range(0, len(ds), batch_size), desc="score", unit="batch", disable=not progress):
-        rewards.extend(call_reward(reward, prompts[s:s + batch_size], responses[s:s + batch_size], first_row=s))
+        rewards.extend(call_reward(reward, prompts[s : s + batch_size], responses[s : s + batch_size], first_row=s))
     bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")

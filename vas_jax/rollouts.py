@@ -24,8 +24,16 @@ import numpy as np
 from .errors import VasError
 
 SETTINGS = "rollout_settings.json"
-COLUMNS = ("prompt_index", "sample_index", "prompt", "prompt_ids", "response_ids", "response",
-           "logprobs", "ended_with_eos")
+COLUMNS = (
+    "prompt_index",
+    "sample_index",
+    "prompt",
+    "prompt_ids",
+    "response_ids",
+    "response",
+    "logprobs",
+    "ended_with_eos",
+)
 
 
 def _has_data(path: Path) -> bool:
@@ -52,11 +60,25 @@ def _write_settings(path: Path, settings: dict) -> None:
     os.replace(tmp, path / SETTINGS)
 
 
-def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, max_new_tokens: int,
-                    temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
-                    prompts_per_shard: int = 8, chat_template: bool = False, base_path: str | None = None,
-                    progress: bool = True, on_shard: Callable[[int], None] | None = None,
-                    log: Callable[[str], None] | None = None):
+def sample_rollouts(
+    base,
+    tok,
+    prompts: list[str],
+    out: str | Path,
+    *,
+    n: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int = 0,
+    prompts_per_shard: int = 8,
+    chat_template: bool = False,
+    base_path: str | None = None,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+):
     """Sample `n` responses per prompt and write them to the dataset directory `out`.
 
     Returns the `datasets.Dataset`. `on_shard(i)` is called after shard i is written (tests use it
@@ -76,10 +98,19 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
         raise VasError("no prompts to sample from")
     out = Path(out)
     ids = encode_prompts(tok, prompts, chat_template=chat_template)
-    settings = dict(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                    seed=seed, prompts_per_shard=prompts_per_shard, chat_template=chat_template,
-                    num_prompts=len(prompts), base=str(base_path) if base_path else None,
-                    prompts_digest=_digest(prompts))
+    settings = dict(
+        n=n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+        prompts_per_shard=prompts_per_shard,
+        chat_template=chat_template,
+        num_prompts=len(prompts),
+        base=str(base_path) if base_path else None,
+        prompts_digest=_digest(prompts),
+    )
     nproc, pid = jax.process_count(), jax.process_index()
     say = log or (lambda _: None)
     if out.exists() and not out.is_dir():
@@ -105,16 +136,29 @@ def sample_rollouts(base, tok, prompts: list[str], out: str | Path, *, n: int, m
     def size(s):
         return min(prompts_per_shard, len(prompts) - s * prompts_per_shard) * n
 
-    bar = tqdm(total=sum(size(s) for s in mine), desc="sample" if nproc == 1 else f"sample (host {pid})",
-               unit="resp", disable=not progress)
+    bar = tqdm(
+        total=sum(size(s) for s in mine),
+        desc="sample" if nproc == 1 else f"sample (host {pid})",
+        unit="resp",
+        disable=not progress,
+    )
     bar.update(sum(size(s) for s in mine if s in done))
     for s in mine:
         if s in done:
             continue
         idx = list(range(s * prompts_per_shard, min((s + 1) * prompts_per_shard, len(prompts))))
         rows = [(i, j) for i in idx for j in range(n)]
-        r = generate(base, [ids[i] for i, _ in rows], key=jax.random.fold_in(key, s), max_new_tokens=max_new_tokens,
-                     temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos, pad_id=pad)
+        r = generate(
+            base,
+            [ids[i] for i, _ in rows],
+            key=jax.random.fold_in(key, s),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            eos_token_id=eos,
+            pad_id=pad,
+        )
         toks = r.token_lists()
         lps = np.asarray(r.logprobs)
         cols = {c: [] for c in COLUMNS}
@@ -154,7 +198,6 @@ def _barrier(name: str, nproc: int) -> None:
 def _join(shard_dir: Path, out: Path, n_shards: int) -> None:
     """The shards, in order, saved as the dataset at `out` (atomically); the shard folder removed."""
     import datasets
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 

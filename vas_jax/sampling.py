@@ -33,7 +33,7 @@ class SamplerSpec:
 def one_pass_pays() -> bool:
     """Whether `sample_scored`'s fused vocabulary pass is the faster here: on a GPU it launches 2
     kernels where the separate passes launch 9; on a CPU it took ~2.8x as long as the separate
-    passes (decode/vocab_pass_probe.py, BENCHMARKS.md)."""
+    passes (benchmarks/vocab_pass_probe.py, BENCHMARKS.md)."""
     return jax.default_backend() == "gpu"
 
 
@@ -115,7 +115,10 @@ def sample_scored(key, logits, base_logits, spec: SamplerSpec, temperature, top_
     f0, neg = jnp.float32(0), jnp.float32(NEG_INF)
     xm, xs, bm, bs, _, tok, x_at, b_at = jax.lax.reduce(
         (x, one, base_logits, one, z, idx, x, base_logits),
-        (neg, f0, neg, f0, neg, jnp.int32(jnp.iinfo(jnp.int32).max), f0, f0), combine, (1,))
+        (neg, f0, neg, f0, neg, jnp.int32(jnp.iinfo(jnp.int32).max), f0, f0),
+        combine,
+        (1,),
+    )
     return tok, x_at - (xm + jnp.log(xs)), b_at - (bm + jnp.log(bs))
 
 

@@ -21,10 +21,24 @@ from .errors import VasError
 
 AXES = ("data", "fsdp", "tensor")
 
-TRAIN_RULES = {"batch": ("data", "fsdp"), "embed": "fsdp", "heads": "tensor", "kv": "tensor", "mlp": "tensor",
-               "vocab": "tensor", "labels": None}
-DECODE_RULES = {"batch": "data", "embed": None, "heads": "tensor", "kv": "tensor", "mlp": "tensor",
-                "vocab": "tensor", "labels": None}
+TRAIN_RULES = {
+    "batch": ("data", "fsdp"),
+    "embed": "fsdp",
+    "heads": "tensor",
+    "kv": "tensor",
+    "mlp": "tensor",
+    "vocab": "tensor",
+    "labels": None,
+}
+DECODE_RULES = {
+    "batch": "data",
+    "embed": None,
+    "heads": "tensor",
+    "kv": "tensor",
+    "mlp": "tensor",
+    "vocab": "tensor",
+    "labels": None,
+}
 
 # parameter name (last path entries) -> logical axes of its dimensions
 _PARAM_AXES = {
@@ -116,6 +130,7 @@ def fitted_sharding(mesh: Mesh, rules: dict, axes: tuple, shape) -> NamedShardin
 
 def state_shardings(state, mesh: Mesh, rules: dict):
     """A NamedSharding for every array of an nnx.State (or any pytree keyed by parameter paths)."""
+
     def one(path, x):
         keys = tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
         keys = tuple(k for k in keys if k != "value")
@@ -150,5 +165,7 @@ def train_hints(mesh: Mesh, embed_shape: tuple) -> dict:
     gradient work on batch-split activations. Without these the partitioner may move activations
     onto the FSDP axis, which it can only do by replicating them.
     """
-    return {"residual": batch_sharding(mesh, TRAIN_RULES, 3),
-            "embed_table": fitted_sharding(mesh, TRAIN_RULES, ("vocab", None), embed_shape)}
+    return {
+        "residual": batch_sharding(mesh, TRAIN_RULES, 3),
+        "embed_table": fitted_sharding(mesh, TRAIN_RULES, ("vocab", None), embed_shape),
+    }

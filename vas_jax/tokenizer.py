@@ -21,7 +21,9 @@ def load_tokenizer(path: str | os.PathLike):
         return load_gguf_tokenizer(gguf)
     if not path.is_dir():
         raise VasError(f"tokenizer directory {str(path)!r} does not exist")
-    if not any((path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")):
+    if not any(
+        (path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    ):
         raise VasError(f"{str(path)!r} has no tokenizer files (tokenizer.json or tokenizer_config.json)")
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
@@ -78,7 +80,7 @@ def check_same_tokenizer(a, b, *, names=("base", "value")) -> None:
 
 def make_tokenizer(vocab: list[str], *, unk="<unk>", pad="<pad>", eos="</s>", bos="<s>"):
     """A whitespace word-level fast tokenizer over `vocab` (special tokens first); for tests and toys."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = [pad, unk, bos, eos]

@@ -65,11 +65,15 @@ class TrainConfig:
             if not math.isfinite(getattr(self, name)):
                 raise VasError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.minibatch_size > self.batch_size or self.batch_size % self.minibatch_size:
-            raise VasError(f"--batch-size ({self.batch_size}) must be a multiple of --minibatch-size ({self.minibatch_size})")
+            raise VasError(
+                f"--batch-size ({self.batch_size}) must be a multiple of --minibatch-size ({self.minibatch_size})"
+            )
         if self.log_every < 1 or self.save_every < 1:
             raise VasError(f"--log-every and --save-every must be at least 1 (got {self.log_every}, {self.save_every})")
         if self.minibatch_size % self.grad_accum:
-            raise VasError(f"--minibatch-size ({self.minibatch_size}) must be a multiple of --grad-accum ({self.grad_accum})")
+            raise VasError(
+                f"--minibatch-size ({self.minibatch_size}) must be a multiple of --grad-accum ({self.grad_accum})"
+            )
         if not (0 <= self.lam <= 1 and 0 < self.gamma <= 1):
             raise VasError(f"need 0 <= lambda <= 1 and 0 < gamma <= 1, got lambda={self.lam}, gamma={self.gamma}")
         if self.compute_dtype not in ("float32", "bfloat16"):
@@ -79,7 +83,7 @@ class TrainConfig:
 def default_learning_rate(hidden_size: int) -> float:
     """Adam's step size for a value model this wide: 3e-3 at width 64, falling as 1/width (wider
     layers sum more inputs, so each weight must move less). Measured on the shipped models by
-    train/default_sweep.py (BENCHMARKS.md)."""
+    benchmarks/default_sweep.py (BENCHMARKS.md)."""
     return DEFAULT_LR_AT_64 * 64 / hidden_size
 
 
@@ -126,8 +130,12 @@ def init_value_model(lm: Transformer, *, head: str = "scalar", layers: int | Non
         cfg = cfg.replace(num_layers=layers, sliding_windows=cfg.sliding_windows[:layers])
     from .values import mark_value_config
 
-    new_cfg = mark_value_config(cfg.replace(head="score", num_labels=1) if head == "scalar"
-                                else cfg.replace(head="lm", tie_word_embeddings=False), head)
+    new_cfg = mark_value_config(
+        cfg.replace(head="score", num_labels=1)
+        if head == "scalar"
+        else cfg.replace(head="lm", tie_word_embeddings=False),
+        head,
+    )
     vm = nnx.eval_shape(lambda: Transformer(new_cfg, dtype=lm.dtype, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(vm)
     src = dict(nnx.to_flat_state(nnx.state(lm, nnx.Param)))
@@ -192,14 +200,10 @@ def _rollout_rows(ds) -> list[tuple]:
 
 
 def _pad_rows(rows, pad_id: int, length: int) -> Batch:
-    n = len(rows)
-    ids = np.full((n, length), pad_id, np.int32)
-    mask = np.zeros((n, length), bool)
-    resp = np.zeros((n, length), bool)
-    for i, (p, r, _) in enumerate(rows):
-        ids[i, : len(p) + len(r)] = list(p) + list(r)
-        mask[i, : len(p) + len(r)] = True
-        resp[i, len(p): len(p) + len(r)] = True
+    from .data import pad_rows
+
+    ids, mask = pad_rows([list(p) + list(r) for p, r, _ in rows], length, pad_id)
+    resp = mask & (np.arange(length)[None, :] >= np.array([len(p) for p, _, _ in rows])[:, None])
     return Batch(ids, mask, resp, np.array([w for _, _, w in rows], np.float32))
 
 
@@ -238,13 +242,16 @@ def process_block(mesh) -> int:
     held = batch_sharding(mesh, TRAIN_RULES, 1).addressable_devices_indices_map((n,)).values()
     rows = sorted({i for (sl,) in held for i in range(*sl.indices(n))})
     if not per or rows != list(range(rows[0], rows[0] + per)):
-        raise VasError(f"each host must hold its own block of the batch: the mesh's data x fsdp ({n}) must be a "
-                       f"multiple of the {nproc} hosts, with the hosts along those axes (e.g. data={nproc})")
+        raise VasError(
+            f"each host must hold its own block of the batch: the mesh's data x fsdp ({n}) must be a "
+            f"multiple of the {nproc} hosts, with the hosts along those axes (e.g. data={nproc})"
+        )
     return rows[0] // per
 
 
-def load_rollouts(ds, *, pad_id: int = 0, max_length: int | None = None, shards: int | None = None,
-                  mesh=None) -> RolloutShards:
+def load_rollouts(
+    ds, *, pad_id: int = 0, max_length: int | None = None, shards: int | None = None, mesh=None
+) -> RolloutShards:
     """Scored rollouts as `RolloutShards` for `train_value`.
 
     One process: `shards` (default 1) contiguous shards, all held. Several processes (a pod): one
@@ -260,16 +267,17 @@ def load_rollouts(ds, *, pad_id: int = 0, max_length: int | None = None, shards:
         if mesh is None:
             raise VasError("training on several hosts needs a mesh (--mesh)")
         if shards not in (None, nproc):
-            raise VasError(f"on {nproc} hosts the rollouts are read in {nproc} shards, one per host; "
-                           f"--data-shards {shards} does not fit")
+            raise VasError(
+                f"on {nproc} hosts the rollouts are read in {nproc} shards, one per host; "
+                f"--data-shards {shards} does not fit"
+            )
         count, mine = nproc, [process_block(mesh)]
     else:
         count = shards or 1
         mine = list(range(count))
     if len(ds) < count:
         raise VasError(f"{len(ds)} rollout(s) cannot fill {count} data shards; use fewer shards (--data-shards)")
-    parts = {s: _rollout_rows(ds if count == 1 else split_dataset_by_node(ds, rank=s, world_size=count))
-             for s in mine}
+    parts = {s: _rollout_rows(ds if count == 1 else split_dataset_by_node(ds, rank=s, world_size=count)) for s in mine}
     longest = max((len(p) + len(r) for rows in parts.values() for p, r, _ in rows), default=0)
     if nproc > 1:
         from jax.experimental import multihost_utils
@@ -286,17 +294,21 @@ def load_rollouts(ds, *, pad_id: int = 0, max_length: int | None = None, shards:
 
 def make_optimizer(cfg: TrainConfig, total_steps: int):
     warm = min(cfg.warmup_steps, max(total_steps - 1, 0))
-    sched = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warm, max(total_steps, warm + 1),
-                                               end_value=cfg.learning_rate * 0.1)
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                       optax.adamw(sched, weight_decay=cfg.weight_decay))
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, warm, max(total_steps, warm + 1), end_value=cfg.learning_rate * 0.1
+    )
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adamw(sched, weight_decay=cfg.weight_decay))
 
 
 def trainable_filter(cfg: TrainConfig):
     """Which parameters train: all of them, or (LoRA) the adapters and the head."""
     if cfg.lora_rank > 0:
-        return nnx.Any(nnx.PathContains("lora_a"), nnx.PathContains("lora_b"), nnx.PathContains("score"),
-                       nnx.PathContains("lm_head"))
+        return nnx.Any(
+            nnx.PathContains("lora_a"),
+            nnx.PathContains("lora_b"),
+            nnx.PathContains("score"),
+            nnx.PathContains("lm_head"),
+        )
     return nnx.Param
 
 
@@ -350,9 +362,18 @@ def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None):
         params = optax.apply_updates(params, updates)
         if cfg.ema > 0:
             ema = jax.tree.map(lambda e, p: cfg.ema * e + (1 - cfg.ema) * p, ema, params)
-        return (params, frozen), opt_state, ema, {"loss": loss / k, "explained_variance": ev / k,
-                                                  "grad_norm": optax.global_norm(grads), "tokens": jnp.sum(mask),
-                                                  "param_norm": optax.global_norm(params)}
+        return (
+            (params, frozen),
+            opt_state,
+            ema,
+            {
+                "loss": loss / k,
+                "explained_variance": ev / k,
+                "grad_norm": optax.global_norm(grads),
+                "tokens": jnp.sum(mask),
+                "param_norm": optax.global_norm(params),
+            },
+        )
 
     return targets_fn, train_step
 
@@ -366,8 +387,9 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64) 
     for s in range(0, len(data), batch):
         d = data.take(np.arange(s, min(s + batch, len(data))))
         v = np.asarray(values_fn(params, d.ids, d.mask))
-        g = np.asarray(lambda_returns(np.zeros_like(v), sparse_rewards(d.reward, d.resp), d.resp,
-                                      gamma=cfg.gamma, lam=1.0))
+        g = np.asarray(
+            lambda_returns(np.zeros_like(v), sparse_rewards(d.reward, d.resp), d.resp, gamma=cfg.gamma, lam=1.0)
+        )
         vs.append(v[d.resp])
         gs.append(g[d.resp])
         last = d.resp.shape[1] - 1 - np.argmax(d.resp[:, ::-1], axis=1)
@@ -375,9 +397,12 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64) 
     v, g = np.concatenate(vs), np.concatenate(gs)
     lv = np.concatenate(last_v)
     corr = float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else 0.0
-    return {"eval_corr": corr, "eval_rmse": float(np.sqrt(np.mean((v - g) ** 2))),
-            "eval_final_rmse": float(np.sqrt(np.mean((lv - data.reward) ** 2))),
-            "eval_explained_variance": float(1 - np.var(g - v) / max(np.var(g), 1e-8))}
+    return {
+        "eval_corr": corr,
+        "eval_rmse": float(np.sqrt(np.mean((v - g) ** 2))),
+        "eval_final_rmse": float(np.sqrt(np.mean((lv - data.reward) ** 2))),
+        "eval_explained_variance": float(1 - np.var(g - v) / max(np.var(g), 1e-8)),
+    }
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -415,11 +440,11 @@ class _Schedule:
 
     def batch_rows(self, p: int, b: int, shard: int = 0) -> np.ndarray:
         perm = np.random.RandomState(self._seed(p, shard=shard)).permutation(self.n)
-        return perm[b * self.bs:(b + 1) * self.bs]
+        return perm[b * self.bs : (b + 1) * self.bs]
 
     def minibatch(self, p, b, e, m, shard: int = 0) -> np.ndarray:
         perm = np.random.RandomState(self._seed(p, b, e, 7, shard=shard)).permutation(self.bs)
-        return perm[m * self.mb:(m + 1) * self.mb]
+        return perm[m * self.mb : (m + 1) * self.mb]
 
 
 def split_eval(data: Batch, cfg: TrainConfig, shard: int | None = None, min_train: int | None = None):
@@ -431,9 +456,18 @@ def split_eval(data: Batch, cfg: TrainConfig, shard: int | None = None, min_trai
     return data.take(np.sort(perm[n_eval:])), (data.take(np.sort(perm[:n_eval])) if n_eval else None)
 
 
-def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Path, cfg: TrainConfig, *, resume: bool = False,
-                progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
-                max_steps: int | None = None, mesh=None) -> tuple[Transformer, dict]:
+def train_value(
+    model: Transformer,
+    data: "Batch | RolloutShards",
+    out: str | Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, dict], None] | None = None,
+    max_steps: int | None = None,
+    mesh=None,
+) -> tuple[Transformer, dict]:
     """Train `model` (a value model from `init_value_model`) on `data`; checkpoints under OUT/checkpoints.
 
     data: a `Batch` (`rollout_arrays`) or `RolloutShards` (`load_rollouts`: on a pod, this host's shard).
@@ -453,13 +487,19 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
     S, ga = shards.count, cfg.grad_accum
     multi = jax.process_count() > 1
     if multi and (mesh is None or S != jax.process_count() or len(shards.local) != 1):
-        raise VasError("on several hosts pass the mesh and the rollouts as load_rollouts(..., mesh=mesh) gives "
-                       "them: one shard per host")
+        raise VasError(
+            "on several hosts pass the mesh and the rollouts as load_rollouts(..., mesh=mesh) gives "
+            "them: one shard per host"
+        )
     if cfg.batch_size % S or (cfg.minibatch_size // ga) % S:
-        raise VasError(f"--batch-size ({cfg.batch_size}) and the micro-batch (--minibatch-size / --grad-accum = "
-                       f"{cfg.minibatch_size // ga}) must divide by the {S} data shards")
-    splits = {s: split_eval(b, cfg, shard=s if S > 1 else None, min_train=cfg.minibatch_size // S)
-              for s, b in shards.local.items()}
+        raise VasError(
+            f"--batch-size ({cfg.batch_size}) and the micro-batch (--minibatch-size / --grad-accum = "
+            f"{cfg.minibatch_size // ga}) must divide by the {S} data shards"
+        )
+    splits = {
+        s: split_eval(b, cfg, shard=s if S > 1 else None, min_train=cfg.minibatch_size // S)
+        for s, b in shards.local.items()
+    }
     n_train = min(len(t) for t, _ in splits.values())  # every shard is cut to the smallest one's size
     n_eval = min(len(e) if e is not None else 0 for _, e in splits.values())
     if multi:
@@ -518,8 +558,10 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
         trainable = params[0]
         n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
         if (cfg.minibatch_size // cfg.grad_accum) % n_batch:
-            raise VasError(f"the micro-batch ({cfg.minibatch_size // cfg.grad_accum}) must divide by the mesh's "
-                           f"data x fsdp = {n_batch} devices")
+            raise VasError(
+                f"the micro-batch ({cfg.minibatch_size // cfg.grad_accum}) must divide by the mesh's "
+                f"data x fsdp = {n_batch} devices"
+            )
         replicated = NamedSharding(mesh, P())  # step counts, targets, metrics: every process can read them
         targets_fn = jax.jit(targets_fn, out_shardings=replicated)
 
@@ -527,11 +569,13 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
         """{shard: this process's rows} -> the global batch, split over (data, fsdp) on `axis`."""
         if multi:
             (x,) = parts.values()
-            shape = x.shape[:axis] + (x.shape[axis] * S,) + x.shape[axis + 1:]
-            return jax.make_array_from_process_local_data(batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=axis), x,
-                                                          shape)
+            shape = x.shape[:axis] + (x.shape[axis] * S,) + x.shape[axis + 1 :]
+            return jax.make_array_from_process_local_data(
+                batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=axis), x, shape
+            )
         x = np.concatenate([parts[s] for s in range(S)], axis=axis) if S > 1 else parts[0]
         return x if mesh is None else jax.device_put(x, batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=axis))
+
     state = {
         "params": params,
         "opt_state": tx.init(trainable),
@@ -540,13 +584,15 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
         "step": jnp.int32(0),
     }
     if mesh is not None:  # everything not sharded above is replicated on the mesh
+
         def on_mesh(x):
             sh = getattr(x, "sharding", None)
             return x if isinstance(sh, NamedSharding) and sh.mesh == mesh else jax.device_put(x, replicated)
 
         state = jax.tree.map(on_mesh, state)
     mngr = ocp.CheckpointManager(
-        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, save_interval_steps=1, create=True))
+        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, save_interval_steps=1, create=True)
+    )
     start = 0
     log_path = out / "metrics.jsonl"
     if resume and mngr.latest_step() is not None:
@@ -560,8 +606,9 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
     elif log_path.exists() and main_process:
         log_path.unlink()
     writer = _tensorboard(out) if main_process else None
-    values_fn = jax.jit(lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask),
-                        out_shardings=replicated)
+    values_fn = jax.jit(
+        lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask), out_shardings=replicated
+    )
     metrics: dict = {}
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))
     t0, tokens, pending = time.perf_counter(), 0, []
@@ -572,8 +619,9 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
             if e == 0 and m == 0:  # a new TD batch (equal parts of every shard): freeze its targets
                 td = {s: part.take(rows[s]) for s, part in train_parts.items()}
                 src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
-                state["targets"] = targets_fn(src, *(assemble({s: getattr(d, f) for s, d in td.items()}, 0)
-                                                     for f in Batch.FIELDS))
+                state["targets"] = targets_fn(
+                    src, *(assemble({s: getattr(d, f) for s, d in td.items()}, 0) for f in Batch.FIELDS)
+                )
             mbs = {s: sched.minibatch(p, b, e, m, s) for s in range(S)}
             # [grad_accum, micro]: each micro-batch holds equal parts of every shard, shard s's at
             # rows s*bs.. of the TD batch (targets) and in block s of the micro-batch
@@ -584,11 +632,13 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
             mine = {s: part.take(rows[s][mbs[s]]) for s, part in train_parts.items()}
 
             def fold(f):
-                return assemble({s: getattr(d, f).reshape((ga, -1) + getattr(d, f).shape[1:])
-                                 for s, d in mine.items()}, 1)
+                return assemble(
+                    {s: getattr(d, f).reshape((ga, -1) + getattr(d, f).shape[1:]) for s, d in mine.items()}, 1
+                )
 
             state["params"], state["opt_state"], state["ema"], mtr = train_step(
-                state["params"], state["opt_state"], state["ema"], fold("ids"), fold("mask"), fold("resp"), tgt)
+                state["params"], state["opt_state"], state["ema"], fold("ids"), fold("mask"), fold("resp"), tgt
+            )
             if step == start:  # throughput excludes the first update, which compiles
                 jax.block_until_ready(mtr)
                 t0 = time.perf_counter()
@@ -625,8 +675,9 @@ def train_value(model: Transformer, data: "Batch | RolloutShards", out: str | Pa
             pending.clear()
             log.flush()
             if saving:  # after the metrics are checked: a checkpoint never holds a diverged model
-                state["step"] = (jnp.int32(step + 1) if replicated is None
-                                 else jax.device_put(np.int32(step + 1), replicated))
+                state["step"] = (
+                    jnp.int32(step + 1) if replicated is None else jax.device_put(np.int32(step + 1), replicated)
+                )
                 mngr.save(step + 1, args=ocp.args.StandardSave(state))
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
             bar.update(1)
@@ -648,8 +699,10 @@ def _check_finite(metrics: dict, cfg: TrainConfig) -> None:
     """Stop at the first non-finite loss or gradient: nothing trained past it is worth keeping."""
     bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(metrics.get(k, 0.0))]
     if bad:
-        raise VasError(f"training diverged: the {bad[0]} is {metrics[bad[0]]} at step {metrics['step']}; lower the "
-                       f"learning rate (--lr, now {cfg.learning_rate:g}) or check the rewards; nothing was exported")
+        raise VasError(
+            f"training diverged: the {bad[0]} is {metrics[bad[0]]} at step {metrics['step']}; lower the "
+            f"learning rate (--lr, now {cfg.learning_rate:g}) or check the rewards; nothing was exported"
+        )
 
 
 def _tensorboard(out: Path):

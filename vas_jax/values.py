@@ -58,6 +58,8 @@ def load_value(path: str | Path, base_tok, *, head: str | None = None, **load_kw
             raise VasError(f"{path} has {model.config.num_labels} score labels; a value model has one")
         return model
     if marked != "vocab" and head != "vocab":
-        raise VasError(f"{path} is a causal LM (*ForCausalLM), not a trained value model; train one with `vas train "
-                       f"--init {path}`, or pass --value-head vocab to use its logits as a Q head")
+        raise VasError(
+            f"{path} is a causal LM (*ForCausalLM), not a trained value model; train one with `vas train "
+            f"--init {path}`, or pass --value-head vocab to use its logits as a Q head"
+        )
     return model

@@ -11,44 +11,71 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    from vas_jax.cli_args import finite_float, positive_int
+    from vas_jax.cli.args import finite_float, positive_int
+    from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", required=True, help="base model directory")
     p.add_argument("--value", action="append", required=True, metavar="DIR", help="value model directory (repeat)")
-    p.add_argument("--value-head", choices=["scalar", "vocab"],
-                   help="accept a *ForCausalLM --value as a vocabulary-wide Q head (vocab)")
-    p.add_argument("--reward-fn", action="append", default=[], metavar="MODULE:FUNCTION",
-                   help="a reward function per value model, in order (repeat)")
-    p.add_argument("--reward-model", action="append", default=[], metavar="DIR",
-                   help="a reward model directory per value model, in order (repeat; after any --reward-fn)")
+    p.add_argument(
+        "--value-head",
+        choices=["scalar", "vocab"],
+        help="accept a *ForCausalLM --value as a vocabulary-wide Q head (vocab)",
+    )
+    p.add_argument(
+        "--reward-fn",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a reward function per value model, in order (repeat)",
+    )
+    p.add_argument(
+        "--reward-model",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a reward model directory per value model, in order (repeat; after any --reward-fn)",
+    )
     p.add_argument("--prompts", required=True, help="held-out prompts (.txt/.jsonl/.csv/.parquet/datasets dir)")
     p.add_argument("--prompt-field", default="prompt", help="the column that holds the prompt text")
     p.add_argument("--max-prompts", type=positive_int, default=64, help="use at most this many prompts")
-    p.add_argument("--betas", type=finite_float, nargs="+", default=[0.5, 1, 2, 4, 8],
-                   help="the VAS beta grid for the first value model")
-    p.add_argument("--composed", type=finite_float, nargs="*", default=[0, 0, 4, 0, 0, 4, 4, 4],
-                   help="flattened (beta_1, beta_2) pairs for the composed grid of the first two value models")
+    p.add_argument(
+        "--betas",
+        type=finite_float,
+        nargs="+",
+        default=[0.5, 1, 2, 4, 8],
+        help="the VAS beta grid for the first value model",
+    )
+    p.add_argument(
+        "--composed",
+        type=finite_float,
+        nargs="*",
+        default=[0, 0, 4, 0, 0, 4, 4, 4],
+        help="flattened (beta_1, beta_2) pairs for the composed grid of the first two value models",
+    )
     p.add_argument("--samples", type=positive_int, default=8, help="samples per prompt for base and VAS")
     p.add_argument("--bon-max", type=positive_int, default=128, help="largest N of Best-of-N (N = 1, 2, 4, ...)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest response, in tokens")
     p.add_argument("--top-k", type=positive_int, default=20, help="candidates the value model scores per step")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="parameter and compute dtype")
-    p.add_argument("--attention", default="xla", choices=["xla", "pallas"],
-                   help="decode-step attention for every run: XLA's, or one fused GPU kernel per layer (README)")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
+    p.add_argument(
+        "--attention",
+        default="xla",
+        choices=["xla", "pallas"],
+        help="decode-step attention for every run: XLA's, or one fused GPU kernel per layer (README)",
+    )
     p.add_argument("--out", default="runs/bench", help="directory for report.json and the plots")
 
 
 def run(args):
     import vas_jax
+    from vas_jax.cli.args import check_out_dir
     from vas_jax.data import encode_prompts, read_prompts
     from vas_jax.decode_attention import check_attention
     from vas_jax.errors import VasError
     from vas_jax.flops import sequence_flops
     from vas_jax.harness import format_table, run_comparison, write_report
     from vas_jax.rewards import RewardModel, load_reward_function
-
-    from vas_jax.cli_args import check_out_dir
     from vas_jax.values import load_value
 
     check_out_dir(args.out)  # before any work: a bad --out must not cost the whole run
@@ -74,9 +101,22 @@ def run(args):
         return sum(sequence_flops(c, n_tokens, 0) for c in rm_flops)
 
     pairs = list(zip(args.composed[::2], args.composed[1::2]))
-    report = run_comparison(base, tok, prompts, values, rewards, betas=args.betas, composed=pairs,
-                            samples=args.samples, bon_max=args.bon_max, max_new_tokens=args.max_new_tokens,
-                            top_k=args.top_k, seed=args.seed, reward_flops=reward_flops, attention=args.attention)
+    report = run_comparison(
+        base,
+        tok,
+        prompts,
+        values,
+        rewards,
+        betas=args.betas,
+        composed=pairs,
+        samples=args.samples,
+        bon_max=args.bon_max,
+        max_new_tokens=args.max_new_tokens,
+        top_k=args.top_k,
+        seed=args.seed,
+        reward_flops=reward_flops,
+        attention=args.attention,
+    )
     write_report(report, args.out)
     print(format_table(report))
     print(f"\nreport: {args.out}/report.json")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 
 def add_arguments(p):
+    from vas_jax.config import DTYPE_NAMES
+
     p.add_argument("src", help="a .gguf file, a directory holding one, or a Hugging Face checkpoint directory")
     p.add_argument("out", help="the new Hugging Face directory (must not exist yet)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="dtype of the saved weights")
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="dtype of the saved weights")
 
 
 def run(args):
@@ -39,5 +41,7 @@ def run(args):
     (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
     os.replace(tmp, out)
     c = model.config
-    print(f"{args.src} -> {out}: {c.model_type}, {c.num_layers} layers, hidden {c.hidden_size}, vocab {c.vocab_size}, "
-          f"{args.dtype}")
+    print(
+        f"{args.src} -> {out}: {c.model_type}, {c.num_layers} layers, hidden {c.hidden_size}, vocab {c.vocab_size}, "
+        f"{args.dtype}"
+    )

@@ -1,8 +1,8 @@
 """Decode throughput: `generate` vs `vas_decode`, measured in one run, next to what FLOPs allow.
 
-    python decode/bench.py                 # CPU preset (small models), writes nothing
-    python decode/bench.py --preset gpu --dtype bfloat16 --json out.json
-    python decode/bench.py --preset gpu --dtype bfloat16 --attention xla pallas   # + the fused kernel
+    python -m benchmarks.bench                 # CPU preset (small models), writes nothing
+    python -m benchmarks.bench --preset gpu --dtype bfloat16 --json out.json
+    python -m benchmarks.bench --preset gpu --dtype bfloat16 --attention xla pallas   # + the fused kernel
 
 For each batch size and each VAS setting (k candidates through a scalar value head, or one
 vocabulary-wide value head) it prints tokens/s, the measured ratio to `generate`, and the
@@ -23,57 +23,90 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 import vas_jax
 from vas_jax import ModelConfig, Transformer
+from vas_jax.config import DTYPE_NAMES, parse_dtype
 from vas_jax.decode_attention import ATTENTION_IMPLS
 from vas_jax.flops import flops_per_token
 from vas_jax.model import fuse_projections
 from vas_jax.sampling import TOPK_METHODS
 
 # a Llama-3.2-1B-like base (~1.2B parameters) for the GPU presets
-GPU_BASE = dict(vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
-                num_kv_heads=8, head_dim=64)
+GPU_BASE = dict(
+    vocab_size=32768, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32, num_kv_heads=8, head_dim=64
+)
 
 PRESETS = {
     # base 6.8M parameters; value 1.3M (scalar head) / 1.8M (vocabulary-wide head): about a quarter
     "cpu": dict(
-        base=dict(vocab_size=4096, hidden_size=256, intermediate_size=768, num_layers=6, num_heads=8,
-                  num_kv_heads=4, head_dim=32),
-        value=dict(vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4,
-                   num_kv_heads=2, head_dim=32),
-        prompt_len=32, new_tokens=64, batches=(1, 16), ks=(1, 5, 20), repeats=5,
+        base=dict(
+            vocab_size=4096,
+            hidden_size=256,
+            intermediate_size=768,
+            num_layers=6,
+            num_heads=8,
+            num_kv_heads=4,
+            head_dim=32,
+        ),
+        value=dict(
+            vocab_size=4096,
+            hidden_size=128,
+            intermediate_size=384,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=32,
+        ),
+        prompt_len=32,
+        new_tokens=64,
+        batches=(1, 16),
+        ks=(1, 5, 20),
+        repeats=5,
     ),
     # base ~1.2B (Llama-3.2-1B-like); value ~0.2B (scalar) / ~0.25B (vocabulary-wide): about a quarter
     "gpu": dict(
         base=GPU_BASE,
-        value=dict(vocab_size=32768, hidden_size=1024, intermediate_size=2816, num_layers=12, num_heads=16,
-                   num_kv_heads=4, head_dim=64),
-        prompt_len=128, new_tokens=256, batches=(1, 16), ks=(1, 5, 20), repeats=3,
+        value=dict(
+            vocab_size=32768,
+            hidden_size=1024,
+            intermediate_size=2816,
+            num_layers=12,
+            num_heads=16,
+            num_kv_heads=4,
+            head_dim=64,
+        ),
+        prompt_len=128,
+        new_tokens=256,
+        batches=(1, 16),
+        ks=(1, 5, 20),
+        repeats=3,
     ),
     # the same base; a value model of a quarter of its size made shallow (4 of 16 layers) rather
     # than narrow: on a GPU at these sizes a decode step costs per layer, not per FLOP
     "gpu-shallow": dict(
         base=GPU_BASE,
         value=dict(GPU_BASE, num_layers=4),
-        prompt_len=128, new_tokens=256, batches=(1, 16), ks=(1, 5, 20), repeats=3,
+        prompt_len=128,
+        new_tokens=256,
+        batches=(1, 16),
+        ks=(1, 5, 20),
+        repeats=3,
     ),
 }
 
 
 def make(spec: dict, head: str, dtype) -> Transformer:
-    cfg = ModelConfig(model_type="llama", max_position_embeddings=4096, norm_eps=1e-5, head=head, num_labels=1,
-                      **spec)
+    cfg = ModelConfig(model_type="llama", max_position_embeddings=4096, norm_eps=1e-5, head=head, num_labels=1, **spec)
     return Transformer(cfg, dtype=dtype, rngs=nnx.Rngs(0))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     ap.add_argument("--batches", type=int, nargs="*", help="override the preset's batch sizes")
     ap.add_argument("--ks", type=int, nargs="*", help="override the preset's candidate counts")
     ap.add_argument("--new-tokens", type=int, help="override the preset's tokens per row")
@@ -81,11 +114,21 @@ def main(argv=None):
     ap.add_argument("--check-every", type=int, default=8, help="decode steps between early-exit tests")
     ap.add_argument("--fuse", action="store_true", help="fuse q/k/v and gate/up projections (fuse_projections)")
     ap.add_argument("--no-vocab", action="store_true", help="skip the vocabulary-wide value head")
-    ap.add_argument("--attention", nargs="+", default=["xla"], choices=ATTENTION_IMPLS,
-                    help="decode attention implementations to time side by side (each VAS ratio is to the "
-                         "generate of the same implementation)")
-    ap.add_argument("--topk-method", nargs="+", default=["lax"], choices=TOPK_METHODS,
-                    help="how VAS picks its candidates (vas_decode's topk_method; all exact): each is timed")
+    ap.add_argument(
+        "--attention",
+        nargs="+",
+        default=["xla"],
+        choices=ATTENTION_IMPLS,
+        help="decode attention implementations to time side by side (each VAS ratio is to the "
+        "generate of the same implementation)",
+    )
+    ap.add_argument(
+        "--topk-method",
+        nargs="+",
+        default=["lax"],
+        choices=TOPK_METHODS,
+        help="how VAS picks its candidates (vas_decode's topk_method; all exact): each is timed",
+    )
     ap.add_argument("--json", help="write the results here too")
     a = ap.parse_args(argv)
     p = dict(PRESETS[a.preset])
@@ -93,7 +136,7 @@ def main(argv=None):
     ks = a.ks or p["ks"]
     n = a.new_tokens or p["new_tokens"]
     repeats = a.repeats or p["repeats"]
-    dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
+    dtype = parse_dtype(a.dtype)
     base = make(p["base"], "lm", dtype)
     value = make(p["value"], "score", dtype)
     qvalue = make(p["value"], "lm", dtype)
@@ -104,12 +147,16 @@ def main(argv=None):
     fv = flops_per_token(value.config, ctx, False)
     fq = flops_per_token(qvalue.config, ctx, True)
     dev = jax.devices()[0]
-    print(f"device: {dev.device_kind} ({platform.machine()}), dtype {a.dtype}, prompt {p['prompt_len']}, "
-          f"{n} new tokens, jax {jax.__version__}, check_every {a.check_every}, fused {a.fuse}, "
-          f"attention {'/'.join(a.attention)}, topk_method {'/'.join(a.topk_method)}")
-    print(f"base {base.config.num_layers}L/{base.config.hidden_size}d: {fb / 1e6:.1f} MFLOP/token; "
-          f"value {value.config.num_layers}L/{value.config.hidden_size}d: {fv / 1e6:.1f} MFLOP/candidate, "
-          f"vocab-wide {fq / 1e6:.1f} MFLOP/step")
+    print(
+        f"device: {dev.device_kind} ({platform.machine()}), dtype {a.dtype}, prompt {p['prompt_len']}, "
+        f"{n} new tokens, jax {jax.__version__}, check_every {a.check_every}, fused {a.fuse}, "
+        f"attention {'/'.join(a.attention)}, topk_method {'/'.join(a.topk_method)}"
+    )
+    print(
+        f"base {base.config.num_layers}L/{base.config.hidden_size}d: {fb / 1e6:.1f} MFLOP/token; "
+        f"value {value.config.num_layers}L/{value.config.hidden_size}d: {fv / 1e6:.1f} MFLOP/candidate, "
+        f"vocab-wide {fq / 1e6:.1f} MFLOP/step"
+    )
     rows = []
     header = f"{'batch':>5} {'method':<36} {'tok/s':>10} {'ratio':>7} {'FLOPs ratio':>11} {'ratio/FLOPs':>11}"
     print(header)
@@ -122,19 +169,40 @@ def main(argv=None):
         for impl in a.attention:
             ce = dict(check_every=a.check_every, attention=impl)
             tag = "" if impl == "xla" else f" [{impl}]"
-            group = [("generate" + tag, lambda ce=ce: vas_jax.generate(
-                base, prompts, key=key, max_new_tokens=n, **ce).tokens, 1.0)]
+            group = [
+                (
+                    "generate" + tag,
+                    lambda ce=ce: vas_jax.generate(base, prompts, key=key, max_new_tokens=n, **ce).tokens,
+                    1.0,
+                )
+            ]
             for tm in a.topk_method:
                 pick = dict(ce, topk_method=tm)
                 tm_tag = "" if tm == "lax" else f" ({tm})"
                 for k in ks:
-                    group.append((f"vas scalar k={k}{tm_tag}{tag}", lambda k=k, pick=pick: vas_jax.vas_decode(
-                        base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, **pick).tokens,
-                        fb / (fb + k * fv)))
+                    group.append(
+                        (
+                            f"vas scalar k={k}{tm_tag}{tag}",
+                            lambda k=k, pick=pick: (
+                                vas_jax.vas_decode(
+                                    base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, **pick
+                                ).tokens
+                            ),
+                            fb / (fb + k * fv),
+                        )
+                    )
                 if not a.no_vocab:
-                    group.append((f"vas vocab k=20{tm_tag}{tag}", lambda pick=pick: vas_jax.vas_decode(
-                        base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, **pick).tokens,
-                        fb / (fb + fq)))
+                    group.append(
+                        (
+                            f"vas vocab k=20{tm_tag}{tag}",
+                            lambda pick=pick: (
+                                vas_jax.vas_decode(
+                                    base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, **pick
+                                ).tokens
+                            ),
+                            fb / (fb + fq),
+                        )
+                    )
             try:  # compile and warm; an implementation that fails here is reported and skipped
                 for _, fn, _ in group:
                     jax.block_until_ready(fn())
@@ -161,8 +229,20 @@ def main(argv=None):
             print(f"{b:>5} {name} / generate: {best['generate'] / best[name]:.3f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(device=dev.device_kind, dtype=a.dtype, preset=a.preset, check_every=a.check_every,
-                           fused=a.fuse, attention=a.attention, topk_method=a.topk_method, rows=rows), f, indent=2)
+            json.dump(
+                dict(
+                    device=dev.device_kind,
+                    dtype=a.dtype,
+                    preset=a.preset,
+                    check_every=a.check_every,
+                    fused=a.fuse,
+                    attention=a.attention,
+                    topk_method=a.topk_method,
+                    rows=rows,
+                ),
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

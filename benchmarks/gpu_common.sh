@@ -1,8 +1,8 @@
-# Sourced by decode/gpu_probe.sh and decode/gpu_check.sh (GPU machine, repository root):
+# Sourced by benchmarks/gpu_probe.sh and benchmarks/gpu_check.sh (GPU machine, repository root):
 # `out` from the first argument, the repository on PYTHONPATH, the card named, and
 # `step NAME LIMIT CMD...`: run CMD under a time limit, log to $out/NAME.log, say how long it took.
 set -u
-out=${1:?usage: bash decode/gpu_check.sh OUTDIR}
+out=${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}
 mkdir -p "$out"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

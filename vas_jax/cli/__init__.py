@@ -7,18 +7,21 @@ import importlib
 import os
 import sys
 
-from .errors import VasError
+from ..errors import VasError
 
 # subcommand -> (module that defines `add_arguments(parser)` and `run(args)`, one-line help)
 COMMANDS = {
-    "info": ("vas_jax.cli_info", "show a checkpoint's architecture, head and size"),
-    "convert": ("vas_jax.cli_convert", "write a GGUF (or Hugging Face) checkpoint as a Hugging Face safetensors directory"),
-    "decode": ("decode.decode", "value-guided decoding (VAS) or plain sampling; writes JSONL"),
-    "sample": ("train.sample", "sample N responses per prompt from the base model (resumable)"),
-    "score": ("train.score", "add a reward column to rollouts (Python function or reward model)"),
-    "train": ("train.train_value", "train a value model by TD(lambda) on scored rollouts (resumable)"),
-    "demo": ("vas_jax.cli_demo", "align the shipped tiny model to two rewards, compare with Best-of-N (make demo)"),
-    "bench": ("decode.vas_bench", "VAS vs Best-of-N on your own base, value and reward: report and plots"),
+    "info": ("vas_jax.cli.info", "show a checkpoint's architecture, head and size"),
+    "convert": (
+        "vas_jax.cli.convert",
+        "write a GGUF (or Hugging Face) checkpoint as a Hugging Face safetensors directory",
+    ),
+    "decode": ("vas_jax.cli.decode", "value-guided decoding (VAS) or plain sampling; writes JSONL"),
+    "sample": ("vas_jax.cli.sample", "sample N responses per prompt from the base model (resumable)"),
+    "score": ("vas_jax.cli.score", "add a reward column to rollouts (Python function or reward model)"),
+    "train": ("vas_jax.cli.train", "train a value model by TD(lambda) on scored rollouts (resumable)"),
+    "demo": ("vas_jax.cli.demo", "align the shipped tiny model to two rewards, compare with Best-of-N (make demo)"),
+    "bench": ("vas_jax.cli.bench", "VAS vs Best-of-N on your own base, value and reward: report and plots"),
 }
 
 
@@ -49,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (mod, help_) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".",
-                            formatter_class=_HelpFormatter)
+        sp = sub.add_parser(
+            name, help=help_, description=help_[0].upper() + help_[1:] + ".", formatter_class=_HelpFormatter
+        )
         sp.set_defaults(_module=mod)
         importlib.import_module(mod).add_arguments(sp)
     return p
@@ -68,7 +72,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        from .distributed import initialize
+        from ..distributed import initialize
 
         # a multi-host launch (tpu/launch.sh sets VAS_DISTRIBUTED=1; or VAS_COORDINATOR & co.)
         initialize(auto=os.environ.get("VAS_DISTRIBUTED") == "1")

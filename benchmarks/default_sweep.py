@@ -1,6 +1,6 @@
 """The measurement behind `vas train`'s defaults: the README recipe's data, several settings.
 
-    python train/default_sweep.py --out runs/sweep
+    python -m benchmarks.default_sweep --out runs/sweep
 
 Samples the recipe's rollouts from the shipped base (examples/review-prompts.jsonl, the CLI's
 sampling defaults), scores them with the built-in positivity reward, then for each setting trains a
@@ -40,8 +40,16 @@ def main(argv=None):
     tok = vas_jax.load_tokenizer(BASE_DIR)
     base = vas_jax.load_model(BASE_DIR)
     small = vas_jax.load_model(SMALL_DIR)
-    ds = sample_rollouts(base, tok, read_prompts(EXAMPLES / "review-prompts.jsonl"), out / "rollouts", n=8,
-                         max_new_tokens=64, prompts_per_shard=8, progress=False)
+    ds = sample_rollouts(
+        base,
+        tok,
+        read_prompts(EXAMPLES / "review-prompts.jsonl"),
+        out / "rollouts",
+        n=8,
+        max_new_tokens=64,
+        prompts_per_shard=8,
+        progress=False,
+    )
     ds = score_dataset(ds, positivity, progress=False)
     data = rollout_arrays(ds, pad_id=tok.pad_token_id)
     held = [tok(p)["input_ids"] for p in read_prompts(EXAMPLES / "review-heldout.jsonl")]
@@ -52,7 +60,9 @@ def main(argv=None):
         resp = [tok.decode(t, skip_special_tokens=True) for t in res.token_lists()]
         return float(np.mean(positivity([""] * len(resp), resp)))
 
-    print(f"{len(ds)} rollouts; base positivity on held-out prompts {reward(vas_jax.generate(base, held, **common)):.3f}")
+    print(
+        f"{len(ds)} rollouts; base positivity on held-out prompts {reward(vas_jax.generate(base, held, **common)):.3f}"
+    )
     print(f"{'lr':>8} {'passes':>6} {'batch':>7} {'updates':>7} {'corr':>6} {'VAS b=2':>8} {'VAS b=4':>8}")
     for lr, passes, bs in itertools.product(a.lrs, a.passes, a.batches):
         b, mb = map(int, bs.split("/"))
@@ -63,13 +73,15 @@ def main(argv=None):
 
             shutil.rmtree(run)
         steps = []
-        vm, m = train_value(init_value_model(small), data, run, cfg, progress=False,
-                            on_step=lambda s, _: steps.append(s))
+        vm, m = train_value(
+            init_value_model(small), data, run, cfg, progress=False, on_step=lambda s, _: steps.append(s)
+        )
         r2 = reward(vas_jax.vas_decode(base, vm, held, beta=2.0, top_k=20, **common))
         r4 = reward(vas_jax.vas_decode(base, vm, held, beta=4.0, top_k=20, **common))
         print(f"{lr:>8g} {passes:>6} {bs:>7} {len(steps):>7} {m['eval_corr']:>6.3f} {r2:>8.3f} {r4:>8.3f}", flush=True)
-        (run / "sweep.json").write_text(json.dumps(dict(lr=lr, passes=passes, batch=bs, corr=m["eval_corr"],
-                                                        vas2=r2, vas4=r4)))
+        (run / "sweep.json").write_text(
+            json.dumps(dict(lr=lr, passes=passes, batch=bs, corr=m["eval_corr"], vas2=r2, vas4=r4))
+        )
 
 
 if __name__ == "__main__":

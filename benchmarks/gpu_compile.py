@@ -1,7 +1,7 @@
 """Compile the GPU decode programs on a machine with no GPU (deviceless, ahead of time).
 
     pip install "jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')"   # the CUDA plugin only
-    python decode/gpu_compile.py --target h100 --preset gpu-shallow --batch 16 --attention xla pallas
+    python -m benchmarks.gpu_compile --target h100 --preset gpu-shallow --batch 16 --attention xla pallas
 
 XLA compiles for a described GPU (compute capability, SM count, memory sizes) without one attached, so
 what a GPU session would find out first can be found out here: whether the fused decode-attention
@@ -31,16 +31,12 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import vas_jax  # noqa: E402
+from benchmarks.hlo_stats import copied_shapes, loop_body  # noqa: E402
+from benchmarks.kernel_check import SHAPES as KERNEL_SHAPES  # noqa: E402
 from vas_jax import decode as dec  # noqa: E402
+from vas_jax.config import DTYPE_NAMES, parse_dtype  # noqa: E402
 from vas_jax.model import fuse_projections  # noqa: E402
 from vas_jax.sampling import TOPK_METHODS  # noqa: E402
-
-try:  # run as a script: decode/ is on the path
-    from hlo_stats import copied_shapes, loop_body
-    from kernel_check import SHAPES as KERNEL_SHAPES
-except ImportError:
-    from decode.hlo_stats import copied_shapes, loop_body
-    from decode.kernel_check import SHAPES as KERNEL_SHAPES
 
 # The GPUs this project benchmarks on, as XLA's GpuTargetConfig describes one (device-info fields as
 # the CUDA driver reports them; the runtime and cuDNN versions the compiler may assume).
@@ -63,10 +59,10 @@ def target_config(card: str) -> str:
   block_dim_limit_x: 2147483647
   block_dim_limit_y: 65535
   block_dim_limit_z: 65535
-  memory_bandwidth: {c['bandwidth']}
+  memory_bandwidth: {c["bandwidth"]}
   l2_cache_size: 52428800
-  clock_rate_ghz: {c['clock']}
-  device_memory_size: {c['memory']}
+  clock_rate_ghz: {c["clock"]}
+  device_memory_size: {c["memory"]}
   shared_memory_per_block_optin: 232448
   cuda_compute_capability {{ major: 9 }}
   registers_per_core_limit: 65536
@@ -75,7 +71,7 @@ def target_config(card: str) -> str:
 platform_name: "CUDA"
 dnn_version_info {{ major: 9 minor: 8 }}
 runtime_version {{ major: 12 minor: 8 }}
-device_description_str: "{c['name']}"
+device_description_str: "{c["name"]}"
 """
 
 
@@ -86,8 +82,10 @@ def gpu_device(card: str):
     try:
         topo = topologies.get_topology_desc(platform="cuda", target_config=target_config(card), topology="1x1x1")
     except Exception as e:  # noqa: BLE001 -- no plugin, or one too old for deviceless topologies
-        sys.exit(f"cannot describe a CUDA device here ({type(e).__name__}: {str(e).splitlines()[0]}); install the "
-                 f"CUDA plugin that matches jax {jax.__version__}: pip install 'jax[cuda12]=={jax.__version__}'")
+        sys.exit(
+            f"cannot describe a CUDA device here ({type(e).__name__}: {str(e).splitlines()[0]}); install the "
+            f"CUDA plugin that matches jax {jax.__version__}: pip install 'jax[cuda12]=={jax.__version__}'"
+        )
     return topo.devices[0]
 
 
@@ -115,8 +113,9 @@ def compile_for(device, call):
     sharding = jax.sharding.SingleDeviceSharding(device)
 
     def spy(graphdefs, states, *args, spec):
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding),
-                                (states, args))
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), (states, args)
+        )
         raise _Compiled(real.lower(graphdefs, abstract[0], *abstract[1], spec=spec).compile())
 
     dec.decode_program = spy
@@ -131,19 +130,28 @@ def compile_for(device, call):
 
 
 def kernel_builds(device, dtype) -> bool:
-    """Compile the fused attention kernel alone for `device` at decode/kernel_check.py's shapes,
+    """Compile the fused attention kernel alone for `device` at benchmarks/kernel_check.py's shapes,
     reading the cache only and writing the step's new token into it; print one line per shape."""
     from vas_jax.decode_attention import decode_attention
 
     sharding = jax.sharding.SingleDeviceSharding(device)
     ok = True
     for b, t, nh, kvh, d, size in KERNEL_SHAPES:
+
         def arr(*shape, dt=dtype):
             return jax.ShapeDtypeStruct(shape, dt, sharding=sharding)
 
-        args = (arr(b, t, nh, d), arr(b, kvh, size, d), arr(b, kvh, size, d), arr(b, dt=jnp.int32),
-                arr(b, dt=jnp.int32), arr(b, kvh, t, d), arr(b, kvh, t, d))
+        args = (
+            arr(b, t, nh, d),
+            arr(b, kvh, size, d),
+            arr(b, kvh, size, d),
+            arr(b, dt=jnp.int32),
+            arr(b, dt=jnp.int32),
+            arr(b, kvh, t, d),
+            arr(b, kvh, t, d),
+        )
         for write in (False, True):
+
             def f(q, k, v, lo, hi, ks, vs, write=write):
                 return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, 1), write=write)
 
@@ -153,8 +161,11 @@ def kernel_builds(device, dtype) -> bool:
                 msg = "builds"
             except Exception as e:  # noqa: BLE001 -- report it, check the other shapes
                 ok, msg = False, f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            print(f"kernel b={b:>2} t={t:>2} heads {nh}/{kvh} d={d} slots {size:>4} "
-                  f"{'writing the new token' if write else 'reading only':<21} {msg}", flush=True)
+            print(
+                f"kernel b={b:>2} t={t:>2} heads {nh}/{kvh} d={d} slots {size:>4} "
+                f"{'writing the new token' if write else 'reading only':<21} {msg}",
+                flush=True,
+            )
     return ok
 
 
@@ -163,17 +174,20 @@ def step_stats(compiled) -> dict:
     of them are the fused attention kernel (Triton custom calls)."""
     hlo = compiled.as_text()
     body = loop_body(hlo)
-    return dict(ops=collections.Counter(op for op, _ in body), copies=copied_shapes(hlo),
-                triton=sum("__gpu$xla.gpu.triton" in ln for _, ln in body))
+    return dict(
+        ops=collections.Counter(op for op, _ in body),
+        copies=copied_shapes(hlo),
+        triton=sum("__gpu$xla.gpu.triton" in ln for _, ln in body),
+    )
 
 
 def main(argv=None):
-    from bench import PRESETS, make  # decode/bench.py
+    from benchmarks.bench import PRESETS, make
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", choices=sorted(_CARDS), default="h100", help="the GPU to compile for")
     ap.add_argument("--preset", choices=[p for p in sorted(PRESETS) if p.startswith("gpu")], default="gpu-shallow")
-    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="bfloat16", choices=DTYPE_NAMES)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--attention", nargs="+", default=["xla", "pallas"], choices=["xla", "pallas"])
@@ -182,31 +196,55 @@ def main(argv=None):
     a = ap.parse_args(argv)
     device = gpu_device(a.target)
     p = PRESETS[a.preset]
-    dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
+    dtype = parse_dtype(a.dtype)
 
     def abstract(spec, head):
         return nnx.eval_shape(lambda: (lambda m: m if a.no_fuse else fuse_projections(m))(make(spec, head, dtype)))
 
     base, value = abstract(p["base"], "lm"), abstract(p["value"], "score")
-    print(f"compiling for {device.device_kind} (no device attached), jax {jax.__version__}, preset {a.preset}, "
-          f"{a.dtype}, prompt {p['prompt_len']}, {p['new_tokens']} new tokens, fused {not a.no_fuse}")
+    print(
+        f"compiling for {device.device_kind} (no device attached), jax {jax.__version__}, preset {a.preset}, "
+        f"{a.dtype}, prompt {p['prompt_len']}, {p['new_tokens']} new tokens, fused {not a.no_fuse}"
+    )
     failed = not kernel_builds(device, dtype) if "pallas" in a.attention else False
     print(f"{'batch':>5} {'program':<22} {'attention':<9} {'kernels/step':>12} {'triton':>6}  largest groups")
     for b in a.batch:
         prompts = np.random.RandomState(0).randint(4, 100, size=(b, p["prompt_len"])).astype(np.int32)
-        runs = [("generate", lambda att: vas_jax.generate(
-            base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=att))]
-        runs += [(f"vas k={a.k} {m}", lambda att, m=m: vas_jax.vas_decode(
-            base, [value], prompts, beta=1.0, top_k=a.k, key=jax.random.key(0), max_new_tokens=p["new_tokens"],
-            attention=att, topk_method=m)) for m in a.topk_method]
+        runs = [
+            (
+                "generate",
+                lambda att: vas_jax.generate(
+                    base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=att
+                ),
+            )
+        ]
+        runs += [
+            (
+                f"vas k={a.k} {m}",
+                lambda att, m=m: vas_jax.vas_decode(
+                    base,
+                    [value],
+                    prompts,
+                    beta=1.0,
+                    top_k=a.k,
+                    key=jax.random.key(0),
+                    max_new_tokens=p["new_tokens"],
+                    attention=att,
+                    topk_method=m,
+                ),
+            )
+            for m in a.topk_method
+        ]
         for name, call in runs:
             for att in a.attention:
                 try:
                     s = step_stats(compile_for(device, lambda: call(att)))
                 except Exception as e:  # noqa: BLE001 -- report the failing build, go on with the others
                     failed = True
-                    print(f"{b:>5} {name:<22} {att:<9} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
-                          flush=True)
+                    print(
+                        f"{b:>5} {name:<22} {att:<9} FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                        flush=True,
+                    )
                     continue
                 top = ", ".join(f"{k} {v}" for k, v in s["ops"].most_common(4))
                 print(f"{b:>5} {name:<22} {att:<9} {sum(s['ops'].values()):>12} {s['triton']:>6}  {top}", flush=True)

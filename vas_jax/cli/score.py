@@ -1,25 +1,31 @@
 """`vas score`: add a reward column to rollouts.
 
-    vas score --data runs/rollouts --reward-fn my_rewards:positivity
-    vas score --data runs/rollouts --reward-model RM_DIR --out runs/scored
+vas score --data runs/rollouts --reward-fn my_rewards:positivity
+vas score --data runs/rollouts --reward-model RM_DIR --out runs/scored
 """
 
 from __future__ import annotations
 
 
 def add_arguments(p):
-    from vas_jax.cli_args import positive_int
+    from vas_jax.cli.args import positive_int
 
     p.add_argument("--data", required=True, help="rollout dataset directory (from `vas sample`)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--reward-fn", metavar="MODULE:FUNCTION",
-                     help="a Python function (prompts, responses) -> list of floats, importable from here")
+    src.add_argument(
+        "--reward-fn",
+        metavar="MODULE:FUNCTION",
+        help="a Python function (prompts, responses) -> list of floats, importable from here",
+    )
     src.add_argument("--reward-model", metavar="DIR", help="a *ForSequenceClassification directory (Flax, ours)")
     src.add_argument("--reward-torch", metavar="DIR", help="a reward model run with transformers' PyTorch")
     p.add_argument("--label", type=int, default=0, help="which output of a multi-label reward model")
-    p.add_argument("--separator", default=None,
-                   help="reward models: the text between prompt and response (default: the chat template when the "
-                        "reward model's tokenizer has one, else one space unless the prompt ends with whitespace)")
+    p.add_argument(
+        "--separator",
+        default=None,
+        help="reward models: the text between prompt and response (default: the chat template when the "
+        "reward model's tokenizer has one, else one space unless the prompt ends with whitespace)",
+    )
     p.add_argument("--column", default="reward", help="name of the new column")
     p.add_argument("--batch-size", type=positive_int, default=64, help="responses per reward call")
     p.add_argument("--out", help="output directory (default: replace --data)")
@@ -34,7 +40,7 @@ def run(args):
     from vas_jax.rewards import RewardModel, TorchRewardModel, load_reward_function, score_dataset
 
     if args.out:
-        from vas_jax.cli_args import check_out_dir
+        from vas_jax.cli.args import check_out_dir
 
         check_out_dir(args.out)
     ds = load_table(args.data)
@@ -43,8 +49,9 @@ def run(args):
     elif args.reward_model:
         reward = RewardModel(args.reward_model, batch_size=args.batch_size, label=args.label, separator=args.separator)
     else:
-        reward = TorchRewardModel(args.reward_torch, batch_size=args.batch_size, label=args.label,
-                                  separator=args.separator)
+        reward = TorchRewardModel(
+            args.reward_torch, batch_size=args.batch_size, label=args.label, separator=args.separator
+        )
     ds = score_dataset(ds, reward, batch_size=args.batch_size, column=args.column)
     out = Path(args.out or args.data)
     tmp = out.with_name(out.name + ".tmp-score")

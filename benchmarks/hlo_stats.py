@@ -1,6 +1,6 @@
 """Count the kernels one decode step launches: the compiled loop body of `generate` / `vas_decode`.
 
-    python decode/hlo_stats.py --preset gpu --dtype bfloat16          # on the machine that will run it
+    python -m benchmarks.hlo_stats --preset gpu --dtype bfloat16          # on the machine that will run it
 
 On a GPU a decode step at these sizes costs per kernel more than per FLOP, so the count of
 fusions, library calls (matrix products) and copies in the innermost loop body is the number
@@ -14,11 +14,11 @@ import collections
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import vas_jax
 from vas_jax import decode as dec
+from vas_jax.config import DTYPE_NAMES, parse_dtype
 from vas_jax.decode_attention import ATTENTION_IMPLS
 from vas_jax.model import fuse_projections
 
@@ -56,8 +56,9 @@ def loop_body_ops(hlo: str) -> collections.Counter:
 
 def copied_shapes(hlo: str) -> collections.Counter:
     """Shapes of the arrays the decode step copies (a cache-sized copy per step is a bug to fix)."""
-    return collections.Counter(ln.split("=", 1)[1].split(" copy(")[0].strip() for op, ln in loop_body(hlo)
-                               if op == "copy")
+    return collections.Counter(
+        ln.split("=", 1)[1].split(" copy(")[0].strip() for op, ln in loop_body(hlo) if op == "copy"
+    )
 
 
 class _Stop(Exception):
@@ -86,17 +87,17 @@ def compiled_decode_hlo(call, run: bool = True) -> str:
 
 
 def main(argv=None):
-    from bench import PRESETS, make  # decode/bench.py
+    from benchmarks.bench import PRESETS, make
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--attention", default="xla", choices=ATTENTION_IMPLS)
     a = ap.parse_args(argv)
     p = PRESETS[a.preset]
-    dtype = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
+    dtype = parse_dtype(a.dtype)
     prompts = np.random.RandomState(0).randint(4, 100, size=(a.batch, p["prompt_len"])).astype(np.int32)
     print(f"backend {jax.default_backend()}, preset {a.preset}, batch {a.batch}, k {a.k}, attention {a.attention}")
     for fused in (False, True):
@@ -105,17 +106,31 @@ def main(argv=None):
             base, value = fuse_projections(base), fuse_projections(value)
         for name, vals in (("generate", []), (f"vas k={a.k}", [value])):
             if vals:
-                hlo = compiled_decode_hlo(lambda: vas_jax.vas_decode(
-                    base, vals, prompts, beta=1.0, top_k=a.k, key=jax.random.key(0),
-                    max_new_tokens=p["new_tokens"], attention=a.attention), run=False)
+                hlo = compiled_decode_hlo(
+                    lambda: vas_jax.vas_decode(
+                        base,
+                        vals,
+                        prompts,
+                        beta=1.0,
+                        top_k=a.k,
+                        key=jax.random.key(0),
+                        max_new_tokens=p["new_tokens"],
+                        attention=a.attention,
+                    ),
+                    run=False,
+                )
             else:
-                hlo = compiled_decode_hlo(lambda: vas_jax.generate(
-                    base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=a.attention),
-                    run=False)
+                hlo = compiled_decode_hlo(
+                    lambda: vas_jax.generate(
+                        base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=a.attention
+                    ),
+                    run=False,
+                )
             ops = loop_body_ops(hlo)
             top = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))
-            print(f"{'fused' if fused else 'plain':<6} {name:<10} {sum(ops.values()):>5} ops per step ({top})",
-                  flush=True)
+            print(
+                f"{'fused' if fused else 'plain':<6} {name:<10} {sum(ops.values()):>5} ops per step ({top})", flush=True
+            )
             big = [f"{n} x {s}" for s, n in copied_shapes(hlo).most_common() if "," in s]
             if big:
                 print(f"{'':<17} copies: {'; '.join(big[:6])}", flush=True)

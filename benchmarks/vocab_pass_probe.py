@@ -1,6 +1,6 @@
 """The per-step pass over the vocabulary: one fused variadic reduction vs the separate passes.
 
-    python decode/vocab_pass_probe.py      # on the machine to measure
+    python -m benchmarks.vocab_pass_probe      # on the machine to measure
 
 `vas_jax.sampling.sample_scored` picks the token and both log-probs (policy and base) either in one
 variadic reduction (`SamplerSpec(one_pass=True)`, the GPU default: `sampling.one_pass_pays`) or with
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from topk_probe import per_call_us  # decode/topk_probe.py
+from benchmarks.topk_probe import per_call_us
 from vas_jax.sampling import SamplerSpec, sample_scored
 
 
@@ -27,15 +27,21 @@ def main():
         base = jnp.asarray(rng.randn(b, 32768).astype(np.float32) * 3)
         times = {}
         for name, spec in (("separate", SamplerSpec()), ("one pass", SamplerSpec(one_pass=True))):
+
             def fn(a, spec=spec):
                 tok, lp, base_lp = sample_scored(key, a, base, spec, 1.0, 1.0)
                 return (lp + base_lp + tok.astype(a.dtype))[:, None], None
 
             times[name] = per_call_us(fn, x)
-        same = np.array_equal(np.asarray(sample_scored(key, x, base, SamplerSpec(), 1.0, 1.0)[0]),
-                              np.asarray(sample_scored(key, x, base, SamplerSpec(one_pass=True), 1.0, 1.0)[0]))
-        print(f"batch {b:>2}: separate {times['separate']:8.1f} us, one pass {times['one pass']:8.1f} us per call; "
-              f"separate / one pass = {times['separate'] / times['one pass']:.2f} (same tokens: {same})", flush=True)
+        same = np.array_equal(
+            np.asarray(sample_scored(key, x, base, SamplerSpec(), 1.0, 1.0)[0]),
+            np.asarray(sample_scored(key, x, base, SamplerSpec(one_pass=True), 1.0, 1.0)[0]),
+        )
+        print(
+            f"batch {b:>2}: separate {times['separate']:8.1f} us, one pass {times['one pass']:8.1f} us per call; "
+            f"separate / one pass = {times['separate'] / times['one pass']:.2f} (same tokens: {same})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 import math
 from pathlib import Path
 
-from .errors import VasError
+from ..errors import VasError
 
 
 def finite_float(text: str) -> float:
@@ -83,6 +83,7 @@ def check_out_file(path: str | Path, flag: str = "--out") -> Path:
     if path.is_dir():
         raise VasError(f"{flag} {str(path)!r} is a directory; give a file path, e.g. {str(path / 'out.jsonl')!r}")
     if not path.absolute().parent.is_dir():
-        raise VasError(f"{flag} {str(path)!r}: the directory {str(path.absolute().parent)!r} does not exist; "
-                       "create it first")
+        raise VasError(
+            f"{flag} {str(path)!r}: the directory {str(path.absolute().parent)!r} does not exist; create it first"
+        )
     return path

@@ -6,20 +6,28 @@ import json
 
 
 def add_arguments(p):
-    p.add_argument("model", nargs="?", help="a Hugging Face checkpoint directory (config.json + *.safetensors), a "
-                                            ".gguf file, or a directory holding one")
-    p.add_argument("--supported", action="store_true",
-                   help="list the model families (Hugging Face model_type) and GGUF architectures vas-jax loads")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="a Hugging Face checkpoint directory (config.json + *.safetensors), a "
+        ".gguf file, or a directory holding one",
+    )
+    p.add_argument(
+        "--supported",
+        action="store_true",
+        help="list the model families (Hugging Face model_type) and GGUF architectures vas-jax loads",
+    )
     p.add_argument("--json", action="store_true", help="print the parsed config as JSON")
 
 
 def run(args):
     import dataclasses
 
-    from .config import SUPPORTED_MODEL_TYPES, ModelConfig
-    from .errors import VasError
-    from .gguf_file import ARCHITECTURES, SUPPORTED_QUANTS
-    from .hf import check_weights, read_config
+    from ..config import SUPPORTED_MODEL_TYPES
+    from ..errors import VasError
+    from ..gguf_file import ARCHITECTURES, SUPPORTED_QUANTS
+    from ..hf import check_weights, read_config
+    from ..hf_config import config_from_hf
 
     if args.supported:
         print("model families (model_type): " + ", ".join(SUPPORTED_MODEL_TYPES))
@@ -28,26 +36,28 @@ def run(args):
     if args.model is None:
         raise VasError("give a checkpoint (a directory or a .gguf file), or --supported")
 
-    cfg = ModelConfig.from_hf(read_config(args.model))
+    cfg = config_from_hf(read_config(args.model))
     check_weights(args.model)  # a pickle or a truncated file is refused here, not at the first load
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hf_config_json"}
     if args.json:
         print(json.dumps(d, indent=2))
         return
-    h, f, L, V = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers, cfg.vocab_size
-    attn = h * (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim + cfg.num_heads * cfg.head_dim * h
-    mlp = (2 if cfg.is_gpt2 else 3) * h * f
-    params = L * (attn + mlp) + V * h + (0 if cfg.tie_word_embeddings or cfg.head == "score" else V * h)
+    from ..flops import parameter_count
+
+    h, L, V = cfg.hidden_size, cfg.num_layers, cfg.vocab_size
+    params = parameter_count(cfg)
     head = "causal LM" if cfg.head == "lm" else f"sequence scores ({cfg.num_labels} label(s))"
-    print(f"{args.model}: {cfg.model_type}, {head}, {L} layers, hidden {h}, heads {cfg.num_heads}/{cfg.num_kv_heads} "
-          f"(q/kv), vocab {V}, ~{params / 1e6:.2f}M parameters{_storage(args.model)}")
+    print(
+        f"{args.model}: {cfg.model_type}, {head}, {L} layers, hidden {h}, heads {cfg.num_heads}/{cfg.num_kv_heads} "
+        f"(q/kv), vocab {V}, ~{params / 1e6:.2f}M parameters{_storage(args.model)}"
+    )
 
 
 def _storage(path) -> str:
     """For a GGUF file, how its tensors are stored (quantization types and counts)."""
     from collections import Counter
 
-    from .gguf_file import GGUFCheckpoint, find_gguf
+    from ..gguf_file import GGUFCheckpoint, find_gguf
 
     gguf = find_gguf(path)
     if gguf is None:

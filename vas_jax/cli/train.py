@@ -1,0 +1,187 @@
+"""`vas train`: train a value model by TD(lambda) on scored rollouts; export it for `vas decode`.
+
+vas train --data runs/scored --init SMALL_LM_DIR --base BASE_DIR --out runs/value
+vas train ... --resume        # continue an interrupted run from its last checkpoint
+"""
+
+from __future__ import annotations
+
+
+def add_arguments(p):
+    from vas_jax.cli.args import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+    from vas_jax.config import DTYPE_NAMES
+
+    p.add_argument("--data", required=True, help="scored rollouts (from `vas sample` + `vas score`)")
+    p.add_argument(
+        "--init",
+        required=True,
+        help="LM the value model starts from: a small LM (its tokenizer must be the base's) or, with "
+        "--init-layers, the base itself; a Hugging Face directory or a GGUF file",
+    )
+    p.add_argument(
+        "--init-layers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="keep only the first N layers of --init: a small value model made from the base itself "
+        "(default: all layers)",
+    )
+    p.add_argument(
+        "--base", help="the base model directory, to check the tokenizers match (default: the one the rollouts name)"
+    )
+    p.add_argument("--out", required=True, help="run directory: checkpoints/, metrics.jsonl, and the exported value/")
+    p.add_argument(
+        "--head",
+        default="scalar",
+        choices=["scalar", "vocab"],
+        help="scalar: V(prefix) head, saved as *ForSequenceClassification; vocab: Q(s, .) head",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    g = p.add_argument_group("TD(lambda)")
+    g.add_argument("--gamma", type=probability, default=1.0, help="discount per token (1: no discount)")
+    g.add_argument(
+        "--lam",
+        "--lambda",
+        dest="lam",
+        type=nonnegative_float,
+        default=0.95,
+        help="TD(lambda) trace: 0 bootstraps from the next value, 1 regresses on the final reward",
+    )
+    g.add_argument("--epochs", type=positive_int, default=2, help="epochs over each batch with its targets frozen")
+    g.add_argument(
+        "--passes",
+        type=positive_int,
+        default=None,
+        help="passes over all rollouts (default: enough for 400 updates, at most 20)",
+    )
+    g.add_argument(
+        "--ema", type=nonnegative_float, default=0.0, help="> 0: bootstrap from an EMA target network with this decay"
+    )
+    o = p.add_argument_group("optimisation")
+    o.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="peak learning rate of AdamW (default: 3e-3 x 64 / the model's hidden size)",
+    )
+    o.add_argument("--warmup-steps", type=nonnegative_int, default=10, help="updates of linear warm-up")
+    o.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="AdamW's decoupled weight decay")
+    o.add_argument("--clip-norm", type=positive_float, default=1.0, help="clip gradients to this global norm")
+    o.add_argument("--batch-size", type=positive_int, default=64, help="rollouts per TD batch")
+    o.add_argument("--minibatch-size", type=positive_int, default=16, help="rollouts per optimizer update")
+    o.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per update")
+    o.add_argument(
+        "--lora-rank", type=nonnegative_int, default=0, help="> 0: train LoRA adapters of this rank and the head only"
+    )
+    o.add_argument("--lora-alpha", type=nonnegative_float, default=0.0, help="LoRA scale numerator (0: the rank)")
+    o.add_argument(
+        "--compute-dtype",
+        default="float32",
+        choices=DTYPE_NAMES,
+        help="activation dtype (parameters and optimizer state stay float32)",
+    )
+    o.add_argument("--seed", type=int, default=0, help="random seed of the shuffles and the held-out split")
+    o.add_argument("--mesh", help="device mesh, e.g. data=2,fsdp=2,tensor=2 (default: all devices on data)")
+    o.add_argument(
+        "--data-shards",
+        type=positive_int,
+        help="shards of the rollouts, each shuffled on its own, every batch drawn equally from all "
+        "(default: one per host; on a pod each host reads only its own). Set it to a pod's host "
+        "count to reproduce that pod's run in one process",
+    )
+    c = p.add_argument_group("checkpoints and evaluation")
+    c.add_argument("--save-every", type=positive_int, default=50, help="updates between checkpoints")
+    c.add_argument("--keep", type=positive_int, default=3, help="checkpoints kept")
+    c.add_argument("--eval-fraction", type=probability, default=0.1, help="fraction of rollouts held out to evaluate V")
+    c.add_argument(
+        "--eval-every", type=nonnegative_int, default=0, help="also evaluate every N updates (0: at the end)"
+    )
+    c.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=10,
+        help="fetch metrics from the device every N updates (one wait per fetch; a line per update is logged)",
+    )
+
+
+LOW_CORRELATION = 0.5  # below it, the value model guides little (train/default_sweep.py, BENCHMARKS.md)
+
+
+def run(args):
+    import json
+    import sys
+    from pathlib import Path
+
+    import vas_jax
+    from vas_jax.data import load_table
+    from vas_jax.errors import VasError
+    from vas_jax.tokenizer import default_pad_id
+    from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
+
+    cfg = TrainConfig(
+        gamma=args.gamma,
+        lam=args.lam,
+        learning_rate=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm,
+        batch_size=args.batch_size,
+        minibatch_size=args.minibatch_size,
+        grad_accum=args.grad_accum,
+        epochs=args.epochs,
+        passes=args.passes,
+        ema=args.ema,
+        compute_dtype=args.compute_dtype,
+        seed=args.seed,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        save_every=args.save_every,
+        keep=args.keep,
+        eval_fraction=args.eval_fraction,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
+    )
+    cfg.validate()
+    from vas_jax.cli.args import check_out_dir
+
+    check_out_dir(args.out)
+    ds = load_table(args.data)
+    base_dir = args.base
+    settings = Path(args.data) / "rollout_settings.json"
+    if base_dir is None and settings.exists():
+        base_dir = json.loads(settings.read_text()).get("base")
+    tok = vas_jax.load_tokenizer(args.init)
+    if base_dir:
+        if not Path(base_dir).exists():
+            raise VasError(f"base model directory {base_dir!r} (named by the rollouts) does not exist; pass --base")
+        vas_jax.check_same_tokenizer(vas_jax.load_tokenizer(base_dir), tok, names=("base", "value (--init)"))
+    mesh = None
+    if args.mesh or len(__import__("jax").devices()) > 1:
+        from vas_jax.sharding import make_mesh
+
+        mesh = make_mesh(args.mesh)
+    data = load_rollouts(ds, pad_id=default_pad_id(tok), shards=args.data_shards, mesh=mesh)
+    lm = vas_jax.load_model(args.init)
+    if lm.config.head != "lm":
+        raise VasError(f"--init {args.init} is not a causal LM checkpoint")
+    vm = init_value_model(lm, head=args.head, layers=args.init_layers)
+    trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
+    import jax
+
+    if jax.process_index() != 0:  # multi-host: process 0 exports
+        return
+    out = vas_jax.save_model(trained, Path(args.out) / "value", tokenizer=tok)
+    print(
+        f"value model saved to {out}; final loss {metrics['loss']:.4f}, {metrics.get('tokens_per_s', 0):.0f} tokens/s"
+    )
+    corr = metrics.get("eval_corr")
+    if corr is None:
+        print("no held-out rollouts (--eval-fraction 0): the value model's quality is unmeasured")
+        return
+    print(f"held-out correlation of V with the returns: {corr:.3f} (RMSE {metrics['eval_rmse']:.3f})")
+    if corr < LOW_CORRELATION:
+        print(
+            f"vas train: warning: a held-out correlation of {corr:.2f} is low: this value model will guide little; "
+            "try more rollouts (vas sample --n), more --passes or a larger --lr",
+            file=sys.stderr,
+        )
