@@ -101,32 +101,20 @@ def _as_gpu():
         jax.default_backend = backend
 
 
-class _Compiled(Exception):
-    def __init__(self, compiled):
-        self.compiled = compiled
-
-
 def compile_for(device, call):
-    """Compile for `device` the decode program that `call()` (a `generate` / `vas_decode` call on
-    abstract models) would run; every argument becomes an abstract array placed on that device."""
-    real = dec.decode_program
+    """Compile for `device` the decode program of `call()`: a `generate` / `vas_decode` call on
+    abstract models with run=False (it returns its `DecodePlan`); every argument becomes an abstract
+    array placed on that device."""
     sharding = jax.sharding.SingleDeviceSharding(device)
-
-    def spy(graphdefs, states, *args, spec):
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), (states, args)
+    with _as_gpu():  # planning reads the backend (sampling.one_pass_pays), compiling targets the card
+        plan = call()
+        if not isinstance(plan, dec.DecodePlan):
+            raise RuntimeError("the call did not reach the decode program: give it run=False so that it returns "
+                               "its DecodePlan")
+        states, args = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), (plan.states, plan.args)
         )
-        raise _Compiled(real.lower(graphdefs, abstract[0], *abstract[1], spec=spec).compile())
-
-    dec.decode_program = spy
-    try:
-        with _as_gpu():
-            call()
-    except _Compiled as c:
-        return c.compiled
-    finally:
-        dec.decode_program = real
-    raise RuntimeError("the call did not reach the decode program")
+        return plan.lower(states, args).compile()
 
 
 def kernel_builds(device, dtype) -> bool:
@@ -214,7 +202,7 @@ def main(argv=None):
             (
                 "generate",
                 lambda att: vas_jax.generate(
-                    base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=att
+                    base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=att, run=False
                 ),
             )
         ]
@@ -231,6 +219,7 @@ def main(argv=None):
                     max_new_tokens=p["new_tokens"],
                     attention=att,
                     topk_method=m,
+                    run=False,
                 ),
             )
             for m in a.topk_method

@@ -61,29 +61,13 @@ def copied_shapes(hlo: str) -> collections.Counter:
     )
 
 
-class _Stop(Exception):
-    pass
-
-
-def compiled_decode_hlo(call, run: bool = True) -> str:
-    """The compiled (per-device) HLO text of the decode program that `call()` runs (a `generate` or
-    `vas_decode` call); with run=False the program is compiled but not run."""
-    real, got = dec.decode_program, {}
-
-    def spy(graphdefs, states, *args, spec):
-        got["hlo"] = real.lower(graphdefs, states, *args, spec=spec).compile().as_text()
-        if not run:
-            raise _Stop
-        return real(graphdefs, states, *args, spec=spec)
-
-    dec.decode_program = spy
-    try:
-        call()
-    except _Stop:
-        pass
-    finally:
-        dec.decode_program = real
-    return got["hlo"]
+def compiled_decode_hlo(call) -> str:
+    """The compiled (per-device) HLO text of the decode program of `call()`: a `generate` or
+    `vas_decode` call with run=False, which returns its `DecodePlan` instead of decoding."""
+    plan = call()
+    if not isinstance(plan, dec.DecodePlan):
+        raise TypeError("compiled_decode_hlo needs a call that returns a DecodePlan (pass run=False)")
+    return plan.lower().compile().as_text()
 
 
 def main(argv=None):
@@ -116,15 +100,19 @@ def main(argv=None):
                         key=jax.random.key(0),
                         max_new_tokens=p["new_tokens"],
                         attention=a.attention,
+                        run=False,
                     ),
-                    run=False,
                 )
             else:
                 hlo = compiled_decode_hlo(
                     lambda: vas_jax.generate(
-                        base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=a.attention
+                        base,
+                        prompts,
+                        key=jax.random.key(0),
+                        max_new_tokens=p["new_tokens"],
+                        attention=a.attention,
+                        run=False,
                     ),
-                    run=False,
                 )
             ops = loop_body_ops(hlo)
             top = ", ".join(f"{k} {v}" for k, v in ops.most_common(6))

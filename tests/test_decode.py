@@ -415,3 +415,32 @@ def test_one_pass_vocabulary_scoring_matches_separate_passes(models, monkeypatch
     assert got.token_lists() == want.token_lists()
     for name in ("logprobs", "policy_logprobs", "guidance"):
         np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(want, name)), atol=1e-5)
+
+
+@pytest.mark.parametrize("restrict", [False, True])
+def test_vas_logits_is_the_rule_written_slowly(restrict):
+    """The VAS rule against a Python loop over rows and candidates, with two value models."""
+    from vas_jax import vas_logits
+
+    rng = np.random.RandomState(0)
+    b, v, n, k = 3, 11, 2, 4
+    logits = rng.randn(b, v).astype(np.float32)
+    top_idx = np.stack([rng.choice(v, k, replace=False) for _ in range(b)]).astype(np.int32)
+    top_vals = np.take_along_axis(logits, top_idx, axis=1)
+    values = rng.randn(b, n, k).astype(np.float32)
+    beta = rng.randn(b, n).astype(np.float32)
+    aug, guidance = vas_logits(
+        jnp.asarray(logits),
+        jnp.asarray(top_vals),
+        jnp.asarray(top_idx),
+        jnp.asarray(values),
+        jnp.asarray(beta),
+        restrict,
+    )
+    for r in range(b):
+        want = [-np.inf] * v if restrict else list(logits[r])
+        for j in range(k):
+            g = sum(beta[r, m] * (values[r, m, j] - sum(values[r, m]) / k) for m in range(n))
+            want[top_idx[r, j]] = logits[r, top_idx[r, j]] + g
+            assert abs(float(guidance[r, j]) - g) < 1e-5
+        np.testing.assert_allclose(np.asarray(aug[r]), np.array(want, np.float32), atol=1e-5)

@@ -158,7 +158,15 @@ def test_gpu_compile_counts_a_decode_step_of_abstract_models(models):  # noqa: F
     def call():
         seen.append(vas_jax.sampling.one_pass_pays())  # the library sees a GPU backend meanwhile
         return vas_jax.vas_decode(
-            base, value, PROMPTS, beta=1.0, top_k=4, key=jax.random.key(0), max_new_tokens=4, attention="interpret"
+            base,
+            value,
+            PROMPTS,
+            beta=1.0,
+            top_k=4,
+            key=jax.random.key(0),
+            max_new_tokens=4,
+            attention="interpret",
+            run=False,
         )
 
     compiled = compile_for(jax.devices("cpu")[0], call)

@@ -2,7 +2,17 @@
 
 from .cache import KVCache, init_cache
 from .config import SUPPORTED_MODEL_TYPES, ModelConfig
-from .decode import BestOfN, DecodeResult, best_of_n, generate, prepare_prompts, vas_decode
+from .decode import (
+    BestOfN,
+    DecodePlan,
+    DecodeResult,
+    DecodeState,
+    best_of_n,
+    generate,
+    prepare_prompts,
+    vas_decode,
+    vas_logits,
+)
 from .errors import VasError
 from .hf import load_model, save_model
 from .model import Transformer, fuse_projections
@@ -10,7 +20,9 @@ from .tokenizer import check_same_tokenizer, load_tokenizer
 
 __all__ = [
     "BestOfN",
+    "DecodePlan",
     "DecodeResult",
+    "DecodeState",
     "best_of_n",
     "KVCache",
     "ModelConfig",
@@ -22,6 +34,7 @@ __all__ = [
     "generate",
     "prepare_prompts",
     "vas_decode",
+    "vas_logits",
     "init_cache",
     "load_model",
     "load_tokenizer",

@@ -1,27 +1,13 @@
 """Sampling and value-guided decoding, compiled end to end.
 
-`generate` samples from the base model; `vas_decode` adds Value Augmented
-Sampling. Both run the same compiled program: one batched prefill per model,
-then a `lax.while_loop` over steps with every KV cache in the carry, a done
-mask and an early exit. No host round-trip happens per token.
-
-The VAS rule at each step:
-  1. take the top-k of the base model's raw next-token logits;
-  2. score every candidate with every value model -- for a scalar value head
-     (`*ForSequenceClassification`, num_labels=1), all k candidates of all rows
-     go through the value model in ONE call, as k queries at the same position
-     that attend to the shared prefix cache and to themselves only; for a
-     vocabulary-wide head (`*ForCausalLM` read as Q(s, .)), its logits at the
-     candidates;
-  3. centre each model's k values on their mean and add sum_i beta_i * centred_i
-     to those k logits; every other token keeps its logit (or is masked, with
-     `restrict_to_topk`);
-  4. temperature, top-p, sample (see `vas_jax.sampling`).
-A scalar value model makes exactly one call per step, on [pending token, k
-candidates]: the token chosen at the previous step is appended to its cache in
-the same call that scores the new candidates, so the chosen token never needs a
-forward of its own, whether or not it was among the top-k, and the loop body has
-no data-dependent branch (on a GPU a branch would cost a host sync per step).
+`generate` samples from the base model; `vas_decode` adds Value Augmented Sampling. Both run one
+compiled program, read top to bottom below: `prefill` (one batched forward per model) makes a
+`DecodeState`; `decode_step` takes the base's top-k, asks the value models about them
+(`_candidate_values`: a scalar head scores all k candidates of all rows in ONE call, as k queries at
+the same position, after appending the previous step's token to its cache in that same call),
+applies the VAS rule (`vas_logits`), samples (`vas_jax.sampling`) and advances every cache;
+`_decode_program` loops over steps in chunks on the device, with every cache in the carry and an
+early exit once every row has ended. No host round-trip happens per token.
 """
 
 from __future__ import annotations
@@ -35,7 +21,7 @@ import numpy as np
 from flax import nnx, struct
 
 from . import sampling
-from .cache import init_cache
+from .cache import KVCache, init_cache
 from .decode_attention import check_attention, padded_size
 from .errors import VasError
 from .model import Transformer
@@ -157,138 +143,49 @@ def _eos_tuple(eos_token_id) -> tuple:
     return tuple(int(e) for e in eos_token_id)
 
 
-def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_p, *, spec: DecodeSpec):
-    base = nnx.merge(graphdefs[0], states[0])
-    values = [nnx.merge(g, s) for g, s in zip(graphdefs[1:], states[1:])]
-    if spec.cache_shardings and spec.attention != "xla":  # the attention kernel runs per device
-        for m, sh in zip([base, *values], spec.cache_shardings):
-            m.shard_hints = {"kv_cache": sh}
-    b, _ = ids.shape
-    n = spec.max_new_tokens
-    rows = jnp.arange(b)
+def vas_logits(logits, top_vals, top_idx, candidate_values, beta, restrict: bool):
+    """The VAS rule: the base's top-k candidates, moved by the value models' centred opinion of them.
 
-    def pin(c, i):  # on a mesh: rows over data, kv heads over tensor, in the carry and every step
-        if not spec.cache_shardings:
-            return c
-        sh = spec.cache_shardings[i]
-        return c.replace(
-            k=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.k),
-            v=tuple(jax.lax.with_sharding_constraint(x, sh) for x in c.v),
-        )
+    logits: float32[B, V], the base's next-token logits; top_vals, top_idx: [B, K], its top-k;
+    candidate_values: float32[B, N, K], each value model's value of each candidate; beta: [B, N].
+    Returns (augmented logits float32[B, V], guidance float32[B, K]): each candidate's logit plus
+    sum_n beta_n * (its value - the mean of the K values); every other token keeps its logit, or
+    is masked out when `restrict`.
+    """
+    centred = candidate_values - jnp.mean(candidate_values, axis=2, keepdims=True)
+    guidance = jnp.sum(beta[:, :, None] * centred, axis=1)
+    rows = jnp.arange(logits.shape[0])[:, None]
+    if restrict:
+        return jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows, top_idx].set(top_vals + guidance), guidance
+    return logits.at[rows, top_idx].add(guidance), guidance
 
-    # ---- prefill: one batched forward per model
-    cache = pin(init_cache(base.config, b, spec.cache_size, base.dtype, starts), 0)
-    logits, cache = base.forward(ids, cache, mode="prefill", outputs="last")
-    v_caches, q_logits = [], []
-    for j, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
-        vc = pin(init_cache(vm.config, b, spec.cache_size, vm.dtype, starts), j + 1)
-        if kind == "vocab":
-            out, vc = vm.forward(ids, vc, mode="prefill", outputs="last")
-            q_logits.append(out[:, 0])
-        else:
-            # the last prompt token stays pending: it enters the cache in the first step's
-            # candidate call, so every step has the same shape [pending, k candidates]
-            _, vc = vm.forward(ids[:, :-1], vc, mode="prefill", outputs="none")
-            q_logits.append(jnp.zeros((b, 0), jnp.float32))
-        v_caches.append(vc)
-    if spec.num_samples > 1:  # prefilled once per prompt; the n samples share that work
 
-        def rep(x):
-            return jnp.repeat(x, spec.num_samples, axis=0)
+@struct.dataclass
+class DecodeState:
+    """The decode loop's carry: every row's caches, next-token logits and outputs so far."""
 
-        def rep_cache(c):
-            return c.replace(k=tuple(map(rep, c.k)), v=tuple(map(rep, c.v)), starts=rep(c.starts))
+    step: jax.Array  # int32[]: steps taken
+    cache: KVCache  # the base's
+    value_caches: tuple  # per value model, its KVCache
+    logits: jax.Array  # float32[B, V]: the base's logits for the next token
+    q_logits: tuple  # per value model: a vocabulary-wide head's Q(s, .) [B, V]; [B, 0] for a scalar head
+    pending: jax.Array  # int32[B]: the last token fed, which scalar value models append at the next step
+    done: jax.Array  # bool[B]: rows that have ended
+    lengths: jax.Array  # int32[B]: tokens emitted, the end token included
+    out: jax.Array  # int32[B, N, 4]: per step the token and three floats' bits (`pack_step`)
 
-        cache, logits, ids = pin(rep_cache(cache), 0), rep(logits), rep(ids)
-        v_caches = [pin(rep_cache(c), j + 1) for j, c in enumerate(v_caches)]
-        q_logits = [rep(q) for q in q_logits]
-        b = ids.shape[0]
-        rows = jnp.arange(b)
 
-    def body(carry):
-        t, cache, v_caches, logits, q_logits, pending, done, lengths, out = carry
-        step_key = jax.random.fold_in(key, t)
-        v_caches = list(v_caches)
-        if values:
-            top_vals, top_idx = top_k(logits, spec.top_k, spec.topk_method)  # [B, K]
-            g = jnp.zeros(top_vals.shape, jnp.float32)
-            for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
-                if kind == "scalar":
-                    # ONE call: the pending (last chosen) token is appended to the cache, and the
-                    # k candidates are scored as queries at the next position.
-                    toks = jnp.concatenate([pending[:, None], top_idx], axis=1)
-                    v, c = vm.forward(toks, v_caches[i], mode="candidates", n_pending=1, attention=spec.attention)
-                    v_caches[i] = pin(c, i + 1)
-                else:
-                    v = jnp.take_along_axis(q_logits[i], top_idx, axis=1)
-                v = v.astype(jnp.float32)
-                g = g + beta[:, i : i + 1] * (v - jnp.mean(v, axis=1, keepdims=True))
-            if spec.restrict_to_topk:
-                aug = jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows[:, None], top_idx].set(top_vals + g)
-            else:
-                aug = logits.at[rows[:, None], top_idx].add(g)
-        else:
-            aug = logits
-        tok, plp, base_lp = sample_scored(step_key, aug, logits, spec.sampler, temperature, top_p)
-        if values:
-            guid = jnp.sum(jnp.where(top_idx == tok[:, None], g, 0.0), axis=1)
-        else:
-            guid = jnp.zeros((b,), jnp.float32)
-        feed = jnp.where(done, spec.pad_id, tok)
-        live = ~done
-        # one write per step (one kernel, not four): the token and three floats' bits in one int32 array
-        floats = jnp.stack(
-            [jnp.where(live, base_lp, 0.0), jnp.where(live, plp, 0.0), jnp.where(live, guid, 0.0)], axis=1
-        )
-        col = jnp.concatenate(
-            [
-                jnp.where(live, tok, spec.pad_id)[:, None],
-                jax.lax.bitcast_convert_type(floats.astype(jnp.float32), jnp.int32),
-            ],
-            axis=1,
-        )
-        out = jax.lax.dynamic_update_slice(out, col[:, None, :], (0, t, 0))
-        lengths = lengths + live.astype(jnp.int32)
-        if spec.eos_ids:
-            done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
-        # ---- advance every cache by the fed token
-        new_logits, cache = base.forward(feed[:, None], cache, mode="extend", outputs="last", attention=spec.attention)
-        cache = pin(cache, 0)
-        new_q = []
-        for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
-            if kind == "vocab":
-                ql, c = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last", attention=spec.attention)
-                v_caches[i] = pin(c, i + 1)
-                new_q.append(ql[:, 0])
-            else:
-                new_q.append(q_logits[i])
-        return (t + 1, cache, v_caches, new_logits[:, 0], new_q, feed, done, lengths, out)
-
-    # The loop runs in chunks of `check_every` steps: the inner loop has a fixed trip count, so on
-    # a GPU the host queues a whole chunk's kernels without waiting; only the outer loop's
-    # early-exit test (all rows done?) makes the host wait for the device, once per chunk.
-    def chunk(carry):
-        return jax.lax.fori_loop(0, spec.check_every, lambda _, c: body(c), carry)
-
-    def cond(carry):
-        t, done = carry[0], carry[6]
-        return (t < n) & ~jnp.all(done)
-
-    # per row and step: [token, bits of: base log-prob, policy log-prob, guidance] (see `body`); 0 is 0.0's bits
-    out0 = jnp.zeros((b, n, 4), jnp.int32).at[:, :, 0].set(spec.pad_id)
-    carry = (
-        jnp.zeros((), jnp.int32),
-        cache,
-        v_caches,
-        logits[:, 0],
-        q_logits,
-        ids[:, -1],
-        jnp.zeros((b,), bool),
-        jnp.zeros((b,), jnp.int32),
-        out0,
+def pack_step(tok, base_lp, policy_lp, guidance, live, pad_id: int):
+    """One step's outputs as int32[B, 4] (the token, then the bits of three floats), so that a step
+    writes its outputs with one update, not four; rows that have ended get the pad and zeros."""
+    floats = jnp.stack([jnp.where(live, x, 0.0) for x in (base_lp, policy_lp, guidance)], axis=1)
+    return jnp.concatenate(
+        [jnp.where(live, tok, pad_id)[:, None], jax.lax.bitcast_convert_type(floats.astype(jnp.float32), jnp.int32)],
+        axis=1,
     )
-    carry = jax.lax.while_loop(cond, chunk, carry)
-    out, lengths = carry[8], carry[7]
+
+
+def unpack_outputs(out, lengths) -> "DecodeResult":
     floats = jax.lax.bitcast_convert_type(out[:, :, 1:], jnp.float32)
     return DecodeResult(
         tokens=out[:, :, 0],
@@ -297,6 +194,144 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
         policy_logprobs=floats[..., 1],
         guidance=floats[..., 2],
     )
+
+
+def _pin(cache, spec: "DecodeSpec", i: int):
+    """On a mesh: model i's cache rows over data and kv heads over tensor, in the carry and every step."""
+    if not spec.cache_shardings:
+        return cache
+    sh = spec.cache_shardings[i]
+    return cache.replace(
+        k=tuple(jax.lax.with_sharding_constraint(x, sh) for x in cache.k),
+        v=tuple(jax.lax.with_sharding_constraint(x, sh) for x in cache.v),
+    )
+
+
+def prefill(base, values, ids, starts, spec: "DecodeSpec") -> DecodeState:
+    """One batched forward per model over the left-padded prompts; each prompt's `num_samples` rows
+    share its prefill (the caches are repeated, not recomputed)."""
+    b = ids.shape[0]
+    cache = _pin(init_cache(base.config, b, spec.cache_size, base.dtype, starts), spec, 0)
+    logits, cache = base.forward(ids, cache, mode="prefill", outputs="last")
+    v_caches, q_logits = [], []
+    for j, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+        vc = _pin(init_cache(vm.config, b, spec.cache_size, vm.dtype, starts), spec, j + 1)
+        if kind == "vocab":
+            out, vc = vm.forward(ids, vc, mode="prefill", outputs="last")
+            q_logits.append(out[:, 0])
+        else:
+            # the last prompt token stays pending: it enters the cache in the first step's candidate
+            # call, so every step has the same shape [pending, k candidates]
+            _, vc = vm.forward(ids[:, :-1], vc, mode="prefill", outputs="none")
+            q_logits.append(jnp.zeros((b, 0), jnp.float32))
+        v_caches.append(vc)
+    if spec.num_samples > 1:
+
+        def rep(x):
+            return jnp.repeat(x, spec.num_samples, axis=0)
+
+        def rep_cache(c, i):
+            return _pin(c.replace(k=tuple(map(rep, c.k)), v=tuple(map(rep, c.v)), starts=rep(c.starts)), spec, i)
+
+        cache, logits, ids = rep_cache(cache, 0), rep(logits), rep(ids)
+        v_caches = [rep_cache(c, j + 1) for j, c in enumerate(v_caches)]
+        q_logits = [rep(q) for q in q_logits]
+        b = ids.shape[0]
+    # per row and step: [token, bits of: base log-prob, policy log-prob, guidance]; 0 is 0.0's bits
+    out = jnp.zeros((b, spec.max_new_tokens, 4), jnp.int32).at[:, :, 0].set(spec.pad_id)
+    return DecodeState(
+        step=jnp.zeros((), jnp.int32),
+        cache=cache,
+        value_caches=tuple(v_caches),
+        logits=logits[:, 0],
+        q_logits=tuple(q_logits),
+        pending=ids[:, -1],
+        done=jnp.zeros((b,), bool),
+        lengths=jnp.zeros((b,), jnp.int32),
+        out=out,
+    )
+
+
+def _candidate_values(values, state: DecodeState, top_idx, spec: "DecodeSpec"):
+    """Each value model's value of each candidate, float32[B, N, K], and the value caches after it.
+
+    A scalar head makes ONE call per step: the pending (last chosen) token is appended to its cache
+    and the k candidates are scored as queries at the next position, so the chosen token never needs
+    a forward of its own. A vocabulary-wide head reads its Q(s, .) at the candidates."""
+    scores, caches = [], list(state.value_caches)
+    for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+        if kind == "scalar":
+            toks = jnp.concatenate([state.pending[:, None], top_idx], axis=1)
+            v, c = vm.forward(toks, caches[i], mode="candidates", n_pending=1, attention=spec.attention)
+            caches[i] = _pin(c, spec, i + 1)
+        else:
+            v = jnp.take_along_axis(state.q_logits[i], top_idx, axis=1)
+        scores.append(v.astype(jnp.float32))
+    return jnp.stack(scores, axis=1), tuple(caches)
+
+
+def decode_step(base, values, state: DecodeState, beta, key, temperature, top_p, spec: "DecodeSpec") -> DecodeState:
+    """One token for every row: guide (VAS), sample, record, then advance every cache by it."""
+    b = state.logits.shape[0]
+    v_caches = state.value_caches
+    if values:
+        top_vals, top_idx = top_k(state.logits, spec.top_k, spec.topk_method)  # [B, K]
+        cand, v_caches = _candidate_values(values, state, top_idx, spec)
+        aug, g = vas_logits(state.logits, top_vals, top_idx, cand, beta, spec.restrict_to_topk)
+    else:
+        aug = state.logits
+    tok, plp, base_lp = sample_scored(
+        jax.random.fold_in(key, state.step), aug, state.logits, spec.sampler, temperature, top_p
+    )
+    guid = jnp.sum(jnp.where(top_idx == tok[:, None], g, 0.0), axis=1) if values else jnp.zeros((b,), jnp.float32)
+    live = ~state.done
+    out = jax.lax.dynamic_update_slice(
+        state.out, pack_step(tok, base_lp, plp, guid, live, spec.pad_id)[:, None, :], (0, state.step, 0)
+    )
+    done = state.done
+    if spec.eos_ids:
+        done = done | (live & jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)))
+    feed = jnp.where(state.done, spec.pad_id, tok)
+    # advance every cache by the fed token (scalar value models take it as the next step's pending token)
+    logits, cache = base.forward(feed[:, None], state.cache, mode="extend", outputs="last", attention=spec.attention)
+    v_caches, q_logits = list(v_caches), list(state.q_logits)
+    for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+        if kind == "vocab":
+            ql, c = vm.forward(feed[:, None], v_caches[i], mode="extend", outputs="last", attention=spec.attention)
+            v_caches[i], q_logits[i] = _pin(c, spec, i + 1), ql[:, 0]
+    return DecodeState(
+        step=state.step + 1,
+        cache=_pin(cache, spec, 0),
+        value_caches=tuple(v_caches),
+        logits=logits[:, 0],
+        q_logits=tuple(q_logits),
+        pending=feed,
+        done=done,
+        lengths=state.lengths + live.astype(jnp.int32),
+        out=out,
+    )
+
+
+def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_p, *, spec: "DecodeSpec"):
+    base = nnx.merge(graphdefs[0], states[0])
+    values = [nnx.merge(g, s) for g, s in zip(graphdefs[1:], states[1:])]
+    if spec.cache_shardings and spec.attention != "xla":  # the attention kernel runs per device
+        for m, sh in zip([base, *values], spec.cache_shardings):
+            m.shard_hints = {"kv_cache": sh}
+    state = prefill(base, values, ids, starts, spec)
+
+    def step(_, s):
+        return decode_step(base, values, s, beta, key, temperature, top_p, spec)
+
+    # The loop runs in chunks of `check_every` steps: the inner loop has a fixed trip count, so on a GPU
+    # the host queues a whole chunk's kernels without waiting; only the outer loop's early-exit test
+    # (all rows done?) makes the host wait for the device, once per chunk.
+    state = jax.lax.while_loop(
+        lambda s: (s.step < spec.max_new_tokens) & ~jnp.all(s.done),
+        lambda s: jax.lax.fori_loop(0, spec.check_every, step, s),
+        state,
+    )
+    return unpack_outputs(state.out, state.lengths)
 
 
 decode_program = jax.jit(_decode_program, static_argnames=("graphdefs", "spec"))
@@ -341,7 +376,62 @@ def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
     )
 
 
-def _run(
+@dataclasses.dataclass(frozen=True)
+class DecodePlan:
+    """A checked decode call, not yet run: the compiled program's static `spec` and its arguments.
+    `run()` decodes; `lower()` gives the program as XLA sees it (for HLO, kernel counts and compiling
+    for another device), with no change to the library."""
+
+    graphdefs: tuple
+    states: tuple
+    args: tuple  # ids, starts, beta, key, temperature, top_p
+    spec: DecodeSpec
+
+    def run(self) -> DecodeResult:
+        return decode_program(self.graphdefs, self.states, *self.args, spec=self.spec)
+
+    def lower(self, states=None, args=None):
+        """`decode_program.lower` on these arguments, or on abstract stand-ins of the same structure."""
+        return decode_program.lower(self.graphdefs, states or self.states, *(args or self.args), spec=self.spec)
+
+
+def _check_settings(base, *, max_new_tokens, temperature, top_p, num_samples, topk_method, check_every, attention):
+    if not isinstance(base, Transformer) or base.config.head != "lm":
+        raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
+    if max_new_tokens < 1:
+        raise VasError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise VasError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise VasError(f"top_p must be in (0, 1], got {top_p}")
+    if num_samples < 1:
+        raise VasError(f"num_samples must be at least 1, got {num_samples}")
+    if topk_method not in TOPK_METHODS:
+        raise VasError(f"topk_method must be one of {', '.join(TOPK_METHODS)}, got {topk_method!r}")
+    if check_every < 1:
+        raise VasError(f"check_every must be at least 1, got {check_every}")
+    check_attention(attention)
+
+
+def _check_prompts(base, values, ids, starts, lens, max_new_tokens):
+    vocab = base.config.vocab_size  # the value models' vocabularies are checked against it (_value_kind)
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        what = "pad_id" if j < starts[i] else f"prompt {i} has token id"
+        raise VasError(
+            f"{what} {int(ids[i, j])} is outside the base model's vocabulary of {vocab} ids; were "
+            "the prompts made with another model's tokenizer?"
+        )
+    limits = [base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]
+    if int(lens.max()) + max_new_tokens > min(limits):
+        raise VasError(
+            f"the longest prompt ({int(lens.max())} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
+            f"models' context of {min(limits)} positions; shorten the prompt or lower max_new_tokens"
+        )
+
+
+def _plan(
     base,
     values,
     prompts,
@@ -361,46 +451,30 @@ def _run(
     check_every=8,
     attention="xla",
     topk_method="lax",
-):
-    if not isinstance(base, Transformer) or base.config.head != "lm":
-        raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
-    if max_new_tokens < 1:
-        raise VasError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise VasError(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise VasError(f"top_p must be in (0, 1], got {top_p}")
-    if num_samples < 1:
-        raise VasError(f"num_samples must be at least 1, got {num_samples}")
-    if topk_method not in TOPK_METHODS:
-        raise VasError(f"topk_method must be one of {', '.join(TOPK_METHODS)}, got {topk_method!r}")
-    if check_every < 1:
-        raise VasError(f"check_every must be at least 1, got {check_every}")
-    check_attention(attention)
+) -> DecodePlan:
+    """Check a decode call's inputs and build its spec and arguments."""
+    _check_settings(
+        base,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        num_samples=num_samples,
+        topk_method=topk_method,
+        check_every=check_every,
+        attention=attention,
+    )
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
-    vocab = base.config.vocab_size  # the value models' vocabularies are checked against it (_value_kind)
-    bad = (ids < 0) | (ids >= vocab)
-    if bad.any():
-        i, j = map(int, np.argwhere(bad)[0])
-        what = "pad_id" if j < starts[i] else f"prompt {i} has token id"
-        raise VasError(
-            f"{what} {int(ids[i, j])} is outside the base model's vocabulary of {vocab} ids; were "
-            "the prompts made with another model's tokenizer?"
-        )
+    _check_prompts(base, values, ids, starts, lens, max_new_tokens)
     size = ids.shape[1] + max_new_tokens
     if attention != "xla":  # slots the kernel reads in whole blocks; the extra ones stay empty
         size = padded_size(size)
-    limits = [base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]
-    if int(lens.max()) + max_new_tokens > min(limits):
-        raise VasError(
-            f"the longest prompt ({int(lens.max())} tokens) plus max_new_tokens ({max_new_tokens}) exceeds the "
-            f"models' context of {min(limits)} positions; shorten the prompt or lower max_new_tokens"
-        )
     kinds = tuple(_value_kind(v, base, i) for i, v in enumerate(values))
     if values and not 1 <= top_k <= base.config.vocab_size:
         raise VasError(f"top_k must be in [1, vocab size {base.config.vocab_size}], got {top_k}")
     if sample_top_k and not 0 < sample_top_k <= base.config.vocab_size:
         raise VasError(f"top_k must be in [0, vocab size {base.config.vocab_size}], got {sample_top_k}")
+    if key is None:
+        raise VasError("a PRNG key is required: key=jax.random.key(0)")
     spec = DecodeSpec(
         max_new_tokens=int(max_new_tokens),
         cache_size=int(size),
@@ -419,15 +493,11 @@ def _run(
         topk_method=topk_method,
     )
     splits = [nnx.split(m) for m in [base, *values]]
-    graphdefs = tuple(g for g, _ in splits)
-    states = tuple(s for _, s in splits)
     b = ids.shape[0]
     if values:  # [prompts, n_values], then one row per sample
         beta_arr = jnp.repeat(_normalize_beta(beta, b, len(values)), num_samples, axis=0)
     else:
         beta_arr = jnp.zeros((b * num_samples, 0), jnp.float32)
-    if key is None:
-        raise VasError("a PRNG key is required: key=jax.random.key(0)")
     ids_a, starts_a = jnp.asarray(ids), jnp.asarray(starts)
     if mesh is not None:  # batch over the mesh's data axis (parameters: vas_jax.sharding.shard_model)
         from .sharding import DECODE_RULES, batch_sharding
@@ -436,9 +506,8 @@ def _run(
             ids_a = jax.device_put(ids_a, batch_sharding(mesh, DECODE_RULES, 2))
             starts_a = jax.device_put(starts_a, batch_sharding(mesh, DECODE_RULES, 1))
             beta_arr = jax.device_put(beta_arr, batch_sharding(mesh, DECODE_RULES, 2))
-    return decode_program(
-        graphdefs, states, ids_a, starts_a, beta_arr, key, jnp.float32(temperature), jnp.float32(top_p), spec=spec
-    )
+    args = (ids_a, starts_a, beta_arr, key, jnp.float32(temperature), jnp.float32(top_p))
+    return DecodePlan(tuple(g for g, _ in splits), tuple(st for _, st in splits), args, spec)
 
 
 def generate(
@@ -456,6 +525,7 @@ def generate(
     mesh=None,
     check_every: int = 8,
     attention: str = "xla",
+    run: bool = True,
 ) -> DecodeResult:
     """Sample continuations of `prompts` from `base`.
 
@@ -469,8 +539,9 @@ def generate(
     (`vas_jax.decode_attention`) that reads only the filled cache slots (on a mesh, each device runs
     it on its rows and kv heads).
     "interpret" runs that kernel through the Pallas interpreter on any backend (for checks; slow).
+    run=False returns the checked `DecodePlan` instead of decoding (its spec, `lower()`).
     """
-    return _run(
+    plan = _plan(
         base,
         [],
         prompts,
@@ -489,6 +560,7 @@ def generate(
         check_every=check_every,
         attention=attention,
     )
+    return plan.run() if run else plan
 
 
 def vas_decode(
@@ -510,6 +582,7 @@ def vas_decode(
     check_every: int = 8,
     attention: str = "xla",
     topk_method: str = "lax",
+    run: bool = True,
 ) -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
 
@@ -526,7 +599,7 @@ def vas_decode(
     values = list(values)
     if not values:
         raise VasError("vas_decode needs at least one value model; use generate for plain sampling")
-    return _run(
+    plan = _plan(
         base,
         values,
         prompts,
@@ -546,6 +619,7 @@ def vas_decode(
         attention=attention,
         topk_method=topk_method,
     )
+    return plan.run() if run else plan
 
 
 @struct.dataclass

@@ -31,9 +31,9 @@ class SamplerSpec:
 
 
 def one_pass_pays() -> bool:
-    """Whether `sample_scored`'s fused vocabulary pass is the faster here: on a GPU it launches 2
-    kernels where the separate passes launch 9; on a CPU it took ~2.8x as long as the separate
-    passes (benchmarks/vocab_pass_probe.py, BENCHMARKS.md)."""
+    """Whether `sample_scored`'s fused vocabulary pass is the faster here: on a GPU it launches far
+    fewer kernels than the separate passes; on a CPU it is slower than them (measured by
+    benchmarks/vocab_pass_probe.py; the numbers are in BENCHMARKS.md)."""
     return jax.default_backend() == "gpu"
 
 
