@@ -109,8 +109,9 @@ def compile_for(device, call):
     with _as_gpu():  # planning reads the backend (sampling.one_pass_pays), compiling targets the card
         plan = call()
         if not isinstance(plan, dec.DecodePlan):
-            raise RuntimeError("the call did not reach the decode program: give it run=False so that it returns "
-                               "its DecodePlan")
+            raise RuntimeError(
+                "the call did not reach the decode program: give it run=False so that it returns its DecodePlan"
+            )
         states, args = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), (plan.states, plan.args)
         )
