@@ -106,3 +106,13 @@ def test_decode_cli_reads_csv_prompts_by_field(tiny_dirs, tmp_path):
         == 0
     )
     assert [json.loads(ln)["prompt"] for ln in out.read_text().splitlines()] == ["w1 w2", "w3"]
+
+
+def test_info_lists_the_supported_families(capsys):
+    from vas_jax.config import SUPPORTED_MODEL_TYPES
+
+    assert main(["info", "--supported"]) == 0
+    out = capsys.readouterr().out
+    assert all(t in out for t in SUPPORTED_MODEL_TYPES) and "Q4_K" in out and "GGUF architectures: llama, qwen2" in out
+    assert main(["info"]) == 2
+    assert "give a checkpoint (a directory or a .gguf file), or --supported" in capsys.readouterr().err
