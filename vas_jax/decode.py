@@ -143,16 +143,22 @@ def _eos_tuple(eos_token_id) -> tuple:
     return tuple(int(e) for e in eos_token_id)
 
 
-def vas_logits(logits, top_vals, top_idx, candidate_values, beta, restrict: bool):
+def vas_logits(logits, top_vals, top_idx, candidate_values, beta, restrict: bool, mask=None):
     """The VAS rule: the base's top-k candidates, moved by the value models' centred opinion of them.
 
     logits: float32[B, V], the base's next-token logits; top_vals, top_idx: [B, K], its top-k;
     candidate_values: float32[B, N, K], each value model's value of each candidate; beta: [B, N].
     Returns (augmented logits float32[B, V], guidance float32[B, K]): each candidate's logit plus
     sum_n beta_n * (its value - the mean of the K values); every other token keeps its logit, or
-    is masked out when `restrict`.
+    is masked out when `restrict`. mask: bool[B, K], a row's own k (the step engine's per-request
+    top_k): candidates outside it are neither centred on nor moved.
     """
-    centred = candidate_values - jnp.mean(candidate_values, axis=2, keepdims=True)
+    if mask is None:
+        centred = candidate_values - jnp.mean(candidate_values, axis=2, keepdims=True)
+    else:
+        m = mask[:, None, :].astype(jnp.float32)
+        mean = jnp.sum(candidate_values * m, axis=2, keepdims=True) / jnp.maximum(jnp.sum(m, axis=2, keepdims=True), 1)
+        centred = (candidate_values - mean) * m
     guidance = jnp.sum(beta[:, :, None] * centred, axis=1)
     rows = jnp.arange(logits.shape[0])[:, None]
     if restrict:

@@ -367,6 +367,14 @@ class Block(nnx.Module):
         self.mlp_out_norm = norm() if after else None
 
 
+def _write(buf, x, index):
+    """Write x [B, KVH, P, D] into the cache buffer at `index`: one slice update for a shared index,
+    one per row for per-row indices (int32[B])."""
+    if index.ndim == 0:
+        return jax.lax.dynamic_update_slice(buf, x, (0, 0, index, 0))
+    return jax.vmap(lambda c, y, i: jax.lax.dynamic_update_slice(c, y, (0, i, 0)))(buf, x, index)
+
+
 def _window_ok(pos_q, pos_k, window: int):
     """pos_q: [B, T]; pos_k: [B, S] -> bool[B, T, S] (True everywhere when window == 0)."""
     if not window:
@@ -520,16 +528,20 @@ class Transformer(nnx.Module):
         decode_attention.check_attention(attention)
         p = n_pending if mode == "candidates" else t  # tokens written to the cache
         kc_ = t - p  # candidate tokens
-        slots = cache.index + jnp.arange(p, dtype=jnp.int32)  # where the written tokens go
-        pos_w = slots[None, :] - cache.starts[:, None]  # [B, P]
+        # one write index for the batch (int32[]: `decode_program`'s left-padded rows), or one per row
+        # (int32[B]: the step engine's slots, each at its own length)
+        per_row = cache.index.ndim == 1
+        index = cache.index[:, None] if per_row else cache.index  # [B, 1] or []
+        slots = index + jnp.arange(p, dtype=jnp.int32)  # where the written tokens go: [B, P] or [P]
+        pos_w = jnp.broadcast_to(slots - cache.starts[:, None], (b, p))  # [B, P]
         pos_c = jnp.broadcast_to((cache.index + p - cache.starts)[:, None], (b, kc_))  # [B, K]
         positions = jnp.concatenate([pos_w, pos_c], axis=1)
         s_idx = jnp.arange(cache.size, dtype=jnp.int32)
         ctx_pos = cache.slot_positions()
         # The written tokens go into the cache first and every query reads the updated cache:
         # reading the old buffer and then writing it would make XLA copy the whole cache per step.
-        last_slot = jnp.concatenate([slots, jnp.full((kc_,), cache.index + p - 1, jnp.int32)])  # [T]
-        ctx_mask = (s_idx[None, None, :] <= last_slot[None, :, None]) & (s_idx >= cache.starts[:, None])[:, None, :]
+        last_slot = jnp.concatenate([jnp.broadcast_to(slots, (b, p)), jnp.broadcast_to(index + p - 1, (b, kc_))], 1)
+        ctx_mask = (s_idx[None, None, :] <= last_slot[:, :, None]) & (s_idx >= cache.starts[:, None])[:, None, :]
         new_mask = None
         if mode == "prefill":  # attend among the new tokens only: the cache holds nothing before them
             new_mask = jnp.tril(jnp.ones((t, t), bool))[None] & (pos_w >= 0)[:, None, :]
@@ -537,6 +549,7 @@ class Transformer(nnx.Module):
         # the fused kernel: every query of a row reads slots [starts, index) and the step's own tokens
         use_kernel = (
             attention != "xla"
+            and not per_row  # the kernel writes at one index for the batch
             and mode != "prefill"
             and (p == t == 1 or (mode == "candidates" and p <= 1))
             and not cfg.attn_softcap  # the kernel has no soft-capping
@@ -578,8 +591,8 @@ class Transformer(nnx.Module):
                 ks.append(kc)
                 vs.append(vc)
                 return out
-            kc = jax.lax.dynamic_update_slice(cache.k[i], kw, (0, 0, cache.index, 0)) if p else cache.k[i]
-            vc = jax.lax.dynamic_update_slice(cache.v[i], vw, (0, 0, cache.index, 0)) if p else cache.v[i]
+            kc = _write(cache.k[i], kw, cache.index) if p else cache.k[i]
+            vc = _write(cache.v[i], vw, cache.index) if p else cache.v[i]
             ks.append(kc)
             vs.append(vc)
             if w not in masks:  # XLA's attention only: the kernel masks by slot range itself

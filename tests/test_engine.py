@@ -1,0 +1,114 @@
+"""The step engine: slots whose rows come and go, each with its own parameters and PRNG stream."""
+
+import jax
+import numpy as np
+import pytest
+
+import vas_jax
+from vas_jax.demo import BASE_DIR, SMALL_DIR
+from vas_jax.engine import Engine, RequestParams, _prefill_chunk, _step
+from vas_jax.train import init_value_model
+
+PROMPTS = ["review : the film", "review : i", "review : the acting was", "review :"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    base = vas_jax.load_model(BASE_DIR)
+    vm = init_value_model(vas_jax.load_model(SMALL_DIR))
+    vm.score.kernel.value = jax.random.normal(jax.random.key(1), vm.score.kernel.value.shape) * 0.5  # it guides
+    tok = vas_jax.load_tokenizer(BASE_DIR)
+    return base, vm, tok, [tok(p)["input_ids"] for p in PROMPTS]
+
+
+def engine(setup, **kw):
+    base, vm, tok, _ = setup
+    return Engine(base, [vm], slots=4, max_len=64, eos_token_id=tok.eos_token_id, prefill_chunk=16, **kw)
+
+
+def test_greedy_rows_equal_vas_decode_and_generate_per_row_beta(setup):
+    base, vm, tok, prompts = setup
+    eng = engine(setup)
+    betas = [2.0, 0.0, -1.0, 4.0]
+    for p, b in zip(prompts, betas):
+        eng.submit(p, RequestParams(beta=(b,), temperature=0.0, max_new_tokens=10))
+    out = eng.run()
+    common = dict(key=jax.random.key(0), max_new_tokens=10, temperature=0.0, eos_token_id=tok.eos_token_id)
+    for i, (p, b) in enumerate(zip(prompts, betas)):
+        want = (
+            vas_jax.vas_decode(base, vm, [p], beta=b, top_k=20, **common)
+            if b
+            else vas_jax.generate(base, [p], **common)
+        ).token_lists()[0]
+        assert out[i] == want, (i, b)
+
+
+def test_rows_inserted_later_produce_what_they_produce_alone(setup):
+    """Sampled rows (own seeds) give the same tokens alone or beside others, inserted at any step,
+    and a freed slot refilled gives the new request's own result."""
+    _, _, _, prompts = setup
+    params = [
+        RequestParams(beta=(b,), temperature=t, top_p=tp, seed=s, max_new_tokens=8)
+        for b, t, tp, s in ((2.0, 1.0, 1.0, 7), (0.0, 0.8, 0.9, 3), (1.0, 1.2, 1.0, 11), (3.0, 0.0, 1.0, 5))
+    ]
+    alone = []
+    for p, rp in zip(prompts, params):
+        e = engine(setup)
+        e.submit(p, rp)
+        alone.append(e.run()[0])
+    e = engine(setup)
+    got = {}
+    slot_of = {e.submit(prompts[0], params[0]): 0}
+    steps = 0
+    while e.busy() or steps <= 2:
+        if steps == 2:  # request 0 has run alone for two steps; two others arrive
+            for i in (1, 2):
+                slot_of[e.submit(prompts[i], params[i])] = i
+        for r in e.step():
+            got.setdefault(slot_of[r.slot], []).append(r.token)
+            if r.finished and slot_of[r.slot] == 0:  # request 0's slot is refilled with request 3
+                slot_of.pop(r.slot)
+                slot_of[e.submit(prompts[3], params[3])] = 3
+        steps += 1
+    assert [got[i] for i in range(4)] == alone
+
+
+def test_long_prompts_enter_in_chunks_and_compile_once(setup):
+    base, vm, tok, prompts = setup
+    long = tok("review : " + " ".join(["the film was rather good ."] * 6))["input_ids"]  # > 2 chunks of 16
+    assert len(long) > 32
+    e = engine(setup)
+    e.submit(long, RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=6))
+    e.submit(prompts[1], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=6))
+    out = e.run()
+    common = dict(key=jax.random.key(0), max_new_tokens=6, temperature=0.0, eos_token_id=tok.eos_token_id)
+    assert out[0] == vas_jax.vas_decode(base, vm, [long], beta=1.0, top_k=20, **common).token_lists()[0]
+    assert out[1] == vas_jax.vas_decode(base, vm, [prompts[1]], beta=1.0, top_k=20, **common).token_lists()[0]
+    # warm: another mixed workload (other prompts, betas, temperatures, seeds) compiles nothing
+    sizes = (_step._cache_size(), _prefill_chunk._cache_size())
+    e.submit(long[:-3], RequestParams(beta=(3.0,), temperature=0.7, seed=9, max_new_tokens=5))
+    e.submit(prompts[2], RequestParams(beta=(0.5,), temperature=0.0, max_new_tokens=7))
+    e.run()
+    assert (_step._cache_size(), _prefill_chunk._cache_size()) == sizes
+
+
+def test_cancel_top_logprobs_and_bad_requests(setup):
+    base, vm, tok, prompts = setup
+    e = engine(setup, top_logprobs=3)
+    a = e.submit(prompts[0], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=8))
+    b = e.submit(prompts[1], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=8))
+    first = e.step()
+    r = next(x for x in first if x.slot == a)
+    logp = np.asarray(jax.nn.log_softmax(base(np.array([prompts[0]]))[0, -1]))
+    ids = [t for t, _ in r.top_logprobs]
+    assert ids == list(np.argsort(-logp)[:3]) and abs(r.top_logprobs[0][1] - logp[ids[0]]) < 1e-4
+    e.cancel(b)
+    rest = e.run()
+    assert b not in rest and b in e.free  # the cancelled request emits nothing more; its slot is free
+    assert len(rest[a]) == 7 or rest[a][-1] == tok.eos_token_id
+    with pytest.raises(vas_jax.VasError, match="beta needs 1 finite value"):
+        e.submit(prompts[0], RequestParams(beta=(float("nan"),), max_new_tokens=8))
+    with pytest.raises(vas_jax.VasError, match="top_k must be in"):
+        e.submit(prompts[0], RequestParams(beta=(1.0,), top_k=50, max_new_tokens=8))
+    with pytest.raises(vas_jax.VasError, match="does not fit a slot"):
+        e.submit(prompts[0], RequestParams(beta=(1.0,), max_new_tokens=200))

@@ -1,0 +1,378 @@
+"""A step engine: a fixed number of slots whose rows come and go, advanced one token at a time.
+
+Each slot holds a request: the base's and every value model's KV-cache row at its own length (a
+per-row write index), its own beta vector, temperature, top-p, top-k and PRNG stream. `submit`
+queues a prompt for a free slot; `step()` first moves one chunk of a queued prompt into its slot
+(prefill in chunks, so a long prompt never stalls running rows for more than one chunk), then
+advances every live slot by one token with the VAS rule (`decode.vas_logits`) and reports what each
+emitted. Per-request parameters are arrays: changing them never recompiles; the programs are one
+step per variant (with or without value models, with or without top-p) and one prefill per chunk
+bucket.
+
+A request's tokens depend only on its prompt, parameters and seed: its row's PRNG stream is its
+seed folded with its own token count, and no computation mixes rows. (Across engines of other
+sizes, float rounding of batched products may differ.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from .cache import KVCache, init_cache
+from .decode import _value_kind, bucket_length, vas_logits
+from .errors import VasError
+from .sampling import top_p_filter
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestParams:
+    """What one request asks for. beta: one per value model (zeros: plain sampling from the base)."""
+
+    beta: tuple = ()
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 20  # candidates the value models re-rank, at most the engine's max_top_k
+    seed: int = 0
+    max_new_tokens: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOutput:
+    slot: int
+    token: int
+    logprob: float  # the base's (temperature 1, unguided) log-probability of the token
+    finished: bool  # the row ended: an end token or max_new_tokens
+    top_logprobs: tuple = ()  # (token id, base log-prob) of the base's N likeliest, when asked for
+
+
+@struct.dataclass
+class SlotState:
+    caches: tuple  # per model (base, then values): KVCache with int32[S] indices
+    logits: jax.Array  # float32[S, V]: the base's next-token logits
+    pending: jax.Array  # int32[S]: the last token, which scalar value models append at the next step
+    live: jax.Array  # bool[S]
+    generated: jax.Array  # int32[S]
+    max_new: jax.Array  # int32[S]
+    beta: jax.Array  # float32[S, N]
+    temperature: jax.Array  # float32[S]
+    top_p: jax.Array  # float32[S]
+    top_k: jax.Array  # int32[S]
+    keys: jax.Array  # uint32[S, 2]: each row's PRNG key data
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    value_kinds: tuple
+    max_top_k: int
+    eos_ids: tuple
+    pad_id: int
+    top_logprobs: int
+
+
+class Engine:
+    """slots rows of at most max_len tokens each (prompt + generated)."""
+
+    def __init__(
+        self,
+        base,
+        values: Sequence = (),
+        *,
+        slots: int = 8,
+        max_len: int = 256,
+        max_top_k: int = 20,
+        eos_token_id=None,
+        pad_id: int = 0,
+        prefill_chunk: int = 64,
+        top_logprobs: int = 0,
+    ):
+        if base.config.head != "lm":
+            raise VasError("the base model must be a causal LM")
+        values = list(values)
+        if not 0 <= top_logprobs <= 20:
+            raise VasError(f"top_logprobs must be in [0, 20], got {top_logprobs}")
+        if max_len > min([base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]):
+            raise VasError(f"max_len {max_len} exceeds the models' context")
+        eos = () if eos_token_id is None else (eos_token_id,) if isinstance(eos_token_id, int) else eos_token_id
+        kinds = tuple(_value_kind(v, base, i) for i, v in enumerate(values))
+        if "vocab" in kinds:
+            raise VasError("the step engine takes scalar value models (*ForSequenceClassification) only, for now")
+        self.spec = _Spec(kinds, int(max_top_k), tuple(int(e) for e in eos), int(pad_id), int(top_logprobs))
+        self.slots, self.max_len, self.chunk = int(slots), int(max_len), int(prefill_chunk)
+        self.models = [base, *values]
+        splits = [nnx.split(m) for m in self.models]
+        self.graphdefs = tuple(g for g, _ in splits)
+        self.states = tuple(s for _, s in splits)
+        S, N, V = self.slots, len(values), base.config.vocab_size
+
+        def cache(m):  # a chunk's padding may run past max_len: that slack keeps every write in bounds
+            c = init_cache(m.config, S, self.max_len + self.chunk, m.dtype)
+            return c.replace(index=jnp.zeros((S,), jnp.int32))
+
+        self.state = SlotState(
+            caches=tuple(cache(m) for m in self.models),
+            logits=jnp.zeros((S, V), jnp.float32),
+            pending=jnp.zeros((S,), jnp.int32),
+            live=jnp.zeros((S,), bool),
+            generated=jnp.zeros((S,), jnp.int32),
+            max_new=jnp.zeros((S,), jnp.int32),
+            beta=jnp.zeros((S, N), jnp.float32),
+            temperature=jnp.ones((S,), jnp.float32),
+            top_p=jnp.ones((S,), jnp.float32),
+            top_k=jnp.full((S,), self.spec.max_top_k, jnp.int32),
+            keys=jnp.zeros((S, 2), jnp.uint32),
+        )
+        self.free = list(range(S))
+        self.params: dict[int, RequestParams] = {}
+        self.queue: list[tuple[int, list[int], RequestParams, int]] = []  # (slot, prompt, params, tokens done)
+
+    # ------------------------------------------------------------------ host side
+    def submit(self, prompt: Sequence[int], params: RequestParams = RequestParams()) -> int:
+        """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`."""
+        if not self.free:
+            raise VasError("every slot is taken; wait for a request to finish")
+        prompt = [int(t) for t in prompt]
+        if not prompt or len(prompt) + params.max_new_tokens > self.max_len:
+            raise VasError(
+                f"prompt of {len(prompt)} tokens plus max_new_tokens {params.max_new_tokens} does not "
+                f"fit a slot of {self.max_len}"
+            )
+        n = len(self.models) - 1
+        if len(params.beta) != n or not all(np.isfinite(params.beta)):
+            raise VasError(f"beta needs {n} finite value(s), one per value model, got {params.beta}")
+        if not 1 <= params.top_k <= self.spec.max_top_k:
+            raise VasError(f"top_k must be in [1, {self.spec.max_top_k}], got {params.top_k}")
+        slot = self.free.pop(0)
+        self.params[slot] = params
+        self.queue.append((slot, prompt, params, 0))
+        return slot
+
+    def cancel(self, slot: int) -> None:
+        """Free a slot now (a client left): its row stops at the next step."""
+        self.queue = [q for q in self.queue if q[0] != slot]
+        self.state = self.state.replace(live=self.state.live.at[slot].set(False))
+        self._release(slot)
+
+    def _release(self, slot):
+        self.params.pop(slot, None)
+        if slot not in self.free:
+            self.free.append(slot)
+
+    def busy(self) -> bool:
+        return bool(self.queue) or len(self.free) < self.slots
+
+    def step(self) -> list[StepOutput]:
+        """Prefill one chunk of the first queued prompt, then one token for every live slot."""
+        if self.queue:
+            slot, prompt, params, done = self.queue[0]
+            end = min(len(prompt), done + self.chunk)
+            last = end == len(prompt)
+            chunk = prompt[done:end]
+            c = min(bucket_length(len(chunk)), self.chunk) if len(chunk) <= self.chunk else len(chunk)
+            ids = np.full((1, c), self.spec.pad_id, np.int32)
+            ids[0, : len(chunk)] = chunk
+            row = (
+                np.asarray(params.beta, np.float32),
+                params.temperature,
+                params.top_p,
+                params.top_k,
+                np.asarray(jax.random.key_data(jax.random.key(params.seed)), np.uint32),
+                params.max_new_tokens,
+            )
+            self.state = _prefill_chunk(
+                self.graphdefs,
+                self.states,
+                self.state,
+                np.int32(slot),
+                ids,
+                np.int32(len(chunk)),
+                *row,
+                first=done == 0,
+                last=last,
+                spec=self.spec,
+            )
+            self.queue[0] = (slot, prompt, params, end)
+            if last:
+                self.queue.pop(0)
+        if not bool(np.asarray(self.state.live).any()):
+            return []
+        live = [s for s in range(self.slots) if s in self.params and not any(q[0] == s for q in self.queue)]
+        with_values = any(any(b != 0 for b in self.params[s].beta) for s in live)
+        with_top_p = any(self.params[s].top_p < 1 for s in live)
+        self.state, out = _step(
+            self.graphdefs, self.states, self.state, spec=self.spec, with_values=with_values, with_top_p=with_top_p
+        )
+        tok, lp, fin, was_live, top_ids, top_lps = (np.asarray(x) for x in out)
+        results = []
+        for s in np.flatnonzero(was_live):
+            s = int(s)
+            tops = tuple(zip(top_ids[s].tolist(), top_lps[s].tolist())) if self.spec.top_logprobs else ()
+            results.append(StepOutput(s, int(tok[s]), float(lp[s]), bool(fin[s]), tops))
+            if fin[s]:
+                self._release(s)
+        return results
+
+    def run(self) -> dict[int, list[int]]:
+        """Step until every submitted request is finished; each slot's tokens."""
+        out: dict[int, list[int]] = {}
+        while self.busy():
+            for r in self.step():
+                out.setdefault(r.slot, []).append(r.token)
+        return out
+
+
+# ---------------------------------------------------------------------- device side
+
+
+def _merge(graphdefs, states):
+    return [nnx.merge(g, s) for g, s in zip(graphdefs, states)]
+
+
+def _row(cache: KVCache, slot) -> KVCache:
+    def take(x):
+        return jax.lax.dynamic_slice_in_dim(x, slot, 1, axis=0)
+
+    return cache.replace(
+        k=tuple(map(take, cache.k)), v=tuple(map(take, cache.v)), index=take(cache.index), starts=take(cache.starts)
+    )
+
+
+def _put_row(cache: KVCache, row: KVCache, slot) -> KVCache:
+    def put(x, y):
+        return jax.lax.dynamic_update_slice_in_dim(x, y, slot, axis=0)
+
+    return cache.replace(
+        k=tuple(map(put, cache.k, row.k)),
+        v=tuple(map(put, cache.v, row.v)),
+        index=put(cache.index, row.index),
+        starts=put(cache.starts, row.starts),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdefs", "first", "last", "spec"), donate_argnums=(2,))
+def _prefill_chunk(
+    graphdefs,
+    states,
+    state: SlotState,
+    slot,
+    ids,
+    n,
+    beta,
+    temperature,
+    top_p,
+    top_k,
+    key,
+    max_new,
+    *,
+    first: bool,
+    last: bool,
+    spec: _Spec,
+) -> SlotState:
+    """Write one chunk of a prompt (ids [1, C], the first n real) into `slot`'s rows. Scalar value
+    models take all but the prompt's last token (it stays pending, as in `decode.prefill`); the last
+    chunk sets the row's parameters and makes it live."""
+    models = _merge(graphdefs, states)
+    caches = list(state.caches)
+    logits = state.logits
+    for i, m in enumerate(models):
+        row = _row(caches[i], slot)
+        if first:  # a new request: the row starts empty
+            row = row.replace(index=jnp.zeros_like(row.index))
+        take = n - (1 if (i > 0 and spec.value_kinds[i - 1] == "scalar" and last) else 0)
+        out, new = m.forward(ids, row, mode="extend", outputs="all")
+        new = new.replace(index=row.index + take)  # padding and a pending token are not kept
+        caches[i] = _put_row(caches[i], new, slot)
+        if i == 0 and last:
+            logits = logits.at[slot].set(jax.lax.dynamic_index_in_dim(out[0], n - 1, keepdims=False))
+    st = state.replace(caches=tuple(caches), logits=logits)
+    if not last:
+        return st
+    return st.replace(
+        pending=st.pending.at[slot].set(ids[0, n - 1]),
+        live=st.live.at[slot].set(True),
+        generated=st.generated.at[slot].set(0),
+        max_new=st.max_new.at[slot].set(max_new),
+        beta=st.beta.at[slot].set(beta),
+        temperature=st.temperature.at[slot].set(temperature),
+        top_p=st.top_p.at[slot].set(top_p),
+        top_k=st.top_k.at[slot].set(top_k),
+        keys=st.keys.at[slot].set(key),
+    )
+
+
+def _sample_rows(keys, generated, aug, temperature, top_p, with_top_p: bool):
+    """Each row's token from its own stream (its key folded with its token count): no row's draw
+    depends on which slot it is in or what else runs."""
+    greedy = temperature == 0
+    x = aug / jnp.where(greedy, 1.0, temperature)[:, None]
+    if with_top_p:
+        x = top_p_filter(x, top_p[:, None])
+
+    def draw(k, g, row):
+        return jax.random.categorical(jax.random.fold_in(jax.random.wrap_key_data(k), g), row)
+
+    sampled = jax.vmap(draw)(keys, generated, x).astype(jnp.int32)
+    tok = jnp.where(greedy, jnp.argmax(aug, axis=-1).astype(jnp.int32), sampled)
+    return tok
+
+
+@functools.partial(jax.jit, static_argnames=("graphdefs", "spec", "with_values", "with_top_p"), donate_argnums=(2,))
+def _step(graphdefs, states, state: SlotState, *, spec: _Spec, with_values: bool, with_top_p: bool):
+    models = _merge(graphdefs, states)
+    base, values = models[0], models[1:]
+    caches = list(state.caches)
+    logits = state.logits
+    if with_values:
+        top_vals, top_idx = jax.lax.top_k(logits, spec.max_top_k)
+        scores = []
+        for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+            if kind == "scalar":
+                toks = jnp.concatenate([state.pending[:, None], top_idx], axis=1)
+                v, c = vm.forward(toks, caches[i + 1], mode="candidates", n_pending=1)
+                caches[i + 1] = _keep_index(c, caches[i + 1], state.live)
+            else:
+                v = jnp.zeros(top_idx.shape, jnp.float32)  # vocabulary-wide heads: not in the engine yet
+            scores.append(v.astype(jnp.float32))
+        mask = jnp.arange(spec.max_top_k)[None, :] < state.top_k[:, None]
+        aug, _ = vas_logits(logits, top_vals, top_idx, jnp.stack(scores, axis=1), state.beta, False, mask)
+    else:
+        aug = logits
+    tok = _sample_rows(state.keys, state.generated, aug, state.temperature, state.top_p, with_top_p)
+    base_lp = jax.nn.log_softmax(logits, axis=-1)
+    lp = jnp.take_along_axis(base_lp, tok[:, None], axis=1)[:, 0]
+    if spec.top_logprobs:
+        top_lps, top_ids = jax.lax.top_k(base_lp, spec.top_logprobs)
+    else:
+        top_lps, top_ids = jnp.zeros((tok.shape[0], 0), jnp.float32), jnp.zeros((tok.shape[0], 0), jnp.int32)
+    live = state.live
+    generated = state.generated + live.astype(jnp.int32)
+    ended = jnp.isin(tok, jnp.asarray(spec.eos_ids, jnp.int32)) if spec.eos_ids else jnp.zeros_like(live)
+    finished = live & (ended | (generated >= state.max_new))
+    feed = jnp.where(live, tok, spec.pad_id)
+    new_logits, c = base.forward(feed[:, None], caches[0], mode="extend", outputs="last")
+    caches[0] = _keep_index(c, caches[0], live)
+    if not with_values:  # scalar value models: the token joins them as next step's pending token, but
+        # the previous pending token must enter their caches now, since no candidate call did it
+        for i, vm in enumerate(values):
+            _, c = vm.forward(state.pending[:, None], caches[i + 1], mode="extend", outputs="none")
+            caches[i + 1] = _keep_index(c, caches[i + 1], live)
+    new_state = state.replace(
+        caches=tuple(caches),
+        logits=jnp.where(live[:, None], new_logits[:, 0], logits),
+        pending=jnp.where(live, feed, state.pending),
+        live=live & ~finished,
+        generated=generated,
+    )
+    return new_state, (tok, lp, finished, live, top_ids, top_lps)
+
+
+def _keep_index(new: KVCache, old: KVCache, live) -> KVCache:
+    """Rows that are not live keep their write index: what the step wrote at it is overwritten by the
+    row's next request, and attention never reads at or past a row's index (no copy of the cache)."""
+    return new.replace(index=jnp.where(live, new.index, old.index))
