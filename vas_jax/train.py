@@ -327,6 +327,67 @@ def split_eval(data: Batch, cfg: TrainConfig, shard: int | None = None, min_trai
     return data.take(np.sort(perm[n_eval:])), (data.take(np.sort(perm[:n_eval])) if n_eval else None)
 
 
+@dataclasses.dataclass
+class _SplitData:
+    train: dict  # shard -> Batch: this process's training rollouts, every shard cut to one size
+    eval: "Batch | None"  # all held-out rollouts (every host holds them all)
+    n_train: int
+    shards: int
+    multi: bool
+
+
+def _split_data(data: "Batch | RolloutShards", cfg: TrainConfig, mesh) -> _SplitData:
+    """This process's training shards and every held-out rollout, sized alike on every host."""
+    shards = data if isinstance(data, RolloutShards) else RolloutShards({0: data}, 1)
+    S, ga = shards.count, cfg.grad_accum
+    multi = jax.process_count() > 1
+    if multi and (mesh is None or S != jax.process_count() or len(shards.local) != 1):
+        raise VasError(
+            "on several hosts pass the mesh and the rollouts as load_rollouts(..., mesh=mesh) gives "
+            "them: one shard per host"
+        )
+    if cfg.batch_size % S or (cfg.minibatch_size // ga) % S:
+        raise VasError(
+            f"--batch-size ({cfg.batch_size}) and the micro-batch (--minibatch-size / --grad-accum = "
+            f"{cfg.minibatch_size // ga}) must divide by the {S} data shards"
+        )
+    splits = {
+        s: split_eval(b, cfg, shard=s if S > 1 else None, min_train=cfg.minibatch_size // S)
+        for s, b in shards.local.items()
+    }
+    n_train = min(len(t) for t, _ in splits.values())  # every shard is cut to the smallest one's size
+    n_eval = min(len(e) if e is not None else 0 for _, e in splits.values())
+    if multi:
+        from jax.experimental.multihost_utils import process_allgather
+
+        n_train, n_eval = (int(x) for x in np.min(process_allgather(np.array([n_train, n_eval], np.int32)), axis=0))
+    train_parts = {s: t.take(np.arange(n_train)) for s, (t, _) in splits.items()}
+    eval_data = None
+    if n_eval:
+        eval_data = Batch.concat([splits[s][1].take(np.arange(n_eval)) for s in sorted(splits)])
+        if multi:  # every host evaluates on all held-out rollouts (a small set)
+            eval_data = eval_data.map(lambda x: np.asarray(process_allgather(x, tiled=True)))
+    return _SplitData(train_parts, eval_data, n_train, S, multi)
+
+
+def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool, *, write: bool) -> None:
+    """A run directory holds one run: refuse to start over its checkpoints, or to resume it with other
+    settings; record the settings (automatic ones resolved)."""
+    settings = dataclasses.asdict(cfg)
+    settings_file = out / "train_settings.json"
+    ckpt_dir = out / "checkpoints"
+    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not resume:
+        raise VasError(f"{str(out)!r} already holds checkpoints; pass --resume to continue, or use another --out")
+    if resume and settings_file.exists():
+        old = json.loads(settings_file.read_text())
+        free = ("save_every", "keep", "eval_every", "log_every")  # may change between a run and its resume
+        diff = [k for k in settings if k not in free and old.get(k) != settings[k]]
+        if diff:
+            raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
+    if write:
+        settings_file.write_text(json.dumps(settings, indent=2))
+
+
 def train_value(
     model: Transformer,
     data: "Batch | RolloutShards",
@@ -354,51 +415,11 @@ def train_value(
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
-    shards = data if isinstance(data, RolloutShards) else RolloutShards({0: data}, 1)
-    S, ga = shards.count, cfg.grad_accum
-    multi = jax.process_count() > 1
-    if multi and (mesh is None or S != jax.process_count() or len(shards.local) != 1):
-        raise VasError(
-            "on several hosts pass the mesh and the rollouts as load_rollouts(..., mesh=mesh) gives "
-            "them: one shard per host"
-        )
-    if cfg.batch_size % S or (cfg.minibatch_size // ga) % S:
-        raise VasError(
-            f"--batch-size ({cfg.batch_size}) and the micro-batch (--minibatch-size / --grad-accum = "
-            f"{cfg.minibatch_size // ga}) must divide by the {S} data shards"
-        )
-    splits = {
-        s: split_eval(b, cfg, shard=s if S > 1 else None, min_train=cfg.minibatch_size // S)
-        for s, b in shards.local.items()
-    }
-    n_train = min(len(t) for t, _ in splits.values())  # every shard is cut to the smallest one's size
-    n_eval = min(len(e) if e is not None else 0 for _, e in splits.values())
-    if multi:
-        from jax.experimental.multihost_utils import process_allgather
-
-        n_train, n_eval = (int(x) for x in np.min(process_allgather(np.array([n_train, n_eval], np.int32)), axis=0))
+    d = _split_data(data, cfg, mesh)
+    S, ga, multi, train_parts, eval_data, n_train = d.shards, cfg.grad_accum, d.multi, d.train, d.eval, d.n_train
     cfg = resolve_defaults(cfg, model.config.hidden_size, n_train * S)
-    settings = dataclasses.asdict(cfg)
-    settings_file = out / "train_settings.json"
-    if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not resume:
-        raise VasError(f"{str(out)!r} already holds checkpoints; pass --resume to continue, or use another --out")
-    if resume and settings_file.exists():
-        old = json.loads(settings_file.read_text())
-        free = ("save_every", "keep", "eval_every", "log_every")  # may change between a run and its resume
-        diff = [k for k in settings if k not in free and old.get(k) != settings[k]]
-        if diff:
-            raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
     main_process = jax.process_index() == 0  # multi-host: only process 0 writes logs and files
-    if main_process:
-        settings_file.write_text(json.dumps(settings, indent=2))
-
-    train_parts = {s: t.take(np.arange(n_train)) for s, (t, _) in splits.items()}
-    eval_data = None
-    if n_eval:
-        parts = [splits[s][1].take(np.arange(n_eval)) for s in sorted(splits)]
-        eval_data = Batch.concat(parts)
-        if multi:  # every host evaluates on all held-out rollouts (a small set)
-            eval_data = eval_data.map(lambda x: np.asarray(process_allgather(x, tiled=True)))
+    _check_run_dir(out, cfg, resume, write=main_process)
     sched = _Schedule(n_train, cfg, S)
     total = sched.total if max_steps is None else min(sched.total, max_steps)
     tx = make_optimizer(cfg, sched.total)
