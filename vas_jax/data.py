@@ -68,8 +68,8 @@ def load_table(path: str | Path):
         if suffix == ".csv":
             import pyarrow.csv as pcsv
 
-            _read_text(path)  # a clear error for non-UTF-8 bytes
-            return datasets.Dataset(pa.Table.from_batches(pcsv.open_csv(str(path)).read_all().to_batches()))
+            text = _read_text(path)  # a clear error for non-UTF-8 bytes; then parsed from memory
+            return datasets.Dataset(pcsv.read_csv(pa.py_buffer(text.encode("utf-8"))))
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 

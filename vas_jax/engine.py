@@ -174,7 +174,7 @@ class Engine:
             end = min(len(prompt), done + self.chunk)
             last = end == len(prompt)
             chunk = prompt[done:end]
-            c = min(bucket_length(len(chunk)), self.chunk) if len(chunk) <= self.chunk else len(chunk)
+            c = min(bucket_length(len(chunk)), self.chunk)  # chunks are at most self.chunk long
             ids = np.full((1, c), self.spec.pad_id, np.int32)
             ids[0, : len(chunk)] = chunk
             row = (
@@ -285,7 +285,8 @@ def _prefill_chunk(
         if first:  # a new request: the row starts empty
             row = row.replace(index=jnp.zeros_like(row.index))
         take = n - (1 if (i > 0 and spec.value_kinds[i - 1] == "scalar" and last) else 0)
-        out, new = m.forward(ids, row, mode="extend", outputs="all")
+        # only the base's last chunk needs logits (at its last real token); the rest only fill caches
+        out, new = m.forward(ids, row, mode="extend", outputs="all" if i == 0 and last else "none")
         new = new.replace(index=row.index + take)  # padding and a pending token are not kept
         caches[i] = _put_row(caches[i], new, slot)
         if i == 0 and last:

@@ -79,7 +79,6 @@ class GGUFCheckpoint:
             self.reader = GGUFReader(str(self.path))
         except Exception as e:  # the reader raises several types for truncated or foreign files
             raise VasError(f"{self.path} is not a readable GGUF file ({str(e).splitlines()[0]})") from None
-        self.fields = {k: f for k, f in self.reader.fields.items()}
         self.arch = self.field("general.architecture")
         if self.arch not in ARCHITECTURES:
             raise VasError(
@@ -99,7 +98,7 @@ class GGUFCheckpoint:
         self.config = self._config()
 
     def field(self, key: str, default=None):
-        f = self.fields.get(key)
+        f = self.reader.fields.get(key)
         return default if f is None else f.contents()
 
     def _config(self) -> dict:

@@ -65,9 +65,7 @@ class _Reader:
             files = sorted(p.name for p in path.glob("*.safetensors"))
             weight_map = None
         if not files:
-            pickles = [n for n in PICKLE_NAMES if (path / n).exists()]
-            if pickles or list(path.glob("*.bin")):
-                raise VasError(pickle_message(path, pickles[0] if pickles else next(path.glob("*.bin")).name))
+            refuse_pickle(path)
             raise VasError(f"no *.safetensors weights in {str(path)!r}")
         self.handles = {}
         self.where: dict[str, str] = {}
@@ -103,6 +101,13 @@ class _Reader:
                 f"tensor {name!r} in {self.where[name]} cannot be read ({str(e).splitlines()[0]}); "
                 "the file may be truncated"
             ) from None
+
+
+def refuse_pickle(path: Path) -> None:
+    """Refuse a directory whose weights are a pickle (one line, with a conversion that keeps the head)."""
+    found = [n for n in PICKLE_NAMES if (path / n).exists()] + sorted(p.name for p in path.glob("*.bin"))
+    if found:
+        raise VasError(pickle_message(path, found[0]))
 
 
 def pickle_message(path: Path, name: str) -> str:

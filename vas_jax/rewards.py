@@ -61,14 +61,12 @@ def reward_texts(tok, prompts: Sequence[str], responses: Sequence[str], separato
 
 
 def _refuse_pickles(path: Path) -> None:
-    from .hf import PICKLE_NAMES, pickle_message
+    from .hf import refuse_pickle
 
     if not path.is_dir():
         raise VasError(f"reward model directory {str(path)!r} does not exist")
     if not list(path.glob("*.safetensors")):
-        pickles = [n for n in PICKLE_NAMES if (path / n).exists()] + [p.name for p in path.glob("*.bin")]
-        if pickles:
-            raise VasError(pickle_message(path, pickles[0]))
+        refuse_pickle(path)
         raise VasError(f"no *.safetensors weights in {str(path)!r}")
 
 

@@ -122,8 +122,6 @@ def sample_rollouts(
     shard_dir = out / ".shards"
     _check_settings(out, settings)
     _barrier("vas-sample-start", nproc)
-    if pid == 0:
-        shard_dir.mkdir(parents=True, exist_ok=True)
     eos = end_of_turn_ids(tok)
     pad = default_pad_id(tok)
     n_shards = (len(prompts) + prompts_per_shard - 1) // prompts_per_shard

@@ -43,23 +43,22 @@ def load_value(path: str | Path, base_tok, *, head: str | None = None, **load_kw
     load_kw: passed to `load_model` (dtype, mesh, fuse).
     """
     from .hf import load_model, read_config
+    from .hf_config import config_from_hf
 
     if head is not None and head not in HEADS:
         raise VasError(f"unknown value head {head!r}; use one of {', '.join(HEADS)}")
     d = read_config(path)
-    check_value_tokenizer(base_tok, path)
-    model = load_model(path, **load_kw)
-    kind = model.config.head
+    cfg = config_from_hf(d)  # the head is checked before any weight is read
     marked = (d.get(CONFIG_KEY) or {}).get("head")
-    if kind == "score":
+    if cfg.head == "score":
         if head == "vocab":
             raise VasError(f"{path} has a scalar score head (*ForSequenceClassification), not a vocabulary-wide one")
-        if model.config.num_labels != 1:
-            raise VasError(f"{path} has {model.config.num_labels} score labels; a value model has one")
-        return model
-    if marked != "vocab" and head != "vocab":
+        if cfg.num_labels != 1:
+            raise VasError(f"{path} has {cfg.num_labels} score labels; a value model has one")
+    elif marked != "vocab" and head != "vocab":
         raise VasError(
             f"{path} is a causal LM (*ForCausalLM), not a trained value model; train one with `vas train "
             f"--init {path}`, or pass --value-head vocab to use its logits as a Q head"
         )
-    return model
+    check_value_tokenizer(base_tok, path)
+    return load_model(path, **load_kw)

@@ -22,10 +22,12 @@ def add_arguments(p):
 
 def run(args):
     import dataclasses
+    from collections import Counter
+    from pathlib import Path
 
     from ..config import SUPPORTED_MODEL_TYPES
     from ..errors import VasError
-    from ..gguf_file import ARCHITECTURES, SUPPORTED_QUANTS
+    from ..gguf_file import ARCHITECTURES, SUPPORTED_QUANTS, GGUFCheckpoint, find_gguf
     from ..hf import check_weights, read_config
     from ..hf_config import config_from_hf
 
@@ -36,8 +38,16 @@ def run(args):
     if args.model is None:
         raise VasError("give a checkpoint (a directory or a .gguf file), or --supported")
 
-    cfg = config_from_hf(read_config(args.model))
-    check_weights(args.model)  # a pickle or a truncated file is refused here, not at the first load
+    gguf = find_gguf(args.model) if Path(args.model).exists() else None
+    storage = ""
+    if gguf is not None:  # one parse of the file: its config, its tensors and how they are stored
+        ckpt = GGUFCheckpoint(gguf)
+        cfg = config_from_hf(ckpt.config)
+        kinds = Counter(t.tensor_type.name for t in ckpt.reader.tensors)
+        storage = "; GGUF tensors " + ", ".join(f"{k} x{n}" for k, n in kinds.most_common())
+    else:
+        cfg = config_from_hf(read_config(args.model))
+        check_weights(args.model)  # a pickle or a truncated file is refused here, not at the first load
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hf_config_json"}
     if args.json:
         print(json.dumps(d, indent=2))
@@ -49,18 +59,5 @@ def run(args):
     head = "causal LM" if cfg.head == "lm" else f"sequence scores ({cfg.num_labels} label(s))"
     print(
         f"{args.model}: {cfg.model_type}, {head}, {L} layers, hidden {h}, heads {cfg.num_heads}/{cfg.num_kv_heads} "
-        f"(q/kv), vocab {V}, ~{params / 1e6:.2f}M parameters{_storage(args.model)}"
+        f"(q/kv), vocab {V}, ~{params / 1e6:.2f}M parameters{storage}"
     )
-
-
-def _storage(path) -> str:
-    """For a GGUF file, how its tensors are stored (quantization types and counts)."""
-    from collections import Counter
-
-    from ..gguf_file import GGUFCheckpoint, find_gguf
-
-    gguf = find_gguf(path)
-    if gguf is None:
-        return ""
-    kinds = Counter(t.tensor_type.name for t in GGUFCheckpoint(gguf).reader.tensors)
-    return "; GGUF tensors " + ", ".join(f"{k} x{n}" for k, n in kinds.most_common())
