@@ -112,3 +112,35 @@ def test_cancel_top_logprobs_and_bad_requests(setup):
         e.submit(prompts[0], RequestParams(beta=(1.0,), top_k=50, max_new_tokens=8))
     with pytest.raises(vas_jax.VasError, match="does not fit a slot"):
         e.submit(prompts[0], RequestParams(beta=(1.0,), max_new_tokens=200))
+
+
+def test_warmup_compiles_every_program_a_mixed_workload_needs(setup):
+    base, vm, tok, prompts = setup
+    long = tok("review : " + " ".join(["the film was rather good ."] * 8))["input_ids"]
+    e = Engine(base, [vm], slots=3, max_len=80, eos_token_id=tok.eos_token_id, prefill_chunk=16, top_logprobs=2)
+    before = (_step._cache_size(), _prefill_chunk._cache_size())
+    n = e.warmup()
+    sizes = (_step._cache_size(), _prefill_chunk._cache_size())
+    assert sum(sizes) - sum(before) == n  # a shape no other test uses: every program is new
+    assert not e.busy() and not np.asarray(e.state.live).any()
+    work = [
+        (long, RequestParams(beta=(2.0,), temperature=0.9, top_p=0.8, seed=1, max_new_tokens=6)),
+        (prompts[0], RequestParams(beta=(0.0,), temperature=0, max_new_tokens=3)),  # an int 0: same program
+        (prompts[1], RequestParams(beta=(-1.0,), top_k=5, max_new_tokens=9)),
+        (long[:20], RequestParams(beta=(0.0,), top_p=0.5, max_new_tokens=4)),
+        (prompts[2], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=5)),
+    ]
+    for p, rp in work[:3]:
+        e.submit(p, rp)
+    while e.busy():
+        for r in e.step():
+            if r.finished and len(work) > 3:
+                p, rp = work.pop(3)
+                e.submit(p, rp)
+    assert (_step._cache_size(), _prefill_chunk._cache_size()) == sizes
+    # the warm-up left nothing behind: a request on a freshly warmed engine equals vas_decode
+    e = Engine(base, [vm], slots=3, max_len=80, eos_token_id=tok.eos_token_id, prefill_chunk=16, top_logprobs=2)
+    e.warmup()
+    e.submit(long, RequestParams(beta=(2.0,), temperature=0.0, max_new_tokens=6))
+    common = dict(key=jax.random.key(0), max_new_tokens=6, temperature=0.0, eos_token_id=tok.eos_token_id)
+    assert e.run()[0] == vas_jax.vas_decode(base, vm, [long], beta=2.0, top_k=20, **common).token_lists()[0]

@@ -124,14 +124,18 @@ def encode_prompts(tok, texts: list[str], *, chat_template: bool = False) -> lis
     if chat_template:
         if not getattr(tok, "chat_template", None):
             raise VasError("--chat-template given, but the tokenizer has no chat template")
-        ids = [
-            tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True)
-            for t in texts
-        ]
-        ids = [list(x["input_ids"]) if isinstance(x, dict) or hasattr(x, "keys") else list(x) for x in ids]
+        ids = [chat_ids(tok, [{"role": "user", "content": t}]) for t in texts]
     else:
         ids = [tok(t)["input_ids"] for t in texts]
     for i, x in enumerate(ids):
         if not x:
             raise VasError(f"prompt {i} ({texts[i]!r}) encodes to no tokens; remove it or add text")
     return ids
+
+
+def chat_ids(tok, messages: list[dict]) -> list[int]:
+    """The token ids of a conversation in the tokenizer's chat template, ready for the assistant's turn."""
+    if not getattr(tok, "chat_template", None):
+        raise VasError("the tokenizer has no chat template")
+    x = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return [int(i) for i in (x["input_ids"] if hasattr(x, "keys") else x)]

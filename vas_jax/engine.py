@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
+from tqdm import tqdm
 
 from .cache import KVCache, init_cache
 from .decode import _value_kind, bucket_length, vas_logits
@@ -50,6 +51,7 @@ class StepOutput:
     logprob: float  # the base's (temperature 1, unguided) log-probability of the token
     finished: bool  # the row ended: an end token or max_new_tokens
     top_logprobs: tuple = ()  # (token id, base log-prob) of the base's N likeliest, when asked for
+    reason: str | None = None  # when finished: "stop" (an end token) or "length" (max_new_tokens)
 
 
 @struct.dataclass
@@ -133,11 +135,13 @@ class Engine:
         self.queue: list[tuple[int, list[int], RequestParams, int]] = []  # (slot, prompt, params, tokens done)
 
     # ------------------------------------------------------------------ host side
-    def submit(self, prompt: Sequence[int], params: RequestParams = RequestParams()) -> int:
-        """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`."""
-        if not self.free:
-            raise VasError("every slot is taken; wait for a request to finish")
-        prompt = [int(t) for t in prompt]
+    def check(self, prompt: Sequence[int], params: RequestParams) -> None:
+        """Raise VasError, naming what is wrong, unless the engine can serve this request."""
+        vocab = self.models[0].config.vocab_size
+        if any(not 0 <= t < vocab for t in prompt):
+            raise VasError(f"prompt token ids must be in [0, {vocab})")
+        if params.max_new_tokens < 1:
+            raise VasError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
         if not prompt or len(prompt) + params.max_new_tokens > self.max_len:
             raise VasError(
                 f"prompt of {len(prompt)} tokens plus max_new_tokens {params.max_new_tokens} does not "
@@ -148,6 +152,17 @@ class Engine:
             raise VasError(f"beta needs {n} finite value(s), one per value model, got {params.beta}")
         if not 1 <= params.top_k <= self.spec.max_top_k:
             raise VasError(f"top_k must be in [1, {self.spec.max_top_k}], got {params.top_k}")
+        if not (np.isfinite(params.temperature) and params.temperature >= 0):
+            raise VasError(f"temperature must be a finite number >= 0, got {params.temperature}")
+        if not 0 < params.top_p <= 1:
+            raise VasError(f"top_p must be in (0, 1], got {params.top_p}")
+
+    def submit(self, prompt: Sequence[int], params: RequestParams = RequestParams()) -> int:
+        """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`."""
+        if not self.free:
+            raise VasError("every slot is taken; wait for a request to finish")
+        prompt = [int(t) for t in prompt]
+        self.check(prompt, params)
         slot = self.free.pop(0)
         self.params[slot] = params
         self.queue.append((slot, prompt, params, 0))
@@ -177,14 +192,6 @@ class Engine:
             c = min(bucket_length(len(chunk)), self.chunk)  # chunks are at most self.chunk long
             ids = np.full((1, c), self.spec.pad_id, np.int32)
             ids[0, : len(chunk)] = chunk
-            row = (
-                np.asarray(params.beta, np.float32),
-                params.temperature,
-                params.top_p,
-                params.top_k,
-                np.asarray(jax.random.key_data(jax.random.key(params.seed)), np.uint32),
-                params.max_new_tokens,
-            )
             self.state = _prefill_chunk(
                 self.graphdefs,
                 self.states,
@@ -192,7 +199,7 @@ class Engine:
                 np.int32(slot),
                 ids,
                 np.int32(len(chunk)),
-                *row,
+                *_row_params(params),
                 first=done == 0,
                 last=last,
                 spec=self.spec,
@@ -213,10 +220,43 @@ class Engine:
         for s in np.flatnonzero(was_live):
             s = int(s)
             tops = tuple(zip(top_ids[s].tolist(), top_lps[s].tolist())) if self.spec.top_logprobs else ()
-            results.append(StepOutput(s, int(tok[s]), float(lp[s]), bool(fin[s]), tops))
+            reason = None
+            if fin[s]:
+                reason = "stop" if int(tok[s]) in self.spec.eos_ids else "length"
+            results.append(StepOutput(s, int(tok[s]), float(lp[s]), bool(fin[s]), tops, reason))
             if fin[s]:
                 self._release(s)
         return results
+
+    def warmup(self, progress: bool = False) -> int:
+        """Compile every program the engine can run (each prefill chunk bucket at a request's start,
+        middle and end; each step variant), so that no request waits for a compilation. Runs them on
+        an idle engine, which they leave as it was. Returns the number of programs."""
+        if self.busy():
+            raise VasError("warm up an idle engine")
+        buckets = sorted({min(bucket_length(n), self.chunk) for n in range(1, self.chunk + 1)})
+        # (first, last, chunk length): a prompt that fits one chunk, or the first, middle and last of a long one
+        prefills = [(True, True, b) for b in buckets] + [(True, False, self.chunk), (False, False, self.chunk)]
+        prefills += [(False, True, b) for b in buckets]
+        variants = [(v, p) for v in ((False, True) if len(self.models) > 1 else (False,)) for p in (False, True)]
+        todo = [("prefill", x) for x in prefills] + [("step", x) for x in variants]
+        bar = tqdm(todo, desc="compiling", unit="program", disable=not progress)
+        for kind, x in bar:
+            if kind == "prefill":
+                first, last, c = x
+                ids = np.full((1, c), self.spec.pad_id, np.int32)
+                self.state = _prefill_chunk(
+                    self.graphdefs, self.states, self.state, np.int32(0), ids, np.int32(c),
+                    *_row_params(RequestParams(beta=(0.0,) * (len(self.models) - 1))),
+                    first=first, last=last, spec=self.spec,
+                )  # fmt: skip
+                self.state = self.state.replace(live=jnp.zeros_like(self.state.live))
+            else:  # no row is live: a step changes nothing that a later request reads
+                self.state, _ = _step(
+                    self.graphdefs, self.states, self.state, spec=self.spec, with_values=x[0], with_top_p=x[1]
+                )
+        jax.block_until_ready(self.state)
+        return len(todo)
 
     def run(self) -> dict[int, list[int]]:
         """Step until every submitted request is finished; each slot's tokens."""
@@ -225,6 +265,20 @@ class Engine:
             for r in self.step():
                 out.setdefault(r.slot, []).append(r.token)
         return out
+
+
+def _row_params(p: RequestParams) -> tuple:
+    """A request's parameters as the prefill program takes them, typed so that a 0 given for 0.0
+    never makes a second program."""
+    key = np.asarray(jax.random.key_data(jax.random.key(p.seed)), np.uint32)
+    return (
+        np.asarray(p.beta, np.float32),
+        np.float32(p.temperature),
+        np.float32(p.top_p),
+        np.int32(p.top_k),
+        key,
+        np.int32(p.max_new_tokens),
+    )
 
 
 # ---------------------------------------------------------------------- device side
@@ -339,7 +393,8 @@ def _step(graphdefs, states, state: SlotState, *, spec: _Spec, with_values: bool
                 caches[i + 1] = _keep_index(c, caches[i + 1], state.live)
             else:
                 v = jnp.zeros(top_idx.shape, jnp.float32)  # vocabulary-wide heads: not in the engine yet
-            scores.append(v.astype(jnp.float32))
+            # rows with beta 0 never fed this model, so its cache rows for them are stale: keep them out
+            scores.append(jnp.where(state.beta[:, i, None] != 0, v.astype(jnp.float32), 0.0))
         mask = jnp.arange(spec.max_top_k)[None, :] < state.top_k[:, None]
         aug, _ = vas_logits(logits, top_vals, top_idx, jnp.stack(scores, axis=1), state.beta, False, mask)
     else:
@@ -358,11 +413,8 @@ def _step(graphdefs, states, state: SlotState, *, spec: _Spec, with_values: bool
     feed = jnp.where(live, tok, spec.pad_id)
     new_logits, c = base.forward(feed[:, None], caches[0], mode="extend", outputs="last")
     caches[0] = _keep_index(c, caches[0], live)
-    if not with_values:  # scalar value models: the token joins them as next step's pending token, but
-        # the previous pending token must enter their caches now, since no candidate call did it
-        for i, vm in enumerate(values):
-            _, c = vm.forward(state.pending[:, None], caches[i + 1], mode="extend", outputs="none")
-            caches[i + 1] = _keep_index(c, caches[i + 1], live)
+    # without values (no live row has a nonzero beta) the value models are skipped altogether: rows
+    # with beta 0 never need their caches, and a row with a nonzero beta is never live in such a step
     new_state = state.replace(
         caches=tuple(caches),
         logits=jnp.where(live[:, None], new_logits[:, 0], logits),

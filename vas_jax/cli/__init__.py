@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("vas_jax.cli.train", "train a value model by TD(lambda) on scored rollouts (resumable)"),
     "demo": ("vas_jax.cli.demo", "align the shipped tiny model to two rewards, compare with Best-of-N (make demo)"),
     "bench": ("vas_jax.cli.bench", "VAS vs Best-of-N on your own base, value and reward: report and plots"),
+    "serve": ("vas_jax.cli.serve", "an OpenAI-compatible server; each request sets its own betas (vas object)"),
 }
 
 

@@ -1,0 +1,513 @@
+"""`vas serve`: the OpenAI API over the step engine, where each request brings its own reward mix.
+
+A request's `vas` object names value models loaded at start-up and a beta for each; without one it
+is plain sampling from the base. Every request is checked before it takes a slot: a bad one gets
+an OpenAI-style error body and a 4xx status, and the server serves on. Requests are batched
+continuously (`vas_jax.scheduler`): each takes a slot as soon as one is free and leaves at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import secrets
+from typing import AsyncIterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from .data import chat_ids
+from .engine import RequestParams
+from .errors import VasError
+from .openai_api import (
+    MAX_LOGPROBS,
+    APIError,
+    ChatRequest,
+    CompletionRequest,
+    error_body,
+    new_id,
+    now,
+    usage,
+)
+from .scheduler import Event, QueueFull, Scheduler, ShuttingDown
+from .text_stream import TextStream
+
+MAX_BETA = 1000.0  # larger betas only turn guidance into an argmax over values, and risk overflow
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    model_name: str  # what `model` must say, and what /v1/models lists
+    value_names: tuple = ()  # the loaded value models, in the engine's order
+    default_top_k: int = 20
+    max_n: int = 16
+    api_key: str | None = None
+    max_body_bytes: int = 1 << 20
+
+
+# ---------------------------------------------------------------------- checking a request
+
+
+def _check_common(req, cfg: ServerConfig, max_top_k: int) -> None:
+    if req.model != cfg.model_name:
+        raise APIError(404, f"the model {req.model!r} does not exist; this server serves {cfg.model_name!r}",
+                       param="model", code="model_not_found")  # fmt: skip
+    bad = req.unsupported()
+    if bad:
+        raise APIError(400, f"{', '.join(bad)} not supported by vas serve; leave unset", param=bad[0])
+    if not 1 <= req.n <= cfg.max_n:
+        raise APIError(400, f"n must be in [1, {cfg.max_n}], got {req.n}", param="n")
+    if req.temperature is not None and not (math.isfinite(req.temperature) and req.temperature >= 0):
+        raise APIError(400, f"temperature must be a finite number >= 0, got {req.temperature}", param="temperature")
+    if req.top_p is not None and not 0 < req.top_p <= 1:
+        raise APIError(400, f"top_p must be in (0, 1], got {req.top_p}", param="top_p")
+    vas = req.vas
+    if vas is not None:
+        for name, beta in vas.values.items():
+            if name not in cfg.value_names:
+                known = ", ".join(cfg.value_names) or "none"
+                raise APIError(404, f"no value model named {name!r} is loaded (loaded: {known})",
+                               param="vas.values", code="value_model_not_found")  # fmt: skip
+            if not (math.isfinite(beta) and abs(beta) <= MAX_BETA):
+                raise APIError(400, f"beta for {name!r} must be a finite number in [-{MAX_BETA:g}, {MAX_BETA:g}], "
+                               f"got {beta}", param="vas.values")  # fmt: skip
+        if vas.top_k is not None and not 1 <= vas.top_k <= max_top_k:
+            raise APIError(400, f"vas.top_k must be in [1, {max_top_k}], got {vas.top_k}", param="vas.top_k")
+
+
+def _params(req, prompt_len: int, max_tokens: int | None, cfg: ServerConfig, max_len: int) -> list[RequestParams]:
+    """One RequestParams per choice (their seeds differ), after the length checks."""
+    if prompt_len >= max_len:
+        raise APIError(400, f"the prompt has {prompt_len} tokens; this server's context is {max_len} tokens "
+                       "(--max-len), prompt and completion together", param="prompt")  # fmt: skip
+    if max_tokens is None:
+        max_tokens = max_len - prompt_len
+    if max_tokens < 1:
+        raise APIError(400, f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+    if prompt_len + max_tokens > max_len:
+        raise APIError(400, f"this server's context is {max_len} tokens (--max-len); the request asks for "
+                       f"{prompt_len + max_tokens} ({prompt_len} of prompt, {max_tokens} of completion)",
+                       param="max_tokens")  # fmt: skip
+    values = req.vas.values if req.vas else {}
+    beta = tuple(float(values.get(n, 0.0)) for n in cfg.value_names)
+    seed = req.seed if req.seed is not None else secrets.randbelow(2**31)
+    top_k = req.vas.top_k if req.vas and req.vas.top_k is not None else cfg.default_top_k
+    temperature = 1.0 if req.temperature is None else req.temperature
+    top_p = 1.0 if req.top_p is None else req.top_p
+    return [
+        RequestParams(beta, temperature, top_p, top_k, (seed + i) % 2**31, max_tokens)  # choice i: its own stream
+        for i in range(req.n)
+    ]
+
+
+def _stops(req) -> list[str]:
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stop) > 4:
+        raise APIError(400, f"at most 4 stop strings, got {len(stop)}", param="stop")
+    return stop
+
+
+# ---------------------------------------------------------------------- running a request
+
+
+@dataclasses.dataclass
+class _Choice:
+    index: int
+    rid: int
+    text: TextStream
+    tokens: int = 0
+    finish: str | None = None
+
+
+@dataclasses.dataclass
+class _Update:
+    choice: _Choice
+    text: str  # newly final text
+    token: tuple | None  # (id, base log-prob, top log-probs), or None for an end without a token
+    offset: int  # where the token's text starts in the answer
+    finish: str | None
+
+
+class _Run:
+    """The choices of one request, fed by the scheduler's thread through an asyncio queue."""
+
+    def __init__(self, scheduler: Scheduler, tokenizer, jobs: list, stop: list[str]):
+        loop = asyncio.get_running_loop()
+        self.scheduler = scheduler
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.choices: list[_Choice] = []
+        try:
+            for i, (prompt, params) in enumerate(jobs):
+
+                def listener(ev: Event, i=i):
+                    loop.call_soon_threadsafe(self.queue.put_nowait, (i, ev))
+
+                rid = scheduler.submit(prompt, params, listener)
+                self.choices.append(_Choice(i, rid, TextStream(tokenizer, stop)))
+        except QueueFull as e:
+            self.close()
+            raise APIError(429, str(e), code="queue_full") from None
+        except ShuttingDown as e:
+            self.close()
+            raise APIError(503, str(e)) from None
+        except VasError as e:
+            self.close()
+            raise APIError(400, str(e)) from None
+
+    async def updates(self) -> AsyncIterator[_Update]:
+        while not all(c.finish for c in self.choices):
+            i, ev = await self.queue.get()
+            c = self.choices[i]
+            if c.finish:  # ended by a stop string: what was already on its way is dropped
+                continue
+            token, offset, finish = None, c.text.sent, ev.finish
+            if ev.error:
+                raise APIError(500, ev.error)
+            if ev.token is not None:
+                c.tokens += 1
+                token = (ev.token, ev.logprob, ev.top_logprobs)
+                piece = c.text.push(ev.token)
+                if c.text.stopped:
+                    finish = "stop"
+                    self.scheduler.cancel(c.rid)
+            else:
+                piece = ""
+            if finish:
+                piece += c.text.flush()
+                c.finish = finish
+            yield _Update(c, piece, token, offset, finish)
+
+    def close(self) -> None:
+        """Cancel every unfinished choice (the client left, or the request failed half-way)."""
+        for c in self.choices:
+            if not c.finish:
+                c.finish = "cancelled"
+                self.scheduler.cancel(c.rid)
+
+
+async def _watch_disconnect(request: Request, run: _Run) -> None:
+    while True:
+        await asyncio.sleep(0.1)
+        if await request.is_disconnected():
+            run.close()
+            return
+
+
+# ---------------------------------------------------------------------- log-probabilities
+
+
+class _TokenText:
+    """How tokens are named in log-probabilities: their text, or `token_id:N` when asked."""
+
+    def __init__(self, tokenizer, as_ids: bool):
+        self.tokenizer, self.as_ids = tokenizer, as_ids
+
+    def __call__(self, t: int) -> str:
+        return f"token_id:{t}" if self.as_ids else self.tokenizer.decode([t])
+
+
+def _completion_logprobs(u: _Update, name: _TokenText, n: int) -> dict:
+    t, lp, tops = u.token
+    return {
+        "tokens": [name(t)],
+        "token_logprobs": [lp],
+        "top_logprobs": [{name(i): p for i, p in tops[:n]}] if n else None,
+        "text_offset": [u.offset],
+    }
+
+
+def _chat_logprob(u: _Update, name: _TokenText, n: int) -> dict:
+    t, lp, tops = u.token
+
+    def entry(i, p):
+        s = name(i)
+        return {"token": s, "logprob": p, "bytes": list(s.encode())}
+
+    return {**entry(t, lp), "top_logprobs": [entry(i, p) for i, p in tops[:n]]}
+
+
+def _merge_completion_logprobs(parts: list[dict]) -> dict | None:
+    if not parts:
+        return None
+    out = {k: [] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+    for p in parts:
+        for k in out:
+            out[k] += p[k] or []
+    out["top_logprobs"] = out["top_logprobs"] or None
+    return out
+
+
+# ---------------------------------------------------------------------- the app
+
+
+def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
+    eng = scheduler.engine
+    max_len, max_top_k = eng.max_len, eng.spec.max_top_k
+    app = FastAPI(title="vas serve", summary="The OpenAI API with a per-request mix of value models (VAS)")
+    app.add_middleware(_BodyLimit, limit=cfg.max_body_bytes)
+
+    async def check_key(request: Request) -> None:
+        if cfg.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not secrets.compare_digest(given.encode(), f"Bearer {cfg.api_key}".encode()):
+            raise APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, e: APIError):
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        if "json" not in request.headers.get("content-type", ""):
+            msg = "send the body as JSON, with the header Content-Type: application/json"
+            return JSONResponse(error_body(400, msg), status_code=400)
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body(400, f"the body is not valid JSON: {first.get('msg', '')}"), status_code=400)
+        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        msg = f"{loc}: {first.get('msg', 'invalid')}" if loc else first.get("msg", "invalid request")
+        return JSONResponse(error_body(422, msg, param=loc or None), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request, e: HTTPException):
+        return JSONResponse(error_body(e.status_code, str(e.detail)), status_code=e.status_code)
+
+    @app.get("/health")
+    async def health():
+        if scheduler.failure:
+            return JSONResponse({"status": "failed", "error": scheduler.failure}, status_code=503)
+        return {"status": "ok", **scheduler.load()}
+
+    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    async def models():
+        return {"object": "list", "data": [{
+            "id": cfg.model_name, "object": "model", "created": now(), "owned_by": "vas-jax",
+            "max_model_len": max_len, "vas_values": list(cfg.value_names),
+        }]}  # fmt: skip
+
+    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    async def completions(req: CompletionRequest, request: Request):
+        _check_common(req, cfg, max_top_k)
+        if req.logprobs is not None and not 0 <= req.logprobs <= MAX_LOGPROBS:
+            raise APIError(400, f"logprobs must be in [0, {MAX_LOGPROBS}], got {req.logprobs}", param="logprobs")
+        prompts = _completion_prompts(req.prompt, tokenizer)
+        max_tokens = 16 if req.max_tokens is None else req.max_tokens  # OpenAI's default for completions
+        jobs = [(p, rp) for p in prompts for rp in _params(req, len(p), max_tokens, cfg, max_len)]
+        run = _Run(scheduler, tokenizer, jobs, _stops(req))
+        return await _respond(run, request, req, "completion", sum(map(len, prompts)), tokenizer)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    async def chat(req: ChatRequest, request: Request):
+        _check_common(req, cfg, max_top_k)
+        if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_LOGPROBS:
+            raise APIError(400, f"top_logprobs must be in [0, {MAX_LOGPROBS}], got {req.top_logprobs}",
+                           param="top_logprobs")  # fmt: skip
+        messages = [{"role": m.role, "content": _content_text(m.content)} for m in req.messages]
+        if not messages:
+            raise APIError(400, "messages is empty", param="messages")
+        try:
+            prompt = chat_ids(tokenizer, messages)
+        except VasError:
+            raise APIError(400, "this model has no chat template; use /v1/completions", param="messages") from None
+        except Exception as e:  # the template itself refused the conversation
+            raise APIError(400, f"the chat template refused the messages: {e}", param="messages") from None
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        jobs = [(prompt, rp) for rp in _params(req, len(prompt), max_tokens, cfg, max_len)]
+        run = _Run(scheduler, tokenizer, jobs, _stops(req))
+        return await _respond(run, request, req, "chat", len(prompt), tokenizer)
+
+    return app
+
+
+def _content_text(content) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def _completion_prompts(prompt, tokenizer) -> list[list[int]]:
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not prompt:
+        raise APIError(400, "prompt is empty", param="prompt")
+    if isinstance(prompt[0], int):
+        prompt = [prompt]
+    out = [list(p) if isinstance(p, list) else tokenizer(p)["input_ids"] for p in prompt]
+    if any(not p for p in out):
+        raise APIError(400, "a prompt encodes to no tokens", param="prompt")
+    vocab = len(tokenizer)
+    bad = [t for p in out for t in p if not 0 <= t < vocab]
+    if bad:
+        raise APIError(400, f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})", param="prompt")
+    return out
+
+
+async def _respond(run: _Run, request: Request, req, kind: str, prompt_tokens: int, tokenizer):
+    rid, created = new_id("chatcmpl" if kind == "chat" else "cmpl"), now()
+    name = _TokenText(tokenizer, req.return_tokens_as_token_ids)
+    if kind == "chat":
+        n_top = (req.top_logprobs or 0) if req.logprobs else None
+    else:
+        n_top = req.logprobs
+    head = {"id": rid, "created": created, "model": req.model}
+
+    def logprob(u: _Update):
+        if n_top is None or u.token is None:
+            return None
+        return _chat_logprob(u, name, n_top) if kind == "chat" else _completion_logprobs(u, name, n_top)
+
+    if req.stream:
+        return StreamingResponse(_stream(run, req, kind, head, logprob, prompt_tokens), media_type="text/event-stream")
+
+    watch = asyncio.create_task(_watch_disconnect(request, run))
+    texts = {c.index: [] for c in run.choices}
+    logprobs = {c.index: [] for c in run.choices}
+    try:
+        async for u in run.updates():
+            texts[u.choice.index].append(u.text)
+            lp = logprob(u)
+            if lp is not None:
+                logprobs[u.choice.index].append(lp)
+    finally:
+        watch.cancel()
+        run.close()
+    choices = []
+    for c in run.choices:
+        text = "".join(texts[c.index])
+        if kind == "chat":
+            lps = {"content": logprobs[c.index]} if n_top is not None else None
+            message = {"role": "assistant", "content": text}
+            choices.append({"index": c.index, "message": message, "logprobs": lps, "finish_reason": c.finish})
+        else:
+            lps = _merge_completion_logprobs(logprobs[c.index]) if n_top is not None else None
+            choices.append({"index": c.index, "text": text, "logprobs": lps, "finish_reason": c.finish})
+    obj = "chat.completion" if kind == "chat" else "text_completion"
+    completion = sum(c.tokens for c in run.choices)
+    return {**head, "object": obj, "choices": choices, "usage": usage(prompt_tokens, completion)}
+
+
+async def _stream(run: _Run, req, kind: str, head: dict, logprob, prompt_tokens: int):
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+
+    def event(choices, **extra) -> str:
+        return f"data: {json.dumps({**head, 'object': obj, 'choices': choices, **extra})}\n\n"
+
+    try:
+        if kind == "chat":  # the role first, as OpenAI's streams do
+            yield event([{"index": c.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                          "finish_reason": None} for c in run.choices])  # fmt: skip
+        async for u in run.updates():
+            lp = logprob(u)
+            if not (u.text or u.finish or lp is not None):
+                continue  # text still held back, and nothing else to say
+            if kind == "chat":
+                delta = {"content": u.text} if u.text else {}
+                lps = {"content": [lp]} if lp is not None else None
+                choice = {"index": u.choice.index, "delta": delta, "logprobs": lps, "finish_reason": u.finish}
+            else:
+                choice = {"index": u.choice.index, "text": u.text, "logprobs": lp, "finish_reason": u.finish}
+            yield event([choice])
+        if req.stream_options and req.stream_options.include_usage:
+            yield event([], usage=usage(prompt_tokens, sum(c.tokens for c in run.choices)))
+        yield "data: [DONE]\n\n"
+    except APIError as e:  # the engine failed mid-stream: say so in the stream, as OpenAI does
+        yield f"data: {json.dumps(e.body())}\n\n"
+    finally:
+        run.close()
+
+
+class _BodyLimit:
+    """Refuses (413) a body over `limit` bytes, whether or not it declares its length, before any of
+    it is parsed, with an OpenAI-style error body."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(scope, send)
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._too_large(scope, send)
+        replayed = False
+
+        async def replay():  # the body once, then the connection's own messages (a disconnect)
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, send):
+        msg = f"the request body is over this server's limit of {self.limit} bytes (--max-body)"
+        await JSONResponse(error_body(413, msg), status_code=413)(scope, None, send)
+
+
+def serve(app: FastAPI, scheduler: Scheduler, *, host: str, port: int, drain_timeout: float, log_level="info"):
+    """Run the app on uvicorn until SIGINT or SIGTERM. Then no new request is taken, requests in
+    flight finish (or end with finish_reason "abort" after drain_timeout seconds, with a final event
+    in their streams), and the process exits normally."""
+    import signal
+
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # uvicorn's, minus re-raising the signal after shutdown
+            scheduler.drain(drain_timeout)
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            else:
+                self.should_exit = True
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(drain_timeout) + 5
+    )
+    _Server(config).run()
+    scheduler.stop()
+
+
+class ServerThread:
+    """The app on uvicorn in a background thread of this process, on 127.0.0.1 and a free port (port
+    0) or the one given: for notebooks, tests and benchmarks. `stop()` shuts it down."""
+
+    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        if port == 0:
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+        self.thread = threading.Thread(target=self.server.run, name="vas-server", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise VasError(f"the server did not start on {self.url}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join()
