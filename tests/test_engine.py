@@ -26,9 +26,10 @@ def engine(setup, **kw):
     return Engine(base, [vm], slots=4, max_len=64, eos_token_id=tok.eos_token_id, prefill_chunk=16, **kw)
 
 
-def test_greedy_rows_equal_vas_decode_and_generate_per_row_beta(setup):
+@pytest.mark.parametrize("tokens_per_step", [1, 3])
+def test_greedy_rows_equal_vas_decode_and_generate_per_row_beta(setup, tokens_per_step):
     base, vm, tok, prompts = setup
-    eng = engine(setup)
+    eng = engine(setup, tokens_per_step=tokens_per_step)
     betas = [2.0, 0.0, -1.0, 4.0]
     for p, b in zip(prompts, betas):
         eng.submit(p, RequestParams(beta=(b,), temperature=0.0, max_new_tokens=10))
@@ -56,7 +57,7 @@ def test_rows_inserted_later_produce_what_they_produce_alone(setup):
         e = engine(setup)
         e.submit(p, rp)
         alone.append(e.run()[0])
-    e = engine(setup)
+    e = engine(setup, tokens_per_step=2)  # several tokens per call: the same tokens, in bursts
     got = {}
     slot_of = {e.submit(prompts[0], params[0]): 0}
     steps = 0

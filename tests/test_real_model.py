@@ -152,3 +152,52 @@ def _equations(jaxpr):
             inner = getattr(p, "jaxpr", None)
             if inner is not None:
                 yield from _equations(getattr(inner, "jaxpr", inner))
+
+
+def test_served_greedy_equals_the_library(real):
+    """`vas serve` on SmolLM2 through the openai client: a chat request with a vas object equals
+    vas_decode on the chat template's ids, and a plain request by token ids equals generate (the
+    library run at the server's number of slots)."""
+    import openai
+
+    from vas_jax.engine import Engine
+    from vas_jax.scheduler import Scheduler
+    from vas_jax.server import ServerConfig, ServerThread, create_app
+    from vas_jax.train import init_value_model
+
+    tok, ids, base = real["tok"], real["ids"][:2], real["model"]
+    vm = init_value_model(base, layers=4)
+    vm.score.kernel.value = jax.random.normal(jax.random.key(1), vm.score.kernel.value.shape) * 0.05
+    ends = end_of_turn_ids(tok)
+    common = dict(key=jax.random.key(0), max_new_tokens=24, temperature=0.0, eos_token_id=ends, pad_id=tok.pad_token_id)
+    want_vas = vas_jax.vas_decode(base, vm, ids, beta=2.0, top_k=20, **common).token_lists()
+    want_plain = vas_jax.generate(base, ids, **common).token_lists()
+    eng = Engine(base, [vm], slots=2, max_len=128, eos_token_id=ends, pad_id=tok.pad_token_id, top_logprobs=20)
+    sched = Scheduler(eng).start()
+    srv = ServerThread(create_app(sched, tok, ServerConfig(model_name="smollm2", value_names=("v",))))
+    try:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+        for i, p in enumerate(PROMPTS[:2]):
+            r = c.chat.completions.create(
+                model="smollm2",
+                messages=[{"role": "user", "content": p}],
+                max_tokens=24,
+                temperature=0,
+                logprobs=True,
+                extra_body={"vas": {"values": {"v": 2.0}}, "return_tokens_as_token_ids": True},
+            )
+            got = [int(t.token.split(":")[1]) for t in r.choices[0].logprobs.content]
+            assert got == want_vas[i]
+            assert r.choices[0].message.content == tok.decode(got, skip_special_tokens=True)
+            r = c.completions.create(
+                model="smollm2",
+                prompt=ids[i],
+                max_tokens=24,
+                temperature=0,
+                logprobs=0,
+                extra_body={"return_tokens_as_token_ids": True},
+            )
+            assert [int(t.split(":")[1]) for t in r.choices[0].logprobs.tokens] == want_plain[i]
+    finally:
+        srv.stop()
+        sched.stop()

@@ -352,3 +352,37 @@ def test_vas_serve_drains_on_sigterm_and_exits_0(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_readme_serving_examples_run_against_a_live_server(models):
+    """The README's curl and openai-client blocks, against a live server shaped as the README's
+    `vas serve` line makes it (the tiny base, a value model named `positive`)."""
+    import shutil
+    from pathlib import Path
+
+    from test_readme import FENCE
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = [(m["lang"], m["body"]) for m in FENCE.finditer(text) if "runs this block" in (m["reason"] or "")]
+    assert [lang for lang, _ in blocks] == ["sh", "python"]
+    base, values, tok = models
+    eng = Engine(base, values[:1], slots=SLOTS, max_len=MAX_LEN, eos_token_id=tok.eos_token_id, prefill_chunk=16)
+    sched = Scheduler(eng).start()
+    srv = ServerThread(create_app(sched, tok, ServerConfig(model_name="tiny-review-base", value_names=("positive",))))
+    try:
+        for lang, body in blocks:
+            body = body.replace("http://127.0.0.1:8000", srv.url)
+            if lang == "sh":
+                if shutil.which("curl") is None:
+                    continue  # the openai block below still runs
+                out = subprocess.run(["bash", "-c", body], capture_output=True, text=True, timeout=60)
+                assert out.returncode == 0, out.stderr
+                answer = json.loads(out.stdout)
+                assert answer["choices"][0]["finish_reason"] in ("stop", "length"), answer
+            else:
+                out = subprocess.run([sys.executable, "-c", body], capture_output=True, text=True, timeout=120)
+                assert out.returncode == 0, out.stderr
+                assert len(out.stdout.splitlines()) == 3, out.stdout
+    finally:
+        srv.stop()
+        sched.stop()

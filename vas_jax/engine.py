@@ -1,13 +1,13 @@
-"""A step engine: a fixed number of slots whose rows come and go, advanced one token at a time.
+"""A step engine: a fixed number of slots whose rows come and go, advanced a few tokens at a time.
 
 Each slot holds a request: the base's and every value model's KV-cache row at its own length (a
 per-row write index), its own beta vector, temperature, top-p, top-k and PRNG stream. `submit`
 queues a prompt for a free slot; `step()` first moves one chunk of a queued prompt into its slot
 (prefill in chunks, so a long prompt never stalls running rows for more than one chunk), then
-advances every live slot by one token with the VAS rule (`decode.vas_logits`) and reports what each
-emitted. Per-request parameters are arrays: changing them never recompiles; the programs are one
-step per variant (with or without value models, with or without top-p) and one prefill per chunk
-bucket.
+advances every live slot by `tokens_per_step` tokens (one, by default) with the VAS rule
+(`decode.vas_logits`), on device, and reports what each emitted. Per-request parameters are
+arrays: changing them never recompiles; the programs are one step per variant (with or without
+value models, with or without top-p) and one prefill per chunk bucket.
 
 A request's tokens depend only on its prompt, parameters and seed: its row's PRNG stream is its
 seed folded with its own token count, and no computation mixes rows. (Across engines of other
@@ -79,7 +79,12 @@ class _Spec:
 
 
 class Engine:
-    """slots rows of at most max_len tokens each (prompt + generated)."""
+    """slots rows of at most max_len tokens each (prompt + generated).
+
+    tokens_per_step: tokens each `step()` decodes on device before the host sees them. More shares
+    the host's per-call work among more tokens; a new request waits at most one call to join, and a
+    row that ends mid-call idles for the rest of it.
+    """
 
     def __init__(
         self,
@@ -93,6 +98,7 @@ class Engine:
         pad_id: int = 0,
         prefill_chunk: int = 64,
         top_logprobs: int = 0,
+        tokens_per_step: int = 1,
     ):
         if base.config.head != "lm":
             raise VasError("the base model must be a causal LM")
@@ -107,9 +113,12 @@ class Engine:
             raise VasError("the step engine takes scalar value models (*ForSequenceClassification) only, for now")
         self.spec = _Spec(kinds, int(max_top_k), tuple(int(e) for e in eos), int(pad_id), int(top_logprobs))
         self.slots, self.max_len, self.chunk = int(slots), int(max_len), int(prefill_chunk)
+        if tokens_per_step < 1:
+            raise VasError(f"tokens_per_step must be at least 1, got {tokens_per_step}")
+        self.tokens_per_step = int(tokens_per_step)
         self.models = [base, *values]
         splits = [nnx.split(m) for m in self.models]
-        self.graphdefs = tuple(g for g, _ in splits)
+        self.graphdefs = _HashOnce(tuple(g for g, _ in splits))
         self.states = tuple(s for _, s in splits)
         S, N, V = self.slots, len(values), base.config.vocab_size
 
@@ -131,6 +140,7 @@ class Engine:
             keys=jnp.zeros((S, 2), jnp.uint32),
         )
         self.free = list(range(S))
+        self.live: set[int] = set()  # slots whose rows are decoding (the host's copy of state.live)
         self.params: dict[int, RequestParams] = {}
         self.queue: list[tuple[int, list[int], RequestParams, int]] = []  # (slot, prompt, params, tokens done)
 
@@ -175,6 +185,7 @@ class Engine:
         self._release(slot)
 
     def _release(self, slot):
+        self.live.discard(slot)
         self.params.pop(slot, None)
         if slot not in self.free:
             self.free.append(slot)
@@ -183,50 +194,62 @@ class Engine:
         return bool(self.queue) or len(self.free) < self.slots
 
     def step(self) -> list[StepOutput]:
-        """Prefill one chunk of the first queued prompt, then one token for every live slot."""
-        if self.queue:
-            slot, prompt, params, done = self.queue[0]
-            end = min(len(prompt), done + self.chunk)
-            last = end == len(prompt)
-            chunk = prompt[done:end]
-            c = min(bucket_length(len(chunk)), self.chunk)  # chunks are at most self.chunk long
-            ids = np.full((1, c), self.spec.pad_id, np.int32)
-            ids[0, : len(chunk)] = chunk
-            self.state = _prefill_chunk(
-                self.graphdefs,
-                self.states,
-                self.state,
-                np.int32(slot),
-                ids,
-                np.int32(len(chunk)),
-                *_row_params(params),
-                first=done == 0,
-                last=last,
-                spec=self.spec,
-            )
-            self.queue[0] = (slot, prompt, params, end)
-            if last:
-                self.queue.pop(0)
-        if not bool(np.asarray(self.state.live).any()):
+        """Prefill queued prompts, up to one chunk's worth of tokens (at least one chunk), then decode
+        tokens_per_step tokens for every live slot."""
+        budget = self.chunk
+        while self.queue and budget > 0:
+            budget -= self._prefill_next()
+        if not self.live:
             return []
-        live = [s for s in range(self.slots) if s in self.params and not any(q[0] == s for q in self.queue)]
-        with_values = any(any(b != 0 for b in self.params[s].beta) for s in live)
-        with_top_p = any(self.params[s].top_p < 1 for s in live)
+        with_values = any(any(b != 0 for b in self.params[s].beta) for s in self.live)
+        with_top_p = any(self.params[s].top_p < 1 for s in self.live)
         self.state, out = _step(
-            self.graphdefs, self.states, self.state, spec=self.spec, with_values=with_values, with_top_p=with_top_p
+            self.graphdefs,
+            self.states,
+            self.state,
+            spec=self.spec,
+            with_values=with_values,
+            with_top_p=with_top_p,
+            tokens=self.tokens_per_step,
         )
-        tok, lp, fin, was_live, top_ids, top_lps = (np.asarray(x) for x in out)
+        tok, lp, fin, was_live, top_ids, top_lps = jax.device_get(out)  # the step's one wait for the device
         results = []
-        for s in np.flatnonzero(was_live):
+        for t, s in zip(*np.nonzero(was_live)):  # in time order, then slot order
             s = int(s)
-            tops = tuple(zip(top_ids[s].tolist(), top_lps[s].tolist())) if self.spec.top_logprobs else ()
+            tops = tuple(zip(top_ids[t, s].tolist(), top_lps[t, s].tolist())) if self.spec.top_logprobs else ()
             reason = None
-            if fin[s]:
-                reason = "stop" if int(tok[s]) in self.spec.eos_ids else "length"
-            results.append(StepOutput(s, int(tok[s]), float(lp[s]), bool(fin[s]), tops, reason))
-            if fin[s]:
+            if fin[t, s]:
+                reason = "stop" if int(tok[t, s]) in self.spec.eos_ids else "length"
                 self._release(s)
+            results.append(StepOutput(s, int(tok[t, s]), float(lp[t, s]), bool(fin[t, s]), tops, reason))
         return results
+
+    def _prefill_next(self) -> int:
+        """Move the next chunk of the first queued prompt into its slot; returns its real tokens."""
+        slot, prompt, params, done = self.queue[0]
+        end = min(len(prompt), done + self.chunk)
+        last = end == len(prompt)
+        chunk = prompt[done:end]
+        c = min(bucket_length(len(chunk)), self.chunk)  # chunks are at most self.chunk long
+        ids = np.full((1, c), self.spec.pad_id, np.int32)
+        ids[0, : len(chunk)] = chunk
+        self.state = _prefill_chunk(
+            self.graphdefs,
+            self.states,
+            self.state,
+            np.int32(slot),
+            ids,
+            np.int32(len(chunk)),
+            *_row_params(params),
+            first=done == 0,
+            last=last,
+            spec=self.spec,
+        )
+        self.queue[0] = (slot, prompt, params, end)
+        if last:
+            self.queue.pop(0)
+            self.live.add(slot)
+        return len(chunk)
 
     def warmup(self, progress: bool = False) -> int:
         """Compile every program the engine can run (each prefill chunk bucket at a request's start,
@@ -253,7 +276,13 @@ class Engine:
                 self.state = self.state.replace(live=jnp.zeros_like(self.state.live))
             else:  # no row is live: a step changes nothing that a later request reads
                 self.state, _ = _step(
-                    self.graphdefs, self.states, self.state, spec=self.spec, with_values=x[0], with_top_p=x[1]
+                    self.graphdefs,
+                    self.states,
+                    self.state,
+                    spec=self.spec,
+                    with_values=x[0],
+                    with_top_p=x[1],
+                    tokens=self.tokens_per_step,
                 )
         jax.block_until_ready(self.state)
         return len(todo)
@@ -265,6 +294,24 @@ class Engine:
             for r in self.step():
                 out.setdefault(r.slot, []).append(r.token)
         return out
+
+
+class _HashOnce:
+    """A static jit argument (the models' graph definitions) hashed once, not at every call: hashing
+    a GraphDef walks the whole graph, which costs more than a small model's step."""
+
+    def __init__(self, value):
+        self.value, self._hash = value, hash(value)
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        same = isinstance(other, _HashOnce) and self._hash == other._hash and self.value == other.value
+        return self is other or same
+
+    def __iter__(self):
+        return iter(self.value)
 
 
 def _row_params(p: RequestParams) -> tuple:
@@ -377,9 +424,23 @@ def _sample_rows(keys, generated, aug, temperature, top_p, with_top_p: bool):
     return tok
 
 
-@functools.partial(jax.jit, static_argnames=("graphdefs", "spec", "with_values", "with_top_p"), donate_argnums=(2,))
-def _step(graphdefs, states, state: SlotState, *, spec: _Spec, with_values: bool, with_top_p: bool):
+@functools.partial(
+    jax.jit, static_argnames=("graphdefs", "spec", "with_values", "with_top_p", "tokens"), donate_argnums=(2,)
+)
+def _step(graphdefs, states, state: SlotState, *, spec: _Spec, with_values: bool, with_top_p: bool, tokens: int = 1):
+    """`tokens` decode steps on device (outputs stacked [tokens, S]): the host's work per call, and
+    the server's per streamed chunk, is shared by that many tokens."""
     models = _merge(graphdefs, states)
+
+    def one(st, _):
+        return _decode_one(models, st, spec, with_values, with_top_p)
+
+    return jax.lax.scan(one, state, length=tokens)
+
+
+def _decode_one(models, state: SlotState, spec: _Spec, with_values: bool, with_top_p: bool):
+    """One token for every live row: the VAS rule over the base's top-k (value models only when a
+    live row has a nonzero beta), then the base (and nothing else) reads the token."""
     base, values = models[0], models[1:]
     caches = list(state.caches)
     logits = state.logits

@@ -29,7 +29,8 @@ class ShuttingDown(VasError):
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """What a request's listener receives: a token, or the end (finish set, token None)."""
+    """A token, or the end (finish set, token None). A request's listener gets a list of them per
+    engine step (several tokens when the engine decodes several per step)."""
 
     token: int | None = None
     logprob: float = 0.0
@@ -43,7 +44,7 @@ class _Request:
     id: int
     prompt: list[int]
     params: RequestParams
-    listener: Callable[[Event], None]
+    listener: Callable[[list[Event]], None]
     slot: int | None = None
 
 
@@ -70,7 +71,7 @@ class Scheduler:
         self._thread.start()
         return self
 
-    def submit(self, prompt: Sequence[int], params: RequestParams, listener: Callable[[Event], None]) -> int:
+    def submit(self, prompt: Sequence[int], params: RequestParams, listener: Callable[[list[Event]], None]) -> int:
         """Queue a request; returns its id. Raises VasError (bad request), QueueFull or ShuttingDown."""
         prompt = [int(t) for t in prompt]
         self.engine.check(prompt, params)  # reads only the engine's fixed configuration
@@ -123,7 +124,7 @@ class Scheduler:
                 self._running.clear()
                 self._waiting.clear()
             for r in everyone:
-                r.listener(Event(finish="error", error=self.failure))
+                r.listener([Event(finish="error", error=self.failure)])
             raise
 
     def _turn(self) -> bool:
@@ -148,18 +149,22 @@ class Scheduler:
             if r.slot is not None and self._running.get(r.slot) is r:
                 eng.cancel(r.slot)
                 del self._running[r.slot]
-            r.listener(Event(finish=why))
+            r.listener([Event(finish=why)])
         if done:
             return False
         if not eng.busy():
             return True
+        events: dict[int, tuple] = {}  # slot -> (request, its events this step)
         for out in eng.step():
             r = self._running.get(out.slot)
             if r is None:
                 continue
-            r.listener(Event(out.token, out.logprob, out.top_logprobs, out.reason if out.finished else None))
+            ev = Event(out.token, out.logprob, out.top_logprobs, out.reason if out.finished else None)
+            events.setdefault(out.slot, (r, []))[1].append(ev)
             if out.finished:
                 del self._running[out.slot]
+        for r, evs in events.values():
+            r.listener(evs)
         self.steps += 1
         return True
 

@@ -127,8 +127,7 @@ class _Choice:
 class _Update:
     choice: _Choice
     text: str  # newly final text
-    token: tuple | None  # (id, base log-prob, top log-probs), or None for an end without a token
-    offset: int  # where the token's text starts in the answer
+    tokens: list  # new tokens: (id, base log-prob, top log-probs, where its text starts in the answer)
     finish: str | None
 
 
@@ -143,8 +142,8 @@ class _Run:
         try:
             for i, (prompt, params) in enumerate(jobs):
 
-                def listener(ev: Event, i=i):
-                    loop.call_soon_threadsafe(self.queue.put_nowait, (i, ev))
+                def listener(events: list[Event], i=i):
+                    loop.call_soon_threadsafe(self.queue.put_nowait, (i, events))
 
                 rid = scheduler.submit(prompt, params, listener)
                 self.choices.append(_Choice(i, rid, TextStream(tokenizer, stop)))
@@ -160,26 +159,29 @@ class _Run:
 
     async def updates(self) -> AsyncIterator[_Update]:
         while not all(c.finish for c in self.choices):
-            i, ev = await self.queue.get()
+            i, events = await self.queue.get()
             c = self.choices[i]
             if c.finish:  # ended by a stop string: what was already on its way is dropped
                 continue
-            token, offset, finish = None, c.text.sent, ev.finish
-            if ev.error:
-                raise APIError(500, ev.error)
-            if ev.token is not None:
-                c.tokens += 1
-                token = (ev.token, ev.logprob, ev.top_logprobs)
-                piece = c.text.push(ev.token)
-                if c.text.stopped:
-                    finish = "stop"
-                    self.scheduler.cancel(c.rid)
-            else:
-                piece = ""
+            piece, tokens, finish = "", [], None
+            for ev in events:
+                if ev.error:
+                    raise APIError(500, ev.error)
+                if ev.token is not None:
+                    c.tokens += 1
+                    tokens.append((ev.token, ev.logprob, ev.top_logprobs, len(c.text.text)))
+                    piece += c.text.push(ev.token)
+                    if c.text.stopped:
+                        finish = "stop"
+                        self.scheduler.cancel(c.rid)
+                        break
+                if ev.finish:
+                    finish = ev.finish
+                    break
             if finish:
                 piece += c.text.flush()
                 c.finish = finish
-            yield _Update(c, piece, token, offset, finish)
+            yield _Update(c, piece, tokens, finish)
 
     def close(self) -> None:
         """Cancel every unfinished choice (the client left, or the request failed half-way)."""
@@ -210,35 +212,21 @@ class _TokenText:
         return f"token_id:{t}" if self.as_ids else self.tokenizer.decode([t])
 
 
-def _completion_logprobs(u: _Update, name: _TokenText, n: int) -> dict:
-    t, lp, tops = u.token
+def _completion_logprobs(tokens: list, name: _TokenText, n: int) -> dict:
     return {
-        "tokens": [name(t)],
-        "token_logprobs": [lp],
-        "top_logprobs": [{name(i): p for i, p in tops[:n]}] if n else None,
-        "text_offset": [u.offset],
+        "tokens": [name(t) for t, *_ in tokens],
+        "token_logprobs": [lp for _, lp, _, _ in tokens],
+        "top_logprobs": [{name(i): p for i, p in tops[:n]} for _, _, tops, _ in tokens] if n else None,
+        "text_offset": [off for *_, off in tokens],
     }
 
 
-def _chat_logprob(u: _Update, name: _TokenText, n: int) -> dict:
-    t, lp, tops = u.token
-
+def _chat_logprobs(tokens: list, name: _TokenText, n: int) -> list[dict]:
     def entry(i, p):
         s = name(i)
         return {"token": s, "logprob": p, "bytes": list(s.encode())}
 
-    return {**entry(t, lp), "top_logprobs": [entry(i, p) for i, p in tops[:n]]}
-
-
-def _merge_completion_logprobs(parts: list[dict]) -> dict | None:
-    if not parts:
-        return None
-    out = {k: [] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
-    for p in parts:
-        for k in out:
-            out[k] += p[k] or []
-    out["top_logprobs"] = out["top_logprobs"] or None
-    return out
+    return [{**entry(t, lp), "top_logprobs": [entry(i, p) for i, p in tops[:n]]} for t, lp, tops, _ in tokens]
 
 
 # ---------------------------------------------------------------------- the app
@@ -357,42 +345,39 @@ async def _respond(run: _Run, request: Request, req, kind: str, prompt_tokens: i
         n_top = req.logprobs
     head = {"id": rid, "created": created, "model": req.model}
 
-    def logprob(u: _Update):
-        if n_top is None or u.token is None:
+    def logprobs(tokens: list):  # as the endpoint writes them, or None when not asked for
+        if n_top is None:
             return None
-        return _chat_logprob(u, name, n_top) if kind == "chat" else _completion_logprobs(u, name, n_top)
+        return _chat_logprobs(tokens, name, n_top) if kind == "chat" else _completion_logprobs(tokens, name, n_top)
 
     if req.stream:
-        return StreamingResponse(_stream(run, req, kind, head, logprob, prompt_tokens), media_type="text/event-stream")
+        return StreamingResponse(_stream(run, req, kind, head, logprobs, prompt_tokens), media_type="text/event-stream")
 
     watch = asyncio.create_task(_watch_disconnect(request, run))
     texts = {c.index: [] for c in run.choices}
-    logprobs = {c.index: [] for c in run.choices}
+    tokens = {c.index: [] for c in run.choices}
     try:
         async for u in run.updates():
             texts[u.choice.index].append(u.text)
-            lp = logprob(u)
-            if lp is not None:
-                logprobs[u.choice.index].append(lp)
+            tokens[u.choice.index] += u.tokens
     finally:
         watch.cancel()
         run.close()
     choices = []
     for c in run.choices:
-        text = "".join(texts[c.index])
+        text, lps = "".join(texts[c.index]), logprobs(tokens[c.index])
         if kind == "chat":
-            lps = {"content": logprobs[c.index]} if n_top is not None else None
             message = {"role": "assistant", "content": text}
+            lps = {"content": lps} if lps is not None else None
             choices.append({"index": c.index, "message": message, "logprobs": lps, "finish_reason": c.finish})
         else:
-            lps = _merge_completion_logprobs(logprobs[c.index]) if n_top is not None else None
             choices.append({"index": c.index, "text": text, "logprobs": lps, "finish_reason": c.finish})
     obj = "chat.completion" if kind == "chat" else "text_completion"
     completion = sum(c.tokens for c in run.choices)
     return {**head, "object": obj, "choices": choices, "usage": usage(prompt_tokens, completion)}
 
 
-async def _stream(run: _Run, req, kind: str, head: dict, logprob, prompt_tokens: int):
+async def _stream(run: _Run, req, kind: str, head: dict, logprobs, prompt_tokens: int):
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
 
     def event(choices, **extra) -> str:
@@ -403,12 +388,12 @@ async def _stream(run: _Run, req, kind: str, head: dict, logprob, prompt_tokens:
             yield event([{"index": c.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                           "finish_reason": None} for c in run.choices])  # fmt: skip
         async for u in run.updates():
-            lp = logprob(u)
+            lp = logprobs(u.tokens) if u.tokens else None
             if not (u.text or u.finish or lp is not None):
                 continue  # text still held back, and nothing else to say
             if kind == "chat":
                 delta = {"content": u.text} if u.text else {}
-                lps = {"content": [lp]} if lp is not None else None
+                lps = {"content": lp} if lp is not None else None
                 choice = {"index": u.choice.index, "delta": delta, "logprobs": lps, "finish_reason": u.finish}
             else:
                 choice = {"index": u.choice.index, "text": u.text, "logprobs": lp, "finish_reason": u.finish}

@@ -38,6 +38,12 @@ def add_arguments(p):
     p.add_argument(
         "--prefill-chunk", type=positive_int, default=64, help="prompt tokens prefilled per step (longer prompts wait)"
     )
+    p.add_argument(
+        "--tokens-per-step",
+        type=positive_int,
+        default=1,
+        help="tokens decoded per engine call before the host looks: less host work per token, coarser streams",
+    )
     p.add_argument("--max-n", type=positive_int, default=16, help="largest `n` (choices per request)")
     p.add_argument("--max-queue", type=positive_int, default=256, help="requests waiting for a slot before 429s")
     p.add_argument("--max-body", type=positive_int, default=1 << 20, help="largest request body, in bytes (413 over)")
@@ -110,6 +116,7 @@ def run(args):
         pad_id=default_pad_id(tok),
         prefill_chunk=args.prefill_chunk,
         top_logprobs=MAX_LOGPROBS,
+        tokens_per_step=args.tokens_per_step,
     )
     engine.warmup(progress=True)
     name = args.served_model_name or Path(args.base.rstrip("/")).name
