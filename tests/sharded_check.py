@@ -91,6 +91,32 @@ def main(base_dir, value_dir, out):
             np.testing.assert_allclose(np.asarray(v.policy_logprobs), np.asarray(one.policy_logprobs), atol=1e-4)
         print("decode ok", spec, flush=True)
 
+    # the step engine (what `vas serve` runs) on a mesh: the tokens one device gets, sampled rows too
+    from vas_jax.engine import Engine, RequestParams
+
+    def engine_tokens(b, v, mesh):
+        e = Engine(b, [v], slots=4, max_len=32, prefill_chunk=16, mesh=mesh)
+        todo, out, slot_of = list(enumerate(prompts[:6])), {}, {}  # six requests, four slots: two wait
+        while todo or e.busy():
+            while todo and e.free:
+                i, p = todo.pop(0)
+                rp = RequestParams(beta=(2.0,), temperature=0.0 if i % 2 else 1.0, seed=i, max_new_tokens=6)
+                slot_of[e.submit(p, rp)] = i
+            for r in e.step():
+                out.setdefault(slot_of[r.slot], []).append(r.token)
+        if mesh is not None:  # after every program, each device still holds its rows' cache only
+            assert tuple(e.state.caches[0].k[0].sharding.spec)[:2] == ("data", "tensor"), (
+                e.state.caches[0].k[0].sharding
+            )
+        return out
+
+    ref_engine = engine_tokens(base, value, None)
+    for spec in ("data=4,tensor=2", "data=2,fsdp=2,tensor=2"):
+        mesh = make_mesh(spec)
+        sb, sv = vas_jax.load_model(base_dir, mesh=mesh, fuse=True), vas_jax.load_model(value_dir, mesh=mesh, fuse=True)
+        assert engine_tokens(sb, sv, mesh) == ref_engine, spec
+        print("engine ok", spec, flush=True)
+
     ds = datasets.Dataset.from_dict(
         {
             "prompt_ids": [list(rng.randint(1, 96, size=rng.randint(1, 5))) for _ in range(32)],

@@ -76,6 +76,7 @@ class _Spec:
     eos_ids: tuple
     pad_id: int
     top_logprobs: int
+    shardings: object = None  # on a mesh: a SlotState of NamedShardings, pinned after every program
 
 
 class Engine:
@@ -99,6 +100,7 @@ class Engine:
         prefill_chunk: int = 64,
         top_logprobs: int = 0,
         tokens_per_step: int = 1,
+        mesh=None,
     ):
         if base.config.head != "lm":
             raise VasError("the base model must be a causal LM")
@@ -111,7 +113,7 @@ class Engine:
         kinds = tuple(_value_kind(v, base, i) for i, v in enumerate(values))
         if "vocab" in kinds:
             raise VasError("the step engine takes scalar value models (*ForSequenceClassification) only, for now")
-        self.spec = _Spec(kinds, int(max_top_k), tuple(int(e) for e in eos), int(pad_id), int(top_logprobs))
+        spec = _Spec(kinds, int(max_top_k), tuple(int(e) for e in eos), int(pad_id), int(top_logprobs))
         self.slots, self.max_len, self.chunk = int(slots), int(max_len), int(prefill_chunk)
         if tokens_per_step < 1:
             raise VasError(f"tokens_per_step must be at least 1, got {tokens_per_step}")
@@ -136,9 +138,17 @@ class Engine:
             beta=jnp.zeros((S, N), jnp.float32),
             temperature=jnp.ones((S,), jnp.float32),
             top_p=jnp.ones((S,), jnp.float32),
-            top_k=jnp.full((S,), self.spec.max_top_k, jnp.int32),
+            top_k=jnp.full((S,), spec.max_top_k, jnp.int32),
             keys=jnp.zeros((S, 2), jnp.uint32),
         )
+        if mesh is not None:  # parameters tensor-parallel, slots over data (DECODE_RULES)
+            from .sharding import DECODE_RULES, state_shardings
+
+            self.states = tuple(jax.device_put(st, state_shardings(st, mesh, DECODE_RULES)) for st in self.states)
+            shardings = _slot_shardings(self.state, self.models, mesh)
+            self.state = jax.device_put(self.state, shardings)
+            spec = dataclasses.replace(spec, shardings=shardings)
+        self.spec = spec
         self.free = list(range(S))
         self.live: set[int] = set()  # slots whose rows are decoding (the host's copy of state.live)
         self.params: dict[int, RequestParams] = {}
@@ -181,8 +191,14 @@ class Engine:
     def cancel(self, slot: int) -> None:
         """Free a slot now (a client left): its row stops at the next step."""
         self.queue = [q for q in self.queue if q[0] != slot]
-        self.state = self.state.replace(live=self.state.live.at[slot].set(False))
+        self._set_live(self.state.live.at[slot].set(False))
         self._release(slot)
+
+    def _set_live(self, live) -> None:
+        """Replace state.live from the host, where it lived before (a new placement would compile anew)."""
+        if self.spec.shardings is not None:
+            live = jax.device_put(live, self.spec.shardings.live)
+        self.state = self.state.replace(live=live)
 
     def _release(self, slot):
         self.live.discard(slot)
@@ -273,7 +289,7 @@ class Engine:
                     *_row_params(RequestParams(beta=(0.0,) * (len(self.models) - 1))),
                     first=first, last=last, spec=self.spec,
                 )  # fmt: skip
-                self.state = self.state.replace(live=jnp.zeros_like(self.state.live))
+                self._set_live(jnp.zeros_like(self.state.live))
             else:  # no row is live: a step changes nothing that a later request reads
                 self.state, _ = _step(
                     self.graphdefs,
@@ -294,6 +310,30 @@ class Engine:
             for r in self.step():
                 out.setdefault(r.slot, []).append(r.token)
         return out
+
+
+def _slot_shardings(state: SlotState, models, mesh) -> SlotState:
+    """Every slot array split over the mesh's data axis by rows (where the slots divide), and each
+    KV cache's kv heads over tensor, as `vas_decode` lays out its batch."""
+    from .decode import _cache_shardings
+    from .sharding import DECODE_RULES, fitted_sharding
+
+    S = state.live.shape[0]
+    size = state.caches[0].k[0].shape[2]
+    kv = _cache_shardings(mesh, models, S, size)
+
+    def rows(x):
+        return fitted_sharding(mesh, DECODE_RULES, ("batch",) + (None,) * (x.ndim - 1), x.shape)
+
+    caches = tuple(
+        c.replace(k=tuple(sh for _ in c.k), v=tuple(sh for _ in c.v), index=rows(c.index), starts=rows(c.starts))
+        for c, sh in zip(state.caches, kv)
+    )
+    return jax.tree.map(rows, state.replace(caches=())).replace(caches=caches)
+
+
+def _pin(state: SlotState, spec: _Spec) -> SlotState:
+    return state if spec.shardings is None else jax.lax.with_sharding_constraint(state, spec.shardings)
 
 
 class _HashOnce:
@@ -394,8 +434,8 @@ def _prefill_chunk(
             logits = logits.at[slot].set(jax.lax.dynamic_index_in_dim(out[0], n - 1, keepdims=False))
     st = state.replace(caches=tuple(caches), logits=logits)
     if not last:
-        return st
-    return st.replace(
+        return _pin(st, spec)
+    st = st.replace(
         pending=st.pending.at[slot].set(ids[0, n - 1]),
         live=st.live.at[slot].set(True),
         generated=st.generated.at[slot].set(0),
@@ -406,6 +446,7 @@ def _prefill_chunk(
         top_k=st.top_k.at[slot].set(top_k),
         keys=st.keys.at[slot].set(key),
     )
+    return _pin(st, spec)
 
 
 def _sample_rows(keys, generated, aug, temperature, top_p, with_top_p: bool):
@@ -483,7 +524,7 @@ def _decode_one(models, state: SlotState, spec: _Spec, with_values: bool, with_t
         live=live & ~finished,
         generated=generated,
     )
-    return new_state, (tok, lp, finished, live, top_ids, top_lps)
+    return _pin(new_state, spec), (tok, lp, finished, live, top_ids, top_lps)
 
 
 def _keep_index(new: KVCache, old: KVCache, live) -> KVCache:

@@ -61,6 +61,7 @@ def add_arguments(p):
         help="on SIGTERM, seconds requests in flight get to finish before they end with finish_reason 'abort'",
     )
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
+    p.add_argument("--mesh", help="device mesh, e.g. data=4,tensor=2 (parameters tensor-parallel, slots over data)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")  # fmt: skip
 
@@ -100,9 +101,14 @@ def run(args):
             raise VasError(f"--value {name}={path}: no such directory")
     if not Path(args.base).exists():
         raise VasError(f"--base {args.base}: no such file or directory")
+    mesh = None
+    if args.mesh:
+        from vas_jax.sharding import make_mesh
+
+        mesh = make_mesh(args.mesh)
     tok = vas_jax.load_tokenizer(args.base)
-    base = vas_jax.load_model(args.base, dtype=args.dtype, fuse=True)
-    models = [load_value(p, tok, dtype=args.dtype, fuse=True) for _, p in values]
+    base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
+    models = [load_value(p, tok, dtype=args.dtype, mesh=mesh, fuse=True) for _, p in values]
     context = min(m.config.max_position_embeddings for m in [base, *models])
     if args.max_len is not None and args.max_len > context:
         raise VasError(f"--max-len {args.max_len} is over the models' context of {context} tokens")
@@ -117,6 +123,7 @@ def run(args):
         prefill_chunk=args.prefill_chunk,
         top_logprobs=MAX_LOGPROBS,
         tokens_per_step=args.tokens_per_step,
+        mesh=mesh,
     )
     engine.warmup(progress=True)
     name = args.served_model_name or Path(args.base.rstrip("/")).name
