@@ -11,7 +11,8 @@ threads) with as many slots as the concurrency.
 1. Throughput (completion tokens per second), time to first token and end-to-end latency
    (p50/p99), against the same requests through `vas_decode` in static batches of the concurrency's
    size (each batch runs to the longest max_tokens: that is what static batching costs).
-2. Half load (concurrency / 2, same slots): time to first token p99 / p50.
+2. Half load (concurrency / 2, same slots; the clients ramp up over one full-load median latency
+   rather than all sending at once at the start): time to first token p99 / p50.
 3. No value model in use: the same load with every beta 0 on a server with value models loaded,
    against a server without them; and against `generate` in static batches.
 """
@@ -76,10 +77,17 @@ def workload(prompts, n: int, lengths, seed: int = 0, values: bool = True) -> li
     return out
 
 
-def run_server(url: str, jobs: list[dict], concurrency: int, value_name: str | None) -> dict:
+def run_server(url: str, jobs: list[dict], concurrency: int, value_name: str | None, ramp: float = 0.0) -> dict:
+    """Closed loop: `concurrency` clients, each sending its next request when the last one ends. The
+    clients start `ramp` seconds apart in all (a ramp-up), so their requests do not all arrive at
+    the same instant, once, at the start."""
     c = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    t_start = time.perf_counter()
 
-    def one(job):
+    def one(i_job):
+        i, job = i_job
+        if i < concurrency:
+            time.sleep(max(0.0, t_start + i * ramp / concurrency - time.perf_counter()))
         t0 = time.perf_counter()
         extra = {"vas": {"values": {value_name: job["beta"]}}} if value_name and job["beta"] else {}
         stream = c.completions.create(
@@ -101,7 +109,7 @@ def run_server(url: str, jobs: list[dict], concurrency: int, value_name: str | N
 
     t = time.perf_counter()
     with cf.ThreadPoolExecutor(concurrency) as pool:
-        res = list(pool.map(one, jobs))
+        res = list(pool.map(one, enumerate(jobs)))
     wall = time.perf_counter() - t
     ttft, e2e, toks = (np.array(x, float) for x in zip(*res))
     return dict(tokens=int(toks.sum()), wall=wall, tok_s=float(toks.sum() / wall), **_pcts("ttft", ttft),
@@ -141,12 +149,12 @@ def run_static(base, values, jobs, batch: int, eos, pad, hi: int) -> dict:
     return dict(tokens=toks, wall=wall, tok_s=toks / wall, **_pcts("e2e", np.array(e2e)))
 
 
-def clients(url: str, jobs: list[dict], concurrency: int, value_name: str | None) -> dict:
+def clients(url: str, jobs: list[dict], concurrency: int, value_name: str | None, ramp: float = 0.0) -> dict:
     """`run_server` in a process of its own: the clients' Python does not share the server's GIL."""
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(run_server, (url, jobs, concurrency, value_name))
+        return pool.apply(run_server, (url, jobs, concurrency, value_name, ramp))
 
 
 def server(base, values, tok, slots: int, max_len: int, tokens_per_step: int):
@@ -176,7 +184,8 @@ def main():
     try:
         clients(srv.url, jobs[: a.concurrency], a.concurrency, "v")  # first requests: threads, sockets
         rows["serve"] = clients(srv.url, jobs, a.concurrency, "v")
-        rows["serve, half load"] = clients(srv.url, jobs, a.concurrency // 2, "v")
+        # half load, its clients ramped up over one typical request's time at full load
+        rows["serve, half load"] = clients(srv.url, jobs, a.concurrency // 2, "v", ramp=rows["serve"]["e2e_p50"])
         rows["serve, all beta 0"] = clients(srv.url, plain, a.concurrency, "v")
     finally:
         srv.stop()

@@ -25,7 +25,10 @@ def add_arguments(p):
         help="a value model trained by `vas train`, under the name requests use in their vas object; repeat "
         "for several (a bare DIR is named after its folder)",
     )
-    p.add_argument("--served-model-name", help="the name clients give as `model` (default: the base's file or folder)")
+    p.add_argument(
+        "--served-model-name",
+        help="the name clients give as `model` (default: the base's folder, or its file without .gguf)",
+    )
     p.add_argument("--max-batch", type=positive_int, default=16, help="requests decoded together (slots)")
     p.add_argument(
         "--max-len",
@@ -33,10 +36,16 @@ def add_arguments(p):
         help="longest prompt plus completion, in tokens (default: 1024, or the models' context if shorter)",
     )
     p.add_argument(
-        "--max-top-k", type=positive_int, default=20, help="most candidates a request's values may re-rank; its default"
+        "--max-top-k",
+        type=positive_int,
+        default=20,
+        help="the largest vas.top_k a request may ask for (candidates its values re-rank); also its value when unset",
     )
     p.add_argument(
-        "--prefill-chunk", type=positive_int, default=64, help="prompt tokens prefilled per step (longer prompts wait)"
+        "--prefill-chunk",
+        type=positive_int,
+        default=64,
+        help="prompt tokens prefilled per step, at most: a longer prompt enters over several steps",
     )
     p.add_argument(
         "--tokens-per-step",
@@ -126,7 +135,8 @@ def run(args):
         mesh=mesh,
     )
     engine.warmup(progress=True)
-    name = args.served_model_name or Path(args.base.rstrip("/")).name
+    where = Path(args.base.rstrip("/"))
+    name = args.served_model_name or (where.stem if where.is_file() else where.name)  # a GGUF file: no suffix
     cfg = ServerConfig(
         model_name=name,
         value_names=tuple(n for n, _ in values),
