@@ -158,8 +158,9 @@ class Engine:
     def check(self, prompt: Sequence[int], params: RequestParams) -> None:
         """Raise VasError, naming what is wrong, unless the engine can serve this request."""
         vocab = self.models[0].config.vocab_size
-        if any(not 0 <= t < vocab for t in prompt):
-            raise VasError(f"prompt token ids must be in [0, {vocab})")
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise VasError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})")
         if params.max_new_tokens < 1:
             raise VasError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
         if not prompt or len(prompt) + params.max_new_tokens > self.max_len:
@@ -219,15 +220,7 @@ class Engine:
             return []
         with_values = any(any(b != 0 for b in self.params[s].beta) for s in self.live)
         with_top_p = any(self.params[s].top_p < 1 for s in self.live)
-        self.state, out = _step(
-            self.graphdefs,
-            self.states,
-            self.state,
-            spec=self.spec,
-            with_values=with_values,
-            with_top_p=with_top_p,
-            tokens=self.tokens_per_step,
-        )
+        out = self._decode(with_values, with_top_p)
         tok, lp, fin, was_live, top_ids, top_lps = jax.device_get(out)  # the step's one wait for the device
         results = []
         for t, s in zip(*np.nonzero(was_live)):  # in time order, then slot order
@@ -249,23 +242,40 @@ class Engine:
         c = min(bucket_length(len(chunk)), self.chunk)  # chunks are at most self.chunk long
         ids = np.full((1, c), self.spec.pad_id, np.int32)
         ids[0, : len(chunk)] = chunk
+        self._prefill(slot, ids, len(chunk), params, first=done == 0, last=last)
+        self.queue[0] = (slot, prompt, params, end)
+        if last:
+            self.queue.pop(0)
+            self.live.add(slot)
+        return len(chunk)
+
+    def _prefill(self, slot: int, ids, n: int, params: RequestParams, *, first: bool, last: bool) -> None:
+        """The prefill program on one chunk (ids [1, C], the first n real) of `slot`'s prompt."""
         self.state = _prefill_chunk(
             self.graphdefs,
             self.states,
             self.state,
             np.int32(slot),
             ids,
-            np.int32(len(chunk)),
+            np.int32(n),
             *_row_params(params),
-            first=done == 0,
+            first=first,
             last=last,
             spec=self.spec,
         )
-        self.queue[0] = (slot, prompt, params, end)
-        if last:
-            self.queue.pop(0)
-            self.live.add(slot)
-        return len(chunk)
+
+    def _decode(self, with_values: bool, with_top_p: bool):
+        """The step program (tokens_per_step tokens); returns its outputs, still on device."""
+        self.state, out = _step(
+            self.graphdefs,
+            self.states,
+            self.state,
+            spec=self.spec,
+            with_values=with_values,
+            with_top_p=with_top_p,
+            tokens=self.tokens_per_step,
+        )
+        return out
 
     def warmup(self, progress: bool = False) -> int:
         """Compile every program the engine can run (each prefill chunk bucket at a request's start,
@@ -284,22 +294,10 @@ class Engine:
             if kind == "prefill":
                 first, last, c = x
                 ids = np.full((1, c), self.spec.pad_id, np.int32)
-                self.state = _prefill_chunk(
-                    self.graphdefs, self.states, self.state, np.int32(0), ids, np.int32(c),
-                    *_row_params(RequestParams(beta=(0.0,) * (len(self.models) - 1))),
-                    first=first, last=last, spec=self.spec,
-                )  # fmt: skip
+                self._prefill(0, ids, c, RequestParams(beta=(0.0,) * (len(self.models) - 1)), first=first, last=last)
                 self._set_live(jnp.zeros_like(self.state.live))
             else:  # no row is live: a step changes nothing that a later request reads
-                self.state, _ = _step(
-                    self.graphdefs,
-                    self.states,
-                    self.state,
-                    spec=self.spec,
-                    with_values=x[0],
-                    with_top_p=x[1],
-                    tokens=self.tokens_per_step,
-                )
+                self._decode(*x)
         jax.block_until_ready(self.state)
         return len(todo)
 

@@ -141,10 +141,7 @@ class Scheduler:
                 r = self._waiting.popleft()
                 r.slot = eng.submit(r.prompt, r.params)
                 self._running[r.slot] = r
-            if self._stop and not self._running and not self._waiting:
-                done = True
-            else:
-                done = False
+            done = self._stop and not self._running and not self._waiting
         for r, why in ended:
             if r.slot is not None and self._running.get(r.slot) is r:
                 eng.cancel(r.slot)
