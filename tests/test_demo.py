@@ -34,7 +34,7 @@ def quick_report(tmp_path_factory):
 def test_demo_report_structure_and_guidance_beats_base(quick_report):
     rep = json.loads((quick_report / "report.json").read_text())
     rows = rep["rows"]
-    assert {r["method"] for r in rows} == {"base", "vas", "bon"}
+    assert {r["method"] for r in rows} == {"base", "vas", "bon", "soft_bon"}
     for r in rows:
         for k in (
             "method",
@@ -59,6 +59,19 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     # KL labelled by kind: VAS an estimate with its standard error, Best-of-N the analytic bound
     assert {r["kl_kind"] for r in vas} == {"estimate"} and all(r["kl_se"] > 0 for r in vas)
     assert {r["kl_kind"] for r in rows if r["method"] == "bon"} == {"bound"}
+    # Best-of-N's tie-aware KL estimate never exceeds its bound; soft Best-of-N's KL stays below hard's
+    bon = [r for r in rows if r["method"] == "bon"]
+    assert all(0 <= r["kl_estimate"] <= r["kl"] + 1e-9 for r in bon)
+    soft = [r for r in rows if r["method"] == "soft_bon"]
+    assert soft and all(r["kl"] <= bon[-1]["kl"] + 1e-9 and r["n"] == bon[-1]["n"] for r in soft)
+    # admissibility: a VAS row is compared only when its KL is within Best-of-128's bound
+    for r, c in zip(vas, rep["compute_ratio"]):
+        assert r["admissible"] == (r["kl"] <= rep["admissible_kl"]) == c["admissible"]
+        assert c["admissible"] or c["bon_n"] is None
+    for r in rows:
+        if r["method"] != "soft_bon":
+            assert 0 < r["distinct2"] <= 1 and 0 < r["distinct3"] <= 1 and r["loglik_per_token"] < 0
+    assert "| base |" in (quick_report / "examples.md").read_text()
     for name in ("reward_vs_cost.png", "reward_vs_kl.png", "composed_grid.png"):
         assert (quick_report / name).stat().st_size > 10_000
     # the value models are exported for vas decode

@@ -400,6 +400,11 @@ class DecodePlan:
         """`decode_program.lower` on these arguments, or on abstract stand-ins of the same structure."""
         return decode_program.lower(self.graphdefs, states or self.states, *(args or self.args), spec=self.spec)
 
+    def compile(self):
+        """The compiled program: call it as `compiled(plan.states, *plan.args)`, for this plan or any
+        other of the same spec and argument shapes (a beta grid, say), and no call compiles again."""
+        return self.lower().compile()
+
 
 def _check_settings(base, *, max_new_tokens, temperature, top_p, num_samples, topk_method, check_every, attention):
     if not isinstance(base, Transformer) or base.config.head != "lm":

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from .best_of_n import ADMISSIBLE_KL, bon_kl_bound, bon_kl_estimate, expected_best, soft_bon
 from .decode import generate, vas_decode
 from .flops import sequence_flops
 from .tokenizer import default_pad_id, end_of_turn_ids
@@ -37,20 +39,56 @@ def per_prompt_stats(x, n_prompts: int) -> tuple[float, float]:
     return _stats(np.asarray(x, np.float64).reshape(n_prompts, -1).mean(axis=1))
 
 
-def _timed(fn, repeats: int = 2):
-    """(result, best wall time of `repeats` calls): the calls are identical (same key), so is the result."""
-    best = float("inf")
-    for _ in range(repeats):
+class _Programs:
+    """Runs decode plans through compiled programs, compiled once per spec and argument shapes, so
+    that the timed call is the run alone (no warm-up call: on a CPU every sample counts)."""
+
+    def __init__(self):
+        self.compiled = {}
+
+    def run(self, plan) -> tuple:
+        """(DecodeResult, seconds of the run)."""
+        key = (plan.spec, len(plan.states), tuple(getattr(a, "shape", None) for a in plan.args))
+        if key not in self.compiled:
+            self.compiled[key] = plan.compile()
         t = time.perf_counter()
-        out = fn()
+        out = self.compiled[key](plan.states, *plan.args)
         jax.block_until_ready(out.tokens)
-        best = min(best, time.perf_counter() - t)
-    return out, best
+        return out, time.perf_counter() - t
 
 
-def bon_kl_bound(n: int) -> float:
-    """KL(Best-of-n || base) <= log n - (n-1)/n (equal when no two samples tie in reward)."""
-    return float(math.log(n) - (n - 1) / n)
+def _concat(results):
+    return jax.tree.map(lambda *x: jnp.concatenate(x, axis=0), *results)
+
+
+def _rows_per_call(models, prompt_ids, max_new_tokens: int, budget: float = 2**31) -> int:
+    """Rows one call may decode: the KV caches of every model under `budget` bytes."""
+    length = max(len(p) for p in prompt_ids) + max_new_tokens
+    per_row = sum(2 * m.config.num_layers * m.config.num_kv_heads * m.config.head_dim * 4 * length for m in models)
+    return max(1, int(budget // per_row))
+
+
+def distinct_n(texts, n: int) -> float:
+    """Repetition: per answer, its distinct word n-grams over all its word n-grams, averaged over
+    answers (answers with fewer than n words are skipped; 0 when all are). 1.0: no n-gram repeats."""
+    fracs = []
+    for t in texts:
+        w = t.split()
+        grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+        if grams:
+            fracs.append(len(set(grams)) / len(grams))
+    return float(np.mean(fracs)) if fracs else 0.0
+
+
+def text_stats(res, texts) -> dict:
+    """distinct-2/3 of the answers and the base's mean log-likelihood per token of them."""
+    lens = np.asarray(res.lengths)
+    lp = np.asarray(res.logprobs).sum(axis=1)
+    return dict(
+        distinct2=distinct_n(texts, 2),
+        distinct3=distinct_n(texts, 3),
+        loglik_per_token=float(lp.sum() / max(1, lens.sum())),
+    )
 
 
 def run_comparison(
@@ -70,10 +108,16 @@ def run_comparison(
     reward_flops: Callable[[int], float] | None = None,
     progress: bool = True,
     attention: str = "xla",
+    soft_taus: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
 ) -> dict:
-    """Run base, VAS over `betas` (first value model, first reward), BoN n = 1, 2, 4 ... bon_max, and a
-    composed grid of the first two value models. Returns the report dict. attention: the decode
-    attention of every run (`generate`)."""
+    """Run Best-of-N for n = 1, 2, 4 ... bon_max, soft Best-of-bon_max at temperatures `soft_taus`
+    (times the standard deviation of the base's rewards), VAS over `betas` (first value model, first
+    reward) and a grid of the first two value models composed. Returns the report dict.
+
+    Best-of-N: each n is decoded and timed by its own call (n samples per prompt). Its reward and
+    KL estimate come from all those calls' samples together, a pool of 2 bon_max - 1 base samples
+    per prompt (`vas_jax.best_of_n`); the base row is the pool's mean, timed by the n = 1 call.
+    attention: the decode attention of every run (`generate`)."""
     from tqdm import tqdm
 
     from .rewards import call_reward
@@ -86,6 +130,8 @@ def run_comparison(
     P = len(prompt_ids)
     prompt_texts = [tok.decode(p, skip_special_tokens=True) for p in prompt_ids]
     mean_prompt = float(np.mean([len(p) for p in prompt_ids]))
+    programs = _Programs()
+    common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad, attention=attention, run=False)
 
     def score(res, n_per_prompt):
         resp = [tok.decode(t, skip_special_tokens=True) for t in res.token_lists()]
@@ -103,68 +149,92 @@ def run_comparison(
             f += reward_flops(int(mean_prompt + mean_len))
         return f
 
-    def sampled_row(method, res, dt, beta=None, vms=(), **extra):
+    def decode(make_plan, n, models):
+        """Every prompt's n samples, in calls of at most the rows that fit: (result, seconds)."""
+        per_call = max(1, _rows_per_call(models, prompt_ids, max_new_tokens) // n)
+        parts, seconds = [], 0.0
+        for i in range(0, P, per_call):
+            res, dt = programs.run(make_plan(prompt_ids[i : i + per_call]))
+            parts.append(res)
+            seconds += dt
+        return _concat(parts), seconds
+
+    def stats(sc):
+        return {nm: per_prompt_stats(v, P)[0] for nm, v in sc.items()}, {
+            nm: per_prompt_stats(v, P)[1] for nm, v in sc.items()
+        }
+
+    def vas_row(vms, beta, **extra):
+        res, dt = decode(
+            lambda ps: vas_decode(base, vms, ps, beta=beta, key=key, top_k=top_k, num_samples=samples, **common),
+            samples,
+            [base, *vms],
+        )
         sc, resp = score(res, samples)
         mean_len = float(np.asarray(res.lengths).mean())
-        m, se = per_prompt_stats(sc[primary], P)
+        kl, kl_se = per_prompt_stats(np.asarray(res.kl()), P)
+        means, ses = stats(sc)
         row = dict(
-            method=method,
-            beta=beta,
+            method="vas",
+            beta=[float(b) for b in beta],
             n=1,
-            reward_mean=m,
-            reward_se=se,
+            reward_mean=means[primary],
+            reward_se=ses[primary],
+            kl=kl,
+            kl_se=kl_se,
+            kl_kind="estimate",
+            admissible=bool(kl <= ADMISSIBLE_KL),
             flops_per_response=cost(mean_len, vms),
             seconds_per_response=dt / len(resp),
-            rewards={k: per_prompt_stats(v, P)[0] for k, v in sc.items()},
-            rewards_se={k: per_prompt_stats(v, P)[1] for k, v in sc.items()},
+            rewards=means,
+            rewards_se=ses,
             mean_length=mean_len,
+            **text_stats(res, resp),
             **extra,
         )
-        if method == "base":
-            row.update(kl=0.0, kl_se=0.0, kl_kind="exact")
-        else:
-            row["kl"], row["kl_se"] = per_prompt_stats(np.asarray(res.kl()), P)
-            row["kl_kind"] = "estimate"
         return row, resp
 
-    rows, examples = [], {}
-    common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad, attention=attention)
     bon_ns = [2**i for i in range(int(math.log2(bon_max)) + 1)]
-    steps = 1 + len(betas) + len(bon_ns) + len(composed)
-    bar = tqdm(total=steps, desc="compare", unit="run", disable=not progress)
+    bar = tqdm(total=len(bon_ns) + len(betas) + len(composed), desc="compare", unit="run", disable=not progress)
 
-    # base model
-    # (the first of _timed's two calls compiles; the faster, second, one is the time)
-    r, dt = _timed(lambda: generate(base, prompt_ids, key=key, num_samples=samples, **common))
-    row, resp = sampled_row("base", r, dt)
-    rows.append(row)
-    examples["base"] = resp[::samples][:3]
-    bar.update(1)
-
-    # VAS over the beta grid (beta is traced: one compilation for the whole grid)
-    vm = values[0]
-    vas_decode(base, vm, prompt_ids, beta=0.0, key=key, top_k=top_k, num_samples=samples, **common)  # compile
-    for b in betas:
-        r, dt = _timed(
-            lambda: vas_decode(base, vm, prompt_ids, beta=b, key=key, top_k=top_k, num_samples=samples, **common)
-        )
-        row, resp = sampled_row("vas", r, dt, beta=[float(b)], vms=[vm])
-        rows.append(row)
-        examples[f"vas beta={b:g}"] = resp[::samples][:3]
-        bar.update(1)
-
-    # Best-of-N: for each n its own call (n samples per prompt, each prompt prefilled once), timed on its
-    # own; BoN(n) keeps the best of each prompt's n samples by the primary reward
+    # Best-of-N: each n its own call and its own time; the samples of all of them make the pool
+    calls = {}
     for n in bon_ns:
         k = jax.random.fold_in(key, n)
-        r, dt = _timed(lambda: generate(base, prompt_ids, key=k, num_samples=n, **common))
-        sc, resp = score(r, n)
-        all_r = sc[primary].reshape(P, n)
-        pick = all_r.argmax(axis=1)
-        m, se = _stats(all_r[np.arange(P), pick])
-        lens = np.asarray(r.lengths).reshape(P, n)
-        mean_len = float(lens.mean())
-        prefill = sequence_flops(base.config, mean_prompt, 0)
+        res, dt = decode(lambda ps: generate(base, ps, key=k, num_samples=n, **common), n, [base])
+        calls[n] = (res, dt, *score(res, n))
+        bar.update(1)
+    pool = {nm: np.concatenate([c[2][nm].reshape(P, -1) for c in calls.values()], axis=1) for nm in names}
+    res1, dt1, _, resp1 = calls[1]
+    lens = np.asarray(res1.lengths)
+    means, ses = stats(pool)
+    rows = [
+        dict(
+            method="base",
+            beta=None,
+            n=1,
+            reward_mean=means[primary],
+            reward_se=ses[primary],
+            kl=0.0,
+            kl_se=0.0,
+            kl_kind="exact",
+            flops_per_response=cost(float(lens.mean())),
+            seconds_per_response=dt1 / P,
+            rewards=means,
+            rewards_se=ses,
+            mean_length=float(lens.mean()),
+            **text_stats(res1, resp1),
+        )
+    ]
+    examples = {"base": resp1[:3]}
+    prefill = sequence_flops(base.config, mean_prompt, 0)
+    for n in bon_ns:
+        res, dt, sc, resp = calls[n]
+        # the answers (text statistics, examples, the other rewards) are this call's own picks; the
+        # primary reward is the pool's estimate over every subset of n
+        pick = sc[primary].reshape(P, n).argmax(axis=1) + np.arange(P) * n
+        m, se = _stats(expected_best(pool[primary], n))
+        mean_len = float(np.asarray(res.lengths).mean())
         rows.append(
             dict(
                 method="bon",
@@ -175,30 +245,52 @@ def run_comparison(
                 kl=bon_kl_bound(n),
                 kl_se=0.0,
                 kl_kind="bound",
+                kl_estimate=float(np.mean(bon_kl_estimate(pool[primary], n))),
                 flops_per_response=prefill + n * (cost(mean_len) - prefill),
                 seconds_per_response=dt / P,
                 mean_length=mean_len,
-                rewards={k_: float(v.reshape(P, n)[np.arange(P), pick].mean()) for k_, v in sc.items()},
+                rewards={nm: m if nm == primary else float(sc[nm][pick].mean()) for nm in names},
+                **text_stats(jax.tree.map(lambda x: x[pick], res), [resp[i] for i in pick]),
             )
         )
         if n == bon_max:
-            examples[f"best-of-{n}"] = [resp[i * n + pick[i]] for i in range(min(3, P))]
+            examples[f"best-of-{n}"] = [resp[i] for i in pick[:3]]
+
+    # soft Best-of-bon_max: a curve of its own on the reward-KL plane, from the same pool
+    scale = float(pool[primary].std()) or 1.0
+    big = rows[-1]  # Best-of-bon_max: soft Best-of-N draws as many samples, at the same cost
+    for t in soft_taus:
+        r_soft, kl_soft = soft_bon(pool[primary], bon_max, t * scale, seed=seed)
+        m, se = _stats(r_soft)
+        rows.append(
+            dict(
+                method="soft_bon",
+                beta=None,
+                n=bon_max,
+                tau=float(t),
+                reward_mean=m,
+                reward_se=se,
+                kl=float(kl_soft.mean()),
+                kl_se=_stats(kl_soft)[1],
+                kl_kind="estimate",
+                flops_per_response=big["flops_per_response"],
+                seconds_per_response=big["seconds_per_response"],
+                mean_length=big["mean_length"],
+            )
+        )
+
+    # VAS over the beta grid (beta is traced: one compilation for the whole grid)
+    for b in betas:
+        row, resp = vas_row(values[:1], [b])
+        rows.append(row)
+        examples[f"vas beta={b:g}"] = resp[::samples][:3]
         bar.update(1)
 
     # composed rewards: a grid over (beta_1, beta_2) with the first two value models
     grid = []
-    if len(values) >= 2 and composed:
-        vas_decode(
-            base, values[:2], prompt_ids, beta=[0.0, 0.0], key=key, top_k=top_k, num_samples=samples, **common
-        )  # compile
+    if len(values) >= 2:
         for b1, b2 in composed:
-            r, dt = _timed(
-                lambda: vas_decode(
-                    base, values[:2], prompt_ids, beta=[b1, b2], key=key, top_k=top_k, num_samples=samples, **common
-                )
-            )
-            row, _ = sampled_row("vas", r, dt, beta=[float(b1), float(b2)], vms=values[:2], composed=True)
-            grid.append(row)
+            grid.append(vas_row(values[:2], [b1, b2], composed=True)[0])
             bar.update(1)
     bar.close()
     return dict(
@@ -206,75 +298,99 @@ def run_comparison(
         rewards=names,
         rows=rows + grid,
         compute_ratio=compute_ratios(rows),
+        admissible_kl=ADMISSIBLE_KL,
         examples=examples,
         prompts=prompt_texts[:3],
         settings=dict(
             prompts=P,
             samples=samples,
             bon_max=bon_max,
+            bon_pool=int(pool[primary].shape[1]),
             max_new_tokens=max_new_tokens,
             top_k=top_k,
             seed=seed,
+            soft_bon_tau_unit=scale,
             standard_errors="over prompts (samples averaged per prompt)",
-            seconds="measured per row",
+            seconds="measured per row (Best-of-N: each n its own call)",
             flops="counted analytically",
         ),
     )
 
 
 def compute_ratios(rows) -> list[dict]:
-    """For each VAS beta: the smallest BoN n whose reward reaches VAS's, and that BoN's cost over VAS's."""
+    """For each admissible VAS beta (KL within Best-of-128's bound): the smallest Best-of-N whose
+    reward reaches VAS's, and that Best-of-N's cost over VAS's. Other betas are listed, unranked."""
     bon = sorted((r for r in rows if r["method"] == "bon"), key=lambda r: r["n"])
     out = []
     for v in (r for r in rows if r["method"] == "vas" and not r.get("composed")):
-        hit = next((b for b in bon if b["reward_mean"] >= v["reward_mean"]), None)
+        hit = next((b for b in bon if b["reward_mean"] >= v["reward_mean"]), None) if v["admissible"] else None
         out.append(
             dict(
                 beta=v["beta"],
                 vas_reward=v["reward_mean"],
+                vas_kl=v["kl"],
+                admissible=v["admissible"],
                 bon_n=hit["n"] if hit else None,
                 bon_reward=hit["reward_mean"] if hit else None,
                 flops_ratio=hit["flops_per_response"] / v["flops_per_response"] if hit else None,
                 seconds_ratio=hit["seconds_per_response"] / v["seconds_per_response"] if hit else None,
-                beyond_bon_max=hit is None,
+                beyond_bon_max=v["admissible"] and hit is None,
             )
         )
     return out
 
 
 def kl_text(r: dict) -> str:
-    """The KL cell: an estimate with its standard error, or a bound marked as one."""
+    """The KL cell: an estimate with its standard error, or a bound marked as one (with Best-of-N's
+    tie-aware estimate after it)."""
     if r.get("kl_kind") == "bound":
-        return f"<={r['kl']:.2f}"
+        est = f" ~{r['kl_estimate']:.2f}" if "kl_estimate" in r else ""
+        return f"<={r['kl']:.2f}{est}"
     if r.get("kl_kind") == "estimate":
         return f"{r['kl']:.2f}±{r['kl_se']:.2f}"
     return f"{r['kl']:.2f}"
 
 
+def _setting(r: dict) -> str:
+    if r["method"] == "soft_bon":
+        return f"n={r['n']} τ={r['tau']:g}σ"
+    if r["method"] == "bon":
+        return f"n={r['n']}"
+    return "" if r["beta"] is None else "β=" + ",".join(f"{b:g}" for b in r["beta"])
+
+
 def format_table(report: dict) -> str:
     p = report["primary_reward"]
+    bound = report.get("admissible_kl", ADMISSIBLE_KL)
     lines = [
-        f"{'method':<8} {'beta':>9} {'n':>4} {p + ' (mean ± se)':>22} {'KL (nats)':>11} {'MFLOP/resp':>11} "
-        f"{'ms/resp':>8}"
+        f"{'method':<9}{'setting':>13} {p + ' (mean ± se)':>22} {'KL (nats)':>15} {'dist-2':>6} {'ll/tok':>6} "
+        f"{'MFLOP/resp':>11} {'ms/resp':>8}"
     ]
     for r in report["rows"]:
-        beta = "" if r["beta"] is None else ",".join(f"{b:g}" for b in r["beta"])
         extra = ""
         if r.get("composed"):
-            extra = "   " + "  ".join(f"{k}={v:+.2f}" for k, v in r["rewards"].items())
+            extra = "  " + " ".join(f"{k}={v:+.3f}" for k, v in r["rewards"].items())
+        mark = "" if r.get("admissible", True) else "  (KL beyond Best-of-128's bound: not admissible)"
+        ll = f"{r['loglik_per_token']:6.2f}" if "loglik_per_token" in r else f"{'':6}"
+        d2 = f"{r['distinct2']:6.2f}" if "distinct2" in r else f"{'':6}"
         lines.append(
-            f"{r['method']:<8} {beta:>9} {r['n']:>4} {r['reward_mean']:>13.3f} ± {r['reward_se']:<6.3f} "
-            f"{kl_text(r):>11} {r['flops_per_response'] / 1e6:>11.2f} {r['seconds_per_response'] * 1e3:>8.2f}"
-            f"{extra}"
+            f"{r['method']:<9}{_setting(r):>13} {r['reward_mean']:>13.3f} ± {r['reward_se']:<6.3f} "
+            f"{kl_text(r):>15} {d2} {ll} {r['flops_per_response'] / 1e6:>11.2f} "
+            f"{r['seconds_per_response'] * 1e3:>8.2f}{extra}{mark}"
         )
     lines.append("")
     lines.append(
-        "standard errors over prompts; KL: VAS an estimate ± se, Best-of-N the bound log n - (n-1)/n; "
-        "seconds measured per row, FLOPs counted"
+        "standard errors over prompts. KL: VAS and soft Best-of-N estimates ± se; Best-of-N the bound "
+        "log n - (n-1)/n, then ~ its estimate from the base's rewards with ties. dist-2: distinct word "
+        "bigrams per answer; ll/tok: the base's mean log-likelihood per token of the answers. Seconds "
+        "measured per row, FLOPs counted."
     )
+    lines.append(f"admissible: VAS settings with KL <= {bound:.2f} nats (Best-of-128's bound); only they are compared")
     for c in report["compute_ratio"]:
         b = ",".join(f"{x:g}" for x in c["beta"])
-        if c["beyond_bon_max"]:
+        if not c["admissible"]:
+            lines.append(f"VAS beta={b}: KL {c['vas_kl']:.2f} > {bound:.2f}, not admissible: not compared")
+        elif c["beyond_bon_max"]:
             lines.append(
                 f"VAS beta={b}: reward {c['vas_reward']:.3f} is above every Best-of-N up to "
                 f"n={report['settings']['bon_max']}"
@@ -287,10 +403,24 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_examples(report: dict) -> str:
+    """The first prompts' answers from the base, each VAS beta and Best-of-N, side by side (Markdown)."""
+    out = ["# Answers side by side", ""]
+    for i, prompt in enumerate(report["prompts"]):
+        out += [f"## {i + 1}. {prompt.strip()}", "", "| method | answer |", "| --- | --- |"]
+        for method, answers in report["examples"].items():
+            if i < len(answers):
+                text = " ".join(answers[i].split()).replace("|", "\\|")
+                out.append(f"| {method} | {text} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def write_report(report: dict, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    (out / EXAMPLES).write_text(format_examples(report))
     try:
         plot(report, out)
     except ImportError:
@@ -301,6 +431,7 @@ def write_report(report: dict, out: str | Path) -> Path:
 PLOTS = ("reward_vs_cost.png", "reward_vs_kl.png")
 LABEL_BOX = dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8)  # labels stay legible over lines
 GRID_PLOT = "composed_grid.png"
+EXAMPLES = "examples.md"
 
 
 def plot(report: dict, out: Path):
@@ -317,7 +448,7 @@ def plot(report: dict, out: Path):
     base = [r for r in rows if r["method"] == "base"]
     for xkey, fname, xlabel, logx in (
         ("flops_per_response", PLOTS[0], "FLOPs per response (counted)", True),
-        ("kl", PLOTS[1], "KL to the base (nats): VAS estimated, Best-of-N bound", False),
+        ("kl", PLOTS[1], "KL to the base (nats): VAS estimated, Best-of-N bound and estimate", False),
     ):
         fig, ax = plt.subplots(figsize=(7.2, 4.8))
         # the base first and behind: Best-of-1 sits on the same point and must stay visible
@@ -354,18 +485,60 @@ def plot(report: dict, out: Path):
                 annotation_clip=False,
                 bbox=LABEL_BOX,
             )
+        if xkey == "kl":
+            est = [r for r in bon if "kl_estimate" in r]
+            ax.plot(
+                [r["kl_estimate"] for r in est],
+                [r["reward_mean"] for r in est],
+                ls="--",
+                marker=".",
+                color="tab:gray",
+                alpha=0.6,
+                label="Best-of-N, KL estimated (ties)",
+                zorder=3,
+            )
+            soft = [r for r in rows if r["method"] == "soft_bon"]
+            if soft:
+                ax.errorbar(
+                    [r["kl"] for r in soft],
+                    [r["reward_mean"] for r in soft],
+                    [r["reward_se"] for r in soft],
+                    marker="^",
+                    ms=4,
+                    capsize=2,
+                    color="tab:green",
+                    label=f"soft Best-of-{soft[0]['n']} (τ)",
+                    zorder=3,
+                )
+            # settings beyond Best-of-128's KL bound are not admissible in any comparison
+            bound = report.get("admissible_kl", ADMISSIBLE_KL)
+            right = max([bound * 1.1] + [r["kl"] for r in vas])
+            label = "not admissible (KL > Best-of-128)"
+            ax.axvspan(bound, right * 1.05, color="tab:red", alpha=0.08, lw=0, label=label)
+        ok = [r for r in vas if r.get("admissible", True)]
+        bad = [r for r in vas if not r.get("admissible", True)]
         xerr = [r["kl_se"] for r in vas] if xkey == "kl" else None
         ax.errorbar(
             [r[xkey] for r in vas],
             [r["reward_mean"] for r in vas],
             [r["reward_se"] for r in vas],
             xerr,
-            marker="s",
-            ms=4,
+            marker="none",
             capsize=2,
             label="VAS",
             color="tab:blue",
             zorder=4,
+        )
+        ax.scatter([r[xkey] for r in ok], [r["reward_mean"] for r in ok], marker="s", s=20, color="tab:blue", zorder=5)
+        ax.scatter(
+            [r[xkey] for r in bad],
+            [r["reward_mean"] for r in bad],
+            marker="s",
+            s=30,
+            facecolor="white",
+            edgecolor="tab:blue",
+            label="VAS, not admissible" if bad else None,
+            zorder=5,
         )
         for r in vas:
             ax.annotate(
@@ -389,7 +562,7 @@ def plot(report: dict, out: Path):
         ax.set_ylabel(f"{p} reward (mean ± se over prompts)")
         ax.set_title(f"{p}: VAS vs Best-of-N")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=120)
         plt.close(fig)

@@ -42,6 +42,23 @@ class Batch:
         return len(self.reward)
 
 
+def normalize_rewards(ds, column: str = "reward"):
+    """(ds with a "reward" column of (r - mean) / scale from `column`, mean, scale): values learnt on
+    it are in units of the reward's standard deviation, so a beta means the same for every reward.
+    A constant reward keeps scale 1."""
+    if column not in ds.column_names:
+        have = ", ".join(c for c in ds.column_names if c.startswith("reward")) or "none"
+        raise VasError(f"the rollouts have no {column!r} column (reward columns: {have}); score them with `vas score`")
+    r = np.asarray(ds[column], np.float64)
+    if not np.isfinite(r).all():
+        bad = np.flatnonzero(~np.isfinite(r))[:10]
+        raise VasError(f"non-finite reward(s) at row(s) {', '.join(map(str, bad))}; rescore the rollouts")
+    mean, scale = float(r.mean()), float(r.std()) or 1.0
+    if "reward" in ds.column_names:
+        ds = ds.remove_columns("reward")
+    return ds.add_column("reward", ((r - mean) / scale).astype(np.float32).tolist()), mean, scale
+
+
 def _rollout_rows(ds) -> list[tuple]:
     for c in ("prompt_ids", "response_ids", "reward"):
         if c not in ds.column_names:

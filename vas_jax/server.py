@@ -43,6 +43,7 @@ MAX_BETA = 1000.0  # larger betas only turn guidance into an argmax over values,
 class ServerConfig:
     model_name: str  # what `model` must say, and what /v1/models lists
     value_names: tuple = ()  # the loaded value models, in the engine's order
+    value_meta: tuple = ()  # per value model, its `vas_value` entry (reward name, chat template, ...)
     default_top_k: int = 20
     max_n: int = 16
     api_key: str | None = None
@@ -52,7 +53,8 @@ class ServerConfig:
 # ---------------------------------------------------------------------- checking a request
 
 
-def _check_common(req, cfg: ServerConfig, max_top_k: int) -> None:
+def _check_common(req, cfg: ServerConfig, max_top_k: int, chat: bool | None) -> None:
+    """chat: whether the prompt is in the chat template (None: unknown, token ids)."""
     if req.model != cfg.model_name:
         raise APIError(404, f"the model {req.model!r} does not exist; this server serves {cfg.model_name!r}",
                        param="model", code="model_not_found")  # fmt: skip
@@ -75,6 +77,13 @@ def _check_common(req, cfg: ServerConfig, max_top_k: int) -> None:
             if not (math.isfinite(beta) and abs(beta) <= MAX_BETA):
                 raise APIError(400, f"beta for {name!r} must be a finite number in [-{MAX_BETA:g}, {MAX_BETA:g}], "
                                f"got {beta}", param="vas.values")  # fmt: skip
+            meta = dict(zip(cfg.value_names, cfg.value_meta)).get(name) or {}
+            trained = meta.get("chat_template")
+            if beta != 0 and trained is not None and chat is not None and bool(trained) != chat:
+                where = "/v1/chat/completions" if trained else "/v1/completions"
+                raise APIError(400, f"the value model {name!r} was trained on prompts "
+                               f"{'in' if trained else 'without'} the chat template; use it through {where}",
+                               param="vas.values")  # fmt: skip
         if vas.top_k is not None and not 1 <= vas.top_k <= max_top_k:
             raise APIError(400, f"vas.top_k must be in [1, {max_top_k}], got {vas.top_k}", param="vas.top_k")
 
@@ -277,11 +286,14 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
         return {"object": "list", "data": [{
             "id": cfg.model_name, "object": "model", "created": now(), "owned_by": "vas-jax",
             "max_model_len": max_len, "vas_values": list(cfg.value_names),
+            "vas_rewards": {n: (m or {}).get("reward") for n, m in zip(cfg.value_names, cfg.value_meta)},
         }]}  # fmt: skip
 
     @app.post("/v1/completions", dependencies=[Depends(check_key)])
     async def completions(req: CompletionRequest, request: Request):
-        _check_common(req, cfg, max_top_k)
+        # a prompt of token ids may hold a chat template already: only text prompts are known to have none
+        ids = isinstance(req.prompt, list) and bool(req.prompt) and not isinstance(req.prompt[0], str)
+        _check_common(req, cfg, max_top_k, chat=None if ids else False)
         if req.logprobs is not None and not 0 <= req.logprobs <= MAX_LOGPROBS:
             raise APIError(400, f"logprobs must be in [0, {MAX_LOGPROBS}], got {req.logprobs}", param="logprobs")
         prompts = _completion_prompts(req.prompt, tokenizer)
@@ -292,7 +304,7 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat(req: ChatRequest, request: Request):
-        _check_common(req, cfg, max_top_k)
+        _check_common(req, cfg, max_top_k, chat=True)
         if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_LOGPROBS:
             raise APIError(400, f"top_logprobs must be in [0, {MAX_LOGPROBS}], got {req.top_logprobs}",
                            param="top_logprobs")  # fmt: skip

@@ -60,6 +60,15 @@ def end_of_turn_ids(tok) -> list[int]:
     return sorted(set(getattr(tok, "vas_end_of_turn_ids", [])) | _own_eos(tok))
 
 
+def tokenizer_hash(tok) -> str:
+    """A short fingerprint of a tokenizer's token-to-id map: equal exactly when the ids mean the same."""
+    import hashlib
+    import json
+
+    items = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
 def check_same_tokenizer(a, b, *, names=("base", "value")) -> None:
     """Raise VasError naming the first difference unless `a` and `b` map tokens to ids identically."""
     va, vb = a.get_vocab(), b.get_vocab()

@@ -1,8 +1,13 @@
 """Value models as `vas decode`, `vas bench` and the library load them, with one set of checks.
 
 A value model's exported config.json carries a `vas_value` entry saying which head it was trained
-with. A `*ForSequenceClassification` scores prefixes (the scalar head); a `*ForCausalLM` is used
-as a vocabulary-wide Q head only when it was trained as one (the entry says so) or the caller says
+with and, when `vas train` made it, what it means: the reward's name, the mean and scale that
+normalised the reward for training (values are in units of the reward's standard deviation, so a
+beta means the same for every reward), the base's tokenizer fingerprint, and whether the prompts
+were in the chat template (`value_meta`, `check_prompting`).
+
+A `*ForSequenceClassification` scores prefixes (the scalar head); a `*ForCausalLM` is used as a
+vocabulary-wide Q head only when it was trained as one (the entry says so) or the caller says
 `head="vocab"`: any causal LM would otherwise load silently and guide with its next-token logits.
 """
 
@@ -22,6 +27,31 @@ def mark_value_config(cfg, head: str):
     d = json.loads(cfg.hf_config_json)
     d[CONFIG_KEY] = {**d.get(CONFIG_KEY, {}), "head": head}
     return cfg.replace(hf_config_json=json.dumps(d))
+
+
+def value_meta(path: str | Path) -> dict:
+    """The `vas_value` entry of a value model directory's config.json ({} when there is none)."""
+    f = Path(path) / "config.json"
+    return (json.loads(f.read_text()).get(CONFIG_KEY) or {}) if f.exists() else {}
+
+
+def write_value_meta(path: str | Path, **meta) -> None:
+    """Add `meta` to the `vas_value` entry of an exported value model's config.json."""
+    f = Path(path) / "config.json"
+    d = json.loads(f.read_text())
+    d[CONFIG_KEY] = {**(d.get(CONFIG_KEY) or {}), **meta}
+    f.write_text(json.dumps(d, indent=2, sort_keys=True))
+
+
+def check_prompting(meta: dict, chat_template: bool, name: str) -> None:
+    """Refuse a value model for prompts formatted otherwise than its training prompts: its values
+    were learnt on one kind of prefix and mean nothing on the other."""
+    trained = meta.get("chat_template")
+    if trained is None or bool(trained) == bool(chat_template):
+        return
+    if trained:
+        raise VasError(f"value model {name} was trained on chat-template prompts; use the chat template for it")
+    raise VasError(f"value model {name} was trained on prompts without the chat template; don't apply it for it")
 
 
 def has_tokenizer(path: str | Path) -> bool:
@@ -61,4 +91,10 @@ def load_value(path: str | Path, base_tok, *, head: str | None = None, **load_kw
             f"--init {path}`, or pass --value-head vocab to use its logits as a Q head"
         )
     check_value_tokenizer(base_tok, path)
+    trained_on = (d.get(CONFIG_KEY) or {}).get("base_tokenizer")
+    if trained_on is not None:
+        from .tokenizer import tokenizer_hash
+
+        if tokenizer_hash(base_tok) != trained_on:
+            raise VasError(f"{path} was trained for a base with another tokenizer (fingerprint {trained_on})")
     return load_model(path, **load_kw)

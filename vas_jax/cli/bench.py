@@ -37,6 +37,7 @@ def add_arguments(p):
     )
     p.add_argument("--prompts", required=True, help="held-out prompts (.txt/.jsonl/.csv/.parquet/datasets dir)")
     p.add_argument("--prompt-field", default="prompt", help="the column that holds the prompt text")
+    p.add_argument("--chat-template", action="store_true", help="wrap each prompt in the tokenizer's chat template")
     p.add_argument("--max-prompts", type=positive_int, default=64, help="use at most this many prompts")
     p.add_argument(
         "--betas",
@@ -76,7 +77,7 @@ def run(args):
     from vas_jax.flops import sequence_flops
     from vas_jax.harness import format_table, run_comparison, write_report
     from vas_jax.rewards import RewardModel, load_reward_function
-    from vas_jax.values import load_value
+    from vas_jax.values import check_prompting, load_value, value_meta
 
     check_out_dir(args.out)  # before any work: a bad --out must not cost the whole run
     rewards, rm_flops = {}, []
@@ -91,11 +92,13 @@ def run(args):
     if len(args.composed) % 2:
         raise VasError("--composed takes pairs of betas")
     check_attention(args.attention)  # before any model is loaded
+    for v in args.value:
+        check_prompting(value_meta(v), args.chat_template, v)
     tok = vas_jax.load_tokenizer(args.base)
     base = vas_jax.load_model(args.base, dtype=args.dtype, fuse=True)
     values = [load_value(v, tok, head=args.value_head, dtype=args.dtype, fuse=True) for v in args.value]
     texts = read_prompts(args.prompts, args.prompt_field)[: args.max_prompts]
-    prompts = encode_prompts(tok, texts)
+    prompts = encode_prompts(tok, texts, chat_template=args.chat_template)
 
     def reward_flops(n_tokens):  # every reward model scores every response once
         return sum(sequence_flops(c, n_tokens, 0) for c in rm_flops)

@@ -79,7 +79,7 @@ def run(args):
     import vas_jax
     from vas_jax.data import encode_prompts, read_prompts
     from vas_jax.tokenizer import default_pad_id, end_of_turn_ids
-    from vas_jax.values import load_value
+    from vas_jax.values import check_prompting, load_value, value_meta
 
     if args.beta is None:
         betas = [1.0] * len(args.value)
@@ -105,6 +105,8 @@ def run(args):
     from vas_jax.decode_attention import check_attention
 
     check_attention(args.attention)  # before any model is loaded
+    for d in args.value:
+        check_prompting(value_meta(d), args.chat_template, d)
     base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
     values = [load_value(d, tok, head=args.value_head, dtype=args.dtype, mesh=mesh, fuse=True) for d in args.value]
     ids = encode_prompts(tok, texts, chat_template=args.chat_template)

@@ -32,6 +32,7 @@ def add_arguments(p):
 
 
 def run(args):
+    import json
     import os
     import shutil
     from pathlib import Path
@@ -43,6 +44,11 @@ def run(args):
         from vas_jax.cli.args import check_out_dir
 
         check_out_dir(args.out)
+        o = Path(args.out)
+        if o.exists() and any(o.iterdir()) and o.resolve() != Path(args.data).resolve():
+            from vas_jax.errors import VasError
+
+            raise VasError(f"--out {args.out!r} exists and is not empty; name a new directory (or none: add to --data)")
     ds = load_table(args.data)
     if args.reward_fn:
         reward = load_reward_function(args.reward_fn)
@@ -58,10 +64,13 @@ def run(args):
     if tmp.exists():
         shutil.rmtree(tmp)
     ds.save_to_disk(str(tmp))
-    if out.exists() and out.resolve() == Path(args.data).resolve():
-        settings = Path(args.data) / "rollout_settings.json"
-        if settings.exists():
-            shutil.copy(settings, tmp / settings.name)
+    # the rollouts' settings go along, with this column's reward named (`vas train` stores the name)
+    settings_file = Path(args.data) / "rollout_settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    name = args.reward_fn or args.reward_model or args.reward_torch
+    settings["rewards"] = {**settings.get("rewards", {}), args.column: name}
+    (tmp / settings_file.name).write_text(json.dumps(settings, indent=2))
+    if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     r = ds[args.column]

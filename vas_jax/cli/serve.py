@@ -102,7 +102,7 @@ def run(args):
     from vas_jax.scheduler import Scheduler
     from vas_jax.server import ServerConfig, create_app, serve
     from vas_jax.tokenizer import default_pad_id, end_of_turn_ids
-    from vas_jax.values import load_value
+    from vas_jax.values import load_value, value_meta
 
     values = parse_values(args.value)
     for name, path in values:
@@ -140,6 +140,7 @@ def run(args):
     cfg = ServerConfig(
         model_name=name,
         value_names=tuple(n for n, _ in values),
+        value_meta=tuple(value_meta(p) for _, p in values),
         default_top_k=args.max_top_k,
         max_n=args.max_n,
         api_key=args.api_key,

@@ -13,6 +13,12 @@ def add_arguments(p):
 
     p.add_argument("--data", required=True, help="scored rollouts (from `vas sample` + `vas score`)")
     p.add_argument(
+        "--reward-column",
+        default="reward",
+        help="the column of rewards to learn (`vas score --column`); it is normalised to mean 0 and "
+        "standard deviation 1 for training, and the mean and scale are stored with the value model",
+    )
+    p.add_argument(
         "--init",
         required=True,
         help="LM the value model starts from: a small LM (its tokenizer must be the base's) or, with "
@@ -115,8 +121,10 @@ def run(args):
     import vas_jax
     from vas_jax.data import load_table
     from vas_jax.errors import VasError
-    from vas_jax.tokenizer import default_pad_id
+    from vas_jax.rollout_batches import normalize_rewards
+    from vas_jax.tokenizer import default_pad_id, tokenizer_hash
     from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
+    from vas_jax.values import write_value_meta
 
     cfg = TrainConfig(
         gamma=args.gamma,
@@ -146,10 +154,12 @@ def run(args):
 
     check_out_dir(args.out)
     ds = load_table(args.data)
+    ds, reward_mean, reward_scale = normalize_rewards(ds, args.reward_column)
     base_dir = args.base
-    settings = Path(args.data) / "rollout_settings.json"
-    if base_dir is None and settings.exists():
-        base_dir = json.loads(settings.read_text()).get("base")
+    settings_file = Path(args.data) / "rollout_settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    if base_dir is None:
+        base_dir = settings.get("base")
     tok = vas_jax.load_tokenizer(args.init)
     if base_dir:
         if not Path(base_dir).exists():
@@ -171,6 +181,14 @@ def run(args):
     if jax.process_index() != 0:  # multi-host: process 0 exports
         return
     out = vas_jax.save_model(trained, Path(args.out) / "value", tokenizer=tok)
+    write_value_meta(
+        out,
+        reward=(settings.get("rewards") or {}).get(args.reward_column, args.reward_column),
+        reward_mean=reward_mean,
+        reward_scale=reward_scale,
+        base_tokenizer=tokenizer_hash(tok),
+        chat_template=settings.get("chat_template"),
+    )
     print(
         f"value model saved to {out}; final loss {metrics['loss']:.4f}, {metrics.get('tokens_per_s', 0):.0f} tokens/s"
     )
