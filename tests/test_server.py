@@ -409,3 +409,28 @@ def test_text_stream_never_splits_a_character_and_cuts_before_a_stop_string():
     assert not any("\ufffd" in p for p in pieces)
     plain = TextStream(tok)
     assert "".join([plain.push(t) for t in ids] + [plain.flush()]) == "héllo 🙂 wörld ENDING tail"
+
+
+def test_value_models_say_what_they_mean_and_refuse_the_other_prompt_format(models):
+    # pos was trained on chat-template prompts, alt on plain ones (their exported `vas_value` entries)
+    meta = ({"reward": "positivity", "chat_template": True}, {"reward": "brevity", "chat_template": False})
+    srv, sched = start(models, value_meta=meta, max_queue=0, run=False)
+    try:
+        listed = httpx.get(srv.url + "/v1/models").json()["data"][0]
+        assert listed["vas_rewards"] == {"pos": "positivity", "alt": "brevity"}
+        c = client(srv)
+        with pytest.raises(openai.BadRequestError, match="'pos' was trained on prompts in the chat template"):
+            c.completions.create(
+                model=MODEL, prompt="review :", max_tokens=2, extra_body={"vas": {"values": {"pos": 1}}}
+            )
+        with pytest.raises(openai.BadRequestError, match="'alt' was trained on prompts without the chat template"):
+            c.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], extra_body={"vas": {"values": {"alt": 1}}}
+            )
+        # beta 0 uses neither; token ids may hold a template already: both pass the check (and then
+        # meet the full queue of a server that never started)
+        for prompt, values in (("review :", {"pos": 0}), ([5, 6], {"pos": 1})):
+            with pytest.raises(openai.RateLimitError):
+                c.completions.create(model=MODEL, prompt=prompt, max_tokens=2, extra_body={"vas": {"values": values}})
+    finally:
+        srv.stop()

@@ -54,9 +54,9 @@ def normalize_rewards(ds, column: str = "reward"):
         bad = np.flatnonzero(~np.isfinite(r))[:10]
         raise VasError(f"non-finite reward(s) at row(s) {', '.join(map(str, bad))}; rescore the rollouts")
     mean, scale = float(r.mean()), float(r.std()) or 1.0
-    if "reward" in ds.column_names:
-        ds = ds.remove_columns("reward")
-    return ds.add_column("reward", ((r - mean) / scale).astype(np.float32).tolist()), mean, scale
+    new = ((r - mean) / scale).astype(np.float32)
+    ds = ds.map(lambda _, idx: {"reward": new[idx].tolist()}, with_indices=True, batched=True, keep_in_memory=True)
+    return ds, mean, scale
 
 
 def _rollout_rows(ds) -> list[tuple]:

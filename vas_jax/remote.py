@@ -1,0 +1,355 @@
+"""A black-box base: VAS through an OpenAI-compatible API that returns top-k log-probabilities.
+
+Only the value models run here. At each step the endpoint is asked for the next token's top-k
+log-probabilities on the prompt plus the tokens so far (`/v1/completions`, the prompt as token ids,
+`max_tokens=1`, `logprobs=k`, token ids in the answer: vLLM's and `vas serve`'s
+`return_tokens_as_token_ids`); the value models score those k candidates in one call, with their
+KV caches kept across steps as in `vas_decode`; the VAS rule (`decode.vas_logits`) moves them; a
+token is drawn here and appended.
+
+The mass outside the k candidates is never seen (the API shows only the top k), so the guided
+distribution is restricted to them: remote VAS is local `vas_decode(..., restrict_to_topk=True)`
+with the same k, token for token when greedy.
+
+Speculative mode (`speculative=m > 1`) asks for m tokens at once, with the top k at every
+position: the endpoint's own continuation is a draft. The value models score all m positions'
+candidates in one call; the longest prefix that the VAS rule accepts is kept (greedy: the draft
+token is VAS's argmax; sampled: the speculative-sampling test min(1, pi(t) / p(t)) against the
+base's temperature-1 distribution p that drew it, with the residual max(0, pi - p) on rejection,
+which leaves the samples distributed exactly as one-token mode's), and the next request starts
+after the first rejection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .cache import init_cache
+from .decode import bucket_length, prepare_prompts, vas_logits
+from .errors import VasError
+
+TOKEN_ID = "token_id:"  # how `return_tokens_as_token_ids` spells a token
+
+
+@dataclasses.dataclass
+class RemoteStats:
+    """One run's traffic: requests (API calls answered), attempts (retries included), tokens
+    emitted, and seconds of wall time."""
+
+    requests: int = 0
+    attempts: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def __str__(self):
+        per = self.requests / max(1, self.tokens)
+        rate = self.tokens / max(self.seconds, 1e-9)
+        return (
+            f"{self.requests} requests ({self.attempts - self.requests} retried), {self.tokens} tokens, "
+            f"{self.seconds:.1f} s: {per:.2f} requests per token, {rate:.1f} tokens/s"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """One position of the endpoint's answer: the token it chose, and its top k (ids, log-probs)."""
+
+    token: int
+    ids: tuple
+    logprobs: tuple
+
+
+class Endpoint:
+    """An OpenAI-compatible completions endpoint, through the official `openai` client (which
+    retries 429 and 5xx answers with exponential backoff), at most `concurrency` requests at once."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        max_retries: int = 4,
+        timeout: float = 60.0,
+    ):
+        try:
+            import httpx
+            import openai
+        except ImportError:
+            raise VasError("a remote base needs the openai client: pip install 'vas-jax[remote]'") from None
+        self.base_url, self.model, self.concurrency = base_url.rstrip("/"), model, int(concurrency)
+        self.stats = RemoteStats()
+
+        async def count(_request):
+            self.stats.attempts += 1
+
+        self._client_args = dict(
+            base_url=self.base_url,
+            api_key=api_key or "none",
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        self._hooks = {"request": [count]}
+        self._openai, self._httpx = openai, httpx
+
+    def client(self):
+        """An async client for one event loop (clients hold connections bound to their loop)."""
+        http = self._httpx.AsyncClient(event_hooks=self._hooks)
+        return self._openai.AsyncOpenAI(http_client=http, **self._client_args)
+
+    async def next_positions(self, client, sem, ids: list[int], m: int, k: int, greedy: bool) -> list[Position]:
+        """The endpoint's next m tokens after `ids`, each with its top k; fewer when it ends."""
+        o = self._openai
+        async with sem:
+            try:
+                r = await client.completions.create(
+                    model=self.model,
+                    prompt=ids,
+                    max_tokens=m,
+                    logprobs=k,
+                    # the draft: the base's argmax for greedy VAS, a temperature-1 sample otherwise (the
+                    # distribution the speculative test divides by); one-token mode ignores it
+                    temperature=0.0 if greedy else 1.0,
+                    extra_body={"return_tokens_as_token_ids": True},
+                )
+            except o.APIConnectionError as e:
+                raise VasError(f"cannot reach {self.base_url} ({e.__cause__ or e}); is the server running?") from None
+            except o.AuthenticationError:
+                raise VasError(
+                    f"{self.base_url} refused the API key (401); pass --api-key or set OPENAI_API_KEY"
+                ) from None
+            except o.NotFoundError as e:
+                raise VasError(f"{self.base_url}: {_message(e)} (404); check --base-url and --base-model") from None
+            except o.APIStatusError as e:
+                raise VasError(f"{self.base_url} answered {e.status_code}: {_message(e)}") from None
+            except o.APIError as e:  # a body the client could not read
+                raise VasError(f"{self.base_url} sent a malformed answer: {e}") from None
+        self.stats.requests += 1
+        return _positions(r, k, self.base_url)
+
+
+def _message(e) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        return str((body.get("error") or body).get("message", body))
+    return str(e)
+
+
+def _token_id(s, base_url: str) -> int:
+    if not isinstance(s, str) or not s.startswith(TOKEN_ID):
+        raise VasError(
+            f"{base_url} answered with token text ({s!r}), not token ids: it does not support "
+            "return_tokens_as_token_ids, so exact mode cannot read its tokens"
+        )
+    try:
+        return int(s[len(TOKEN_ID) :])
+    except ValueError:
+        raise VasError(f"{base_url} sent a malformed token id {s!r}") from None
+
+
+def _positions(r, k: int, base_url: str) -> list[Position]:
+    try:
+        lp = r.choices[0].logprobs
+    except (AttributeError, IndexError, TypeError):
+        raise VasError(f"{base_url} sent a malformed answer: no choices") from None
+    if lp is None or not lp.top_logprobs:
+        raise VasError(f"{base_url} returned no log-probabilities: it cannot be guided (it must honour `logprobs`)")
+    out = []
+    for j, (tok, top) in enumerate(zip(lp.tokens or [], lp.top_logprobs)):
+        if not isinstance(top, dict) or len(top) < k:
+            got = len(top) if isinstance(top, dict) else 0
+            raise VasError(
+                f"asked {base_url} for {k} top log-probabilities, got {got} at position {j}; "
+                f"lower --top-k to at most {got} (the endpoint's cap)"
+            )
+        items = sorted(((_token_id(t, base_url), float(v)) for t, v in top.items()), key=lambda x: -x[1])[:k]
+        if not all(np.isfinite(v) for _, v in items):
+            raise VasError(f"{base_url} sent a non-finite log-probability at position {j}")
+        out.append(Position(_token_id(tok, base_url), tuple(i for i, _ in items), tuple(v for _, v in items)))
+    if not out:
+        raise VasError(f"{base_url} sent a malformed answer: log-probabilities without tokens")
+    return out
+
+
+# ---------------------------------------------------------------------- the value models, here
+
+
+@functools.partial(jax.jit, static_argnames=("graphdefs",), donate_argnums=(2,))
+def _score(graphdefs, states, caches, pending, cands, logprobs, beta):
+    """All m positions of a round in one call: at position j the value models append pending[:, j]
+    and score cands[:, j] (the scalar-head call of `vas_decode`), and the VAS rule moves the
+    candidates' log-probs. pending, cands: int32[B, M], [B, M, K]; logprobs float32[B, M, K];
+    beta [B, N]. Returns (augmented float32[B, M, K], caches)."""
+    models = [nnx.merge(g, s) for g, s in zip(graphdefs, states)]
+    b, _, k = cands.shape
+    local = jnp.broadcast_to(jnp.arange(k)[None, :], (b, k))  # the k candidates as a vocabulary of their own
+
+    def position(caches, x):
+        p, c, lp = x
+        scores, new = [], []
+        for vm, cache in zip(models, caches):
+            v, cache = vm.forward(jnp.concatenate([p[:, None], c], axis=1), cache, mode="candidates", n_pending=1)
+            scores.append(v.astype(jnp.float32))
+            new.append(cache)
+        aug, _ = vas_logits(lp, lp, local, jnp.stack(scores, axis=1), beta, True)
+        return tuple(new), aug
+
+    caches, aug = jax.lax.scan(position, caches, (pending.T, jnp.swapaxes(cands, 0, 1), jnp.swapaxes(logprobs, 0, 1)))
+    return jnp.swapaxes(aug, 0, 1), caches
+
+
+@functools.partial(jax.jit, static_argnames=("graphdefs",))
+def _prefill(graphdefs, states, caches, ids):
+    models = [nnx.merge(g, s) for g, s in zip(graphdefs, states)]
+    out = []
+    for vm, cache in zip(models, caches):
+        _, cache = vm.forward(ids, cache, mode="prefill", outputs="none")
+        out.append(cache)
+    return tuple(out)
+
+
+@dataclasses.dataclass
+class RemoteResult:
+    tokens: list[int]
+    finished: str  # "stop" (an end token) or "length"
+
+
+def _choose(aug, pos: list[Position], j: int, greedy: bool, temperature: float, rng, speculative: bool):
+    """Row's token at position j, and whether the draft token there is accepted (speculative)."""
+    cands = np.asarray(pos[j].ids)
+    if greedy:
+        best = int(cands[int(np.argmax(aug))])
+        return best, speculative and best == pos[j].token
+    z = aug / temperature
+    pi = np.exp(z - z.max())
+    pi /= pi.sum()
+    if not speculative:
+        return int(cands[rng.choice(len(cands), p=pi)]), False
+    p = np.exp(np.asarray(pos[j].logprobs, np.float64))  # the base's distribution that drew the draft
+    hit = np.flatnonzero(cands == pos[j].token)
+    if hit.size and rng.random() < min(1.0, pi[hit[0]] / p[hit[0]]):
+        return pos[j].token, True
+    resid = np.maximum(pi - p, 0.0)
+    resid = resid / resid.sum() if resid.sum() > 0 else pi
+    return int(cands[rng.choice(len(cands), p=resid)]), False
+
+
+def remote_vas(
+    endpoint: Endpoint,
+    values: Sequence,
+    prompts: Sequence[Sequence[int]],
+    *,
+    beta,
+    top_k: int = 20,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    eos_token_id=None,
+    pad_id: int = 0,
+    seed: int = 0,
+    row_seeds: Sequence | None = None,
+    speculative: int = 1,
+    progress: bool = False,
+) -> list[RemoteResult]:
+    """VAS over a remote base: the prompts (token-id lists) decoded together, one round of
+    concurrent requests per step (`speculative` tokens per request). beta: float or one per value
+    model. Row i draws from its own stream, (seed, *row_seeds[i]) (default (seed, i)): give each
+    request a key of its own and its tokens depend on nothing else. Returns one RemoteResult per prompt; the
+    traffic is in `endpoint.stats`."""
+    values = list(values)
+    if not values:
+        raise VasError("remote VAS needs at least one value model")
+    if not 1 <= top_k <= 20:
+        raise VasError(f"top_k must be in [1, 20] (the APIs' cap on top log-probabilities), got {top_k}")
+    if speculative < 1 or max_new_tokens < 1 or temperature < 0:
+        raise VasError("speculative and max_new_tokens must be at least 1, temperature at least 0")
+    for i, v in enumerate(values):
+        if v.config.head != "score" or v.config.num_labels != 1:
+            raise VasError(f"value model {i}: remote VAS takes scalar value heads (*ForSequenceClassification)")
+    vocab = min(v.config.vocab_size for v in values)
+    eos = set() if eos_token_id is None else {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+    rows = [list(map(int, p)) for p in prompts]
+    ids, starts, lens = prepare_prompts(rows, pad_id=pad_id)
+    B, tb = ids.shape
+    n = len(values)
+    b = np.broadcast_to(np.asarray(beta, np.float32).reshape(-1), (n,)) if np.ndim(beta) else np.full(n, beta)
+    beta_arr = jnp.asarray(np.broadcast_to(b, (B, n)), jnp.float32)
+    splits = [nnx.split(v) for v in values]
+    graphdefs, states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
+    size = bucket_length(tb + max_new_tokens + speculative)
+    caches = tuple(
+        init_cache(v.config, B, size, v.dtype, starts).replace(index=jnp.zeros((B,), jnp.int32)) for v in values
+    )
+    # all but each prompt's last token (it stays pending, as in vas_decode); per-row write indices from here
+    caches = _prefill(graphdefs, states, tuple(c.replace(index=jnp.zeros((), jnp.int32)) for c in caches), ids[:, :-1])
+    caches = tuple(c.replace(index=jnp.full((B,), tb - 1, jnp.int32)) for c in caches)
+    greedy = temperature == 0
+    keys = row_seeds if row_seeds is not None else [(i,) for i in range(B)]
+    rngs = [np.random.default_rng([seed, *map(int, k)]) for k in keys]
+    gen: list[list[int]] = [[] for _ in range(B)]
+    done: list[str | None] = [None] * B
+    pending = [r[-1] for r in rows]
+    t0 = time.perf_counter()
+
+    async def run():
+        from tqdm import tqdm
+
+        sem = asyncio.Semaphore(endpoint.concurrency)
+        bar = tqdm(total=B * max_new_tokens, desc="remote", unit="tok", disable=not progress)
+        nonlocal caches
+        async with endpoint.client() as client:
+            while any(d is None for d in done):
+                live = [i for i in range(B) if done[i] is None]
+                m = {i: min(speculative, max_new_tokens - len(gen[i])) for i in live}
+                answers = await asyncio.gather(
+                    *(endpoint.next_positions(client, sem, rows[i] + gen[i], m[i], top_k, greedy) for i in live)
+                )
+                pos = dict(zip(live, answers))
+                M = max(len(a) for a in answers)
+                pend = np.full((B, M), pad_id, np.int32)
+                cands = np.zeros((B, M, top_k), np.int32)
+                lps = np.zeros((B, M, top_k), np.float32)
+                for i in live:
+                    for j, p in enumerate(pos[i]):
+                        pend[i, j] = pending[i] if j == 0 else pos[i][j - 1].token
+                        cands[i, j], lps[i, j] = p.ids, p.logprobs
+                if cands.max() >= vocab:
+                    raise VasError(
+                        f"{endpoint.base_url} sent token id {int(cands.max())}, outside the value models' vocabulary "
+                        f"of {vocab}: the base uses another tokenizer than the value models"
+                    )
+                kept = np.array(caches[0].index)  # before the call, which donates the caches
+                aug, caches = _score(graphdefs, states, caches, pend, cands, lps, beta_arr)
+                aug = np.asarray(aug)
+                for i in live:
+                    j = 0
+                    while True:
+                        tok, accepted = _choose(aug[i, j], pos[i], j, greedy, temperature, rngs[i], speculative > 1)
+                        gen[i].append(tok)
+                        bar.update(1)
+                        if tok in eos:
+                            done[i] = "stop"
+                        elif len(gen[i]) >= max_new_tokens:
+                            done[i] = "length"
+                        if done[i] or not accepted or j + 1 >= len(pos[i]):
+                            break
+                        j += 1
+                    # the caches keep what this row appended through position j (its tokens but the last)
+                    kept[i] += j + 1
+                    pending[i] = tok
+                caches = tuple(c.replace(index=jnp.asarray(kept)) for c in caches)
+        bar.close()
+
+    asyncio.run(run())
+    endpoint.stats.tokens += sum(map(len, gen))
+    endpoint.stats.seconds += time.perf_counter() - t0
+    return [RemoteResult(g, d) for g, d in zip(gen, done)]
