@@ -132,8 +132,8 @@ class Endpoint:
                 raise VasError(f"{self.base_url}: {_message(e)} (404); check --base-url and --base-model") from None
             except o.APIStatusError as e:
                 raise VasError(f"{self.base_url} answered {e.status_code}: {_message(e)}") from None
-            except o.APIError as e:  # a body the client could not read
-                raise VasError(f"{self.base_url} sent a malformed answer: {e}") from None
+            except (o.APIError, ValueError) as e:  # a body that is not JSON, or not a completion's
+                raise VasError(f"{self.base_url} sent a malformed answer ({type(e).__name__}: {e})") from None
         self.stats.requests += 1
         return _positions(r, k, self.base_url)
 

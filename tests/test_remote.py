@@ -1,0 +1,208 @@
+"""A black-box base: remote VAS through HTTP against a live `vas serve` on 127.0.0.1 (the shipped
+tiny base), and against small fake endpoints that misbehave in the ways real ones do."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import vas_jax
+from vas_jax.cache import init_cache
+from vas_jax.cli import main
+from vas_jax.demo import BASE_DIR, SMALL_DIR
+from vas_jax.engine import Engine
+from vas_jax.remote import Endpoint, remote_vas
+from vas_jax.scheduler import Scheduler
+from vas_jax.server import ServerConfig, ServerThread, create_app
+from vas_jax.train import init_value_model
+
+MODEL = "tiny-base"
+PROMPTS = ["review : the film", "review : i", "review : the acting was", "review :"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    base = vas_jax.load_model(BASE_DIR)
+    vm = init_value_model(vas_jax.load_model(SMALL_DIR))
+    vm.score.kernel.value = jax.random.normal(jax.random.key(3), vm.score.kernel.value.shape) * 0.5
+    tok = vas_jax.load_tokenizer(BASE_DIR)
+    return base, vm, tok
+
+
+@pytest.fixture(scope="module")
+def served(tiny):
+    """`vas serve`'s app serving the base alone, in this process."""
+    base, _, tok = tiny
+    eng = Engine(base, [], slots=8, max_len=96, eos_token_id=tok.eos_token_id, prefill_chunk=16, top_logprobs=20)
+    eng.warmup()
+    sched = Scheduler(eng, max_queue=512).start()
+    srv = ServerThread(create_app(sched, tok, ServerConfig(model_name=MODEL)))
+    yield srv
+    srv.stop()
+    sched.stop()
+
+
+def endpoint(srv, **kw):
+    return Endpoint(srv.url + "/v1", MODEL, **kw)
+
+
+def test_greedy_remote_vas_equals_local_vas_decode_restricted_to_top_k(tiny, served):
+    base, vm, tok = tiny
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    for beta, k in ((2.0, 20), (-3.0, 5), (0.0, 20)):
+        want = vas_jax.vas_decode(
+            base, vm, ids, beta=beta, top_k=k, restrict_to_topk=True, key=jax.random.key(0), max_new_tokens=12,
+            temperature=0.0, eos_token_id=tok.eos_token_id,
+        ).token_lists()  # fmt: skip
+        ep = endpoint(served)
+        got = remote_vas(ep, [vm], ids, beta=beta, top_k=k, max_new_tokens=12, temperature=0.0,
+                         eos_token_id=tok.eos_token_id)  # fmt: skip
+        assert [r.tokens for r in got] == want, (beta, k)
+        # one request per token in one-token mode, and the counter says so
+        assert ep.stats.requests == ep.stats.attempts == sum(map(len, want)) == ep.stats.tokens
+
+
+def test_speculative_greedy_same_tokens_fewer_requests(tiny, served):
+    base, vm, tok = tiny
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    for beta in (0.0, 1.0, 4.0):
+        one, spec = endpoint(served), endpoint(served)
+        kw = dict(beta=beta, top_k=20, max_new_tokens=16, temperature=0.0, eos_token_id=tok.eos_token_id)
+        a = remote_vas(one, [vm], ids, **kw)
+        b = remote_vas(spec, [vm], ids, speculative=4, **kw)
+        assert [r.tokens for r in a] == [r.tokens for r in b], beta
+        assert one.stats.requests == sum(len(r.tokens) for r in a)
+        assert spec.stats.requests < one.stats.requests, (beta, spec.stats.requests, one.stats.requests)
+        if beta == 0.0:  # VAS's argmax is the base's own: every draft token is accepted
+            assert spec.stats.requests == sum(-(-len(r.tokens) // 4) for r in b)
+
+
+@pytest.mark.parametrize("speculative", [1, 3])
+def test_sampled_remote_vas_at_beta_0_is_the_base_over_its_top_k(tiny, served, speculative):
+    base, vm, tok = tiny
+    prompt, k, m = tok(PROMPTS[0])["input_ids"], 8, 600
+    res = remote_vas(endpoint(served, concurrency=16), [vm], [prompt] * m, beta=0.0, top_k=k, max_new_tokens=1,
+                     temperature=1.0, seed=5, speculative=speculative)  # fmt: skip
+    logits, _ = base.forward(jnp.asarray([prompt]), init_cache(base.config, 1, 32, base.dtype), mode="prefill",
+                             outputs="last")  # fmt: skip
+    x = np.asarray(logits[0, 0], np.float64)
+    top = np.argsort(-x)[:k]
+    p = np.exp(x[top] - x[top].max())
+    p /= p.sum()
+    counts = np.bincount([r.tokens[0] for r in res], minlength=len(x))
+    assert counts.sum() == counts[top].sum(), "sampled outside the top k"
+    obs, ex = counts[top], p * m
+    big = ex >= 5
+    obs, ex = np.append(obs[big], obs[~big].sum()), np.append(ex[big], ex[~big].sum())
+    if ex[-1] == 0:
+        obs, ex = obs[:-1], ex[:-1]
+    pval = stats.chi2.sf(((obs - ex) ** 2 / ex).sum(), len(ex) - 1)
+    assert pval > 1e-3, pval
+
+
+def test_vas_decode_base_url_writes_jsonl_and_resumes(tiny, served, tmp_path, capsys):
+    base, vm, tok = tiny
+    vas_jax.save_model(vm, tmp_path / "v", tokenizer=tok)
+    out = tmp_path / "o.jsonl"
+    argv = ["decode", "--base-url", served.url + "/v1", "--base-model", MODEL, "--value", str(tmp_path / "v"),
+            "--beta", "2", "--temperature", "0", "--max-new-tokens", "6", "--out", str(out)]  # fmt: skip
+    for p in PROMPTS:
+        argv[1:1] = ["--prompt", p]
+    assert main(argv) == 0
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["index"] for r in recs) == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    assert "requests per token" in err
+    local = vas_jax.vas_decode(
+        base, vm, [tok(recs[0]["prompt"])["input_ids"]], beta=2.0, restrict_to_topk=True, key=jax.random.key(0),
+        max_new_tokens=6, temperature=0.0, eos_token_id=tok.eos_token_id,
+    ).token_lists()[0]  # fmt: skip
+    assert recs[0]["tokens"] == local and recs[0]["remote"]["mode"] == "exact"
+    # interrupted after two prompts: --resume decodes only the other two
+    out.write_text("".join(json.dumps(r) + "\n" for r in recs[:2]))
+    assert main(argv) == 2 and "pass --resume" in capsys.readouterr().err  # nothing is overwritten
+    assert main(argv + ["--resume"]) == 0
+    again = [json.loads(x) for x in out.read_text().splitlines()]
+    assert again[:2] == recs[:2] and sorted(r["index"] for r in again) == [0, 1, 2, 3]
+    assert {r["index"]: r["tokens"] for r in again} == {r["index"]: r["tokens"] for r in recs}
+
+
+def fake(behaviour: str):
+    """An OpenAI-style completions endpoint over a 6-token vocabulary that misbehaves as told."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+
+    app = FastAPI()
+    app.state.calls = 0
+
+    @app.post("/v1/completions")
+    async def completions(req: Request):
+        app.state.calls += 1
+        body = await req.json()
+        k, m = body["logprobs"], body["max_tokens"]
+        if behaviour == "401":
+            return JSONResponse({"error": {"message": "bad key", "type": "auth"}}, status_code=401)
+        if behaviour == "flaky" and app.state.calls == 1:
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"retry-after": "0"})
+        if behaviour == "malformed":
+            return Response("{not json", media_type="application/json")
+        name = (lambda i: f"w{i}") if behaviour == "text" else (lambda i: f"token_id:{i}")
+        n_top = k - 2 if behaviour == "few" else k
+        top = {name(i): float(np.log(0.5 / (i + 1))) for i in range(n_top)}
+        lp = None if behaviour == "no_logprobs" else {
+            "tokens": [name(0)] * m, "token_logprobs": [-0.7] * m, "top_logprobs": [top] * m, "text_offset": [0] * m,
+        }  # fmt: skip
+        choice = {"index": 0, "text": "", "finish_reason": "length", "logprobs": lp}
+        return {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": [choice]}
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "behaviour, message",
+    [
+        ("401", r"refused the API key \(401\); pass --api-key"),
+        ("no_logprobs", "returned no log-probabilities: it cannot be guided"),
+        ("few", "asked .* for 5 top log-probabilities, got 3 at position 0; lower --top-k to at most 3"),
+        ("text", "answered with token text .*'w0'.* not token ids"),
+        ("malformed", "malformed answer"),
+    ],
+)
+def test_bad_endpoints_get_one_line_errors(tiny, behaviour, message):
+    _, vm, _ = tiny
+    srv = ServerThread(fake(behaviour))
+    try:
+        with pytest.raises(vas_jax.VasError, match=message) as e:
+            remote_vas(Endpoint(srv.url + "/v1", "m", max_retries=0), [vm], [[5, 6]], beta=1.0, top_k=5,
+                       max_new_tokens=2)  # fmt: skip
+        assert "\n" not in str(e.value)
+    finally:
+        srv.stop()
+
+
+def test_refused_connection_and_retries(tiny, tmp_path, capsys):
+    import socket
+
+    _, vm, tok = tiny
+    vas_jax.save_model(vm, tmp_path / "v", tokenizer=tok)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(vas_jax.VasError, match=f"cannot reach http://127.0.0.1:{port}/v1 .*is the server running"):
+        remote_vas(Endpoint(f"http://127.0.0.1:{port}/v1", "m", max_retries=0), [vm], [[5, 6]], beta=1.0, top_k=5,
+                   max_new_tokens=1)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    argv = ["decode", "--base-url", url, "--base-model", "m", "--value", str(tmp_path / "v"), "--prompt", "review :"]
+    assert main(argv + ["--max-retries", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "vas decode: error: cannot reach" in err
+    srv = ServerThread(fake("flaky"))  # a 429 first: retried, and counted as a retry
+    try:
+        ep = Endpoint(srv.url + "/v1", "m", max_retries=2)
+        out = remote_vas(ep, [vm], [[5, 6]], beta=1.0, top_k=5, max_new_tokens=2, temperature=0.0)
+        assert [r.tokens for r in out] and ep.stats.attempts == ep.stats.requests + 1 == 3
+    finally:
+        srv.stop()
