@@ -29,6 +29,8 @@ def tiny():
     vm = init_value_model(vas_jax.load_model(SMALL_DIR))
     vm.score.kernel.value = jax.random.normal(jax.random.key(3), vm.score.kernel.value.shape) * 0.5
     tok = vas_jax.load_tokenizer(BASE_DIR)
+    # the shipped word-level tokenizer has no chat template: a plain one, for text mode's chat endpoint
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
     return base, vm, tok
 
 
@@ -204,5 +206,64 @@ def test_refused_connection_and_retries(tiny, tmp_path, capsys):
         ep = Endpoint(srv.url + "/v1", "m", max_retries=2)
         out = remote_vas(ep, [vm], [[5, 6]], beta=1.0, top_k=5, max_new_tokens=2, temperature=0.0)
         assert [r.tokens for r in out] and ep.stats.attempts == ep.stats.requests + 1 == 3
+    finally:
+        srv.stop()
+
+
+def test_text_mode_greedy_equals_exact_mode(tiny, served):
+    from vas_jax.data import chat_ids
+
+    base, vm, tok = tiny
+    msgs = [[{"role": "user", "content": p}] for p in PROMPTS]
+    ids = [chat_ids(tok, m) for m in msgs]
+    kw = dict(beta=2.0, top_k=10, max_new_tokens=10, temperature=0.0, eos_token_id=tok.eos_token_id)
+    exact = remote_vas(endpoint(served), [vm], ids, **kw)
+    text = remote_vas(endpoint(served), [vm], ids, messages=msgs, tokenizer=tok, **kw)
+    # the shipped tokenizer is word-level: every partial answer round-trips, so the tokens agree
+    assert all(r.round_trip for r in text)
+    assert [r.tokens for r in text] == [r.tokens for r in exact]
+    spec = remote_vas(endpoint(served), [vm], ids, messages=msgs, tokenizer=tok, speculative=3, **kw)
+    assert [r.tokens for r in spec] == [r.tokens for r in exact]
+
+
+def fake_chat(tops: list[tuple[str, float]]):
+    """A chat endpoint whose every position offers `tops` as (token text, log-prob)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict):
+        def entry(t, lp):
+            return {"token": t, "logprob": lp, "bytes": list(t.encode())}
+
+        pos = {**entry(*tops[0]), "top_logprobs": [entry(t, lp) for t, lp in tops[: body["top_logprobs"]]]}
+        choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": tops[0][0]},
+                  "logprobs": {"content": [pos] * body["max_tokens"]}}  # fmt: skip
+        return {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]}
+
+    return app
+
+
+def test_text_mode_maps_bytes_to_ids_merges_twins_and_names_strangers(tiny):
+    _, vm, tok = tiny
+    msgs = [[{"role": "user", "content": "review :"}]]
+    ids = [tok("review :")["input_ids"]]
+    the, film = tok.convert_tokens_to_ids("the"), tok.convert_tokens_to_ids("film")
+    # "the" twice (an API of text alone can show two ids that print alike): one candidate, mass added
+    srv = ServerThread(fake_chat([("the", np.log(0.3)), ("film", np.log(0.4)), ("the", np.log(0.2))]))
+    try:
+        ep = Endpoint(srv.url + "/v1", "m", max_retries=0)
+        r = remote_vas(ep, [vm], ids, beta=0.0, top_k=3, max_new_tokens=1, temperature=0.0, messages=msgs,
+                       tokenizer=tok)  # fmt: skip
+        assert r[0].tokens == [the]  # 0.3 + 0.2 beats 0.4
+        assert film != the
+    finally:
+        srv.stop()
+    srv = ServerThread(fake_chat([("the", -1.0), ("zebra", -2.0)]))  # "zebra" is no token of the tokenizer
+    try:
+        with pytest.raises(vas_jax.VasError, match="token 'zebra' .*no token of the value models' tokenizer"):
+            remote_vas(Endpoint(srv.url + "/v1", "m", max_retries=0), [vm], ids, beta=0.0, top_k=2,
+                       max_new_tokens=1, messages=msgs, tokenizer=tok)  # fmt: skip
     finally:
         srv.stop()

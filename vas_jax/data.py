@@ -133,9 +133,13 @@ def encode_prompts(tok, texts: list[str], *, chat_template: bool = False) -> lis
     return ids
 
 
-def chat_ids(tok, messages: list[dict]) -> list[int]:
-    """The token ids of a conversation in the tokenizer's chat template, ready for the assistant's turn."""
+def chat_ids(tok, messages: list[dict], *, continue_final: bool = False) -> list[int]:
+    """The token ids of a conversation in the tokenizer's chat template, ready for the assistant's
+    turn; or, with continue_final, ending inside the last (assistant) message, to continue it."""
     if not getattr(tok, "chat_template", None):
         raise VasError("the tokenizer has no chat template")
-    x = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if continue_final:
+        x = tok.apply_chat_template(messages, continue_final_message=True, tokenize=True)
+    else:
+        x = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     return [int(i) for i in (x["input_ids"] if hasattr(x, "keys") else x)]

@@ -100,6 +100,9 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[ChatMessage]
+    # vLLM's: continue the last (assistant) message instead of starting a new turn
+    continue_final_message: bool = False
+    add_generation_prompt: bool = True
     logprobs: bool = False
     top_logprobs: int | None = None
     max_completion_tokens: int | None = None

@@ -11,6 +11,16 @@ The mass outside the k candidates is never seen (the API shows only the top k), 
 distribution is restricted to them: remote VAS is local `vas_decode(..., restrict_to_topk=True)`
 with the same k, token for token when greedy.
 
+Text mode, for endpoints that take only text (`messages=`): the chat endpoint with `top_logprobs`,
+the answer so far sent as an assistant message to continue (vLLM's and `vas serve`'s
+`continue_final_message`). The endpoint re-tokenises that text, so its view of the answer can
+differ from the ids here where decoding and encoding do not round-trip (`RemoteResult.round_trip`
+says whether they did). Candidates come back as strings and bytes; their bytes are mapped to ids
+with the value models' tokenizer (`TokenMap`), exactly when it is the base's. A candidate whose
+bytes are no token of it is an error naming it (the tokenizers differ). Two candidates with the
+same bytes (an API that gives only text can return two ids that print alike) are one id here:
+their probabilities are added, and the k candidates are then fewer, the missing ones masked.
+
 Speculative mode (`speculative=m > 1`) asks for m tokens at once, with the top k at every
 position: the endpoint's own continuation is a draft. The value models score all m positions'
 candidates in one call; the longest prefix that the VAS rule accepts is kept (greedy: the draft
@@ -109,19 +119,48 @@ class Endpoint:
 
     async def next_positions(self, client, sem, ids: list[int], m: int, k: int, greedy: bool) -> list[Position]:
         """The endpoint's next m tokens after `ids`, each with its top k; fewer when it ends."""
+        r = await self._call(
+            sem,
+            client.completions.create(
+                model=self.model,
+                prompt=ids,
+                max_tokens=m,
+                logprobs=k,
+                # the draft: the base's argmax for greedy VAS, a temperature-1 sample otherwise (the
+                # distribution the speculative test divides by); one-token mode ignores it
+                temperature=0.0 if greedy else 1.0,
+                extra_body={"return_tokens_as_token_ids": True},
+            ),
+        )
+        return _positions(r, k, self.base_url)
+
+    async def next_positions_text(
+        self, client, sem, messages: list, partial: str, m: int, k: int, greedy: bool, tokens: "TokenMap"
+    ) -> list[Position]:
+        """Text mode: the chat endpoint continuing the assistant's `partial` answer."""
+        extra = {}
+        if partial:
+            messages = [*messages, {"role": "assistant", "content": partial}]
+            extra = {"continue_final_message": True, "add_generation_prompt": False}
+        r = await self._call(
+            sem,
+            client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=m,
+                logprobs=True,
+                top_logprobs=k,
+                temperature=0.0 if greedy else 1.0,
+                extra_body=extra,
+            ),
+        )
+        return _text_positions(r, k, self.base_url, tokens)
+
+    async def _call(self, sem, request):
         o = self._openai
         async with sem:
             try:
-                r = await client.completions.create(
-                    model=self.model,
-                    prompt=ids,
-                    max_tokens=m,
-                    logprobs=k,
-                    # the draft: the base's argmax for greedy VAS, a temperature-1 sample otherwise (the
-                    # distribution the speculative test divides by); one-token mode ignores it
-                    temperature=0.0 if greedy else 1.0,
-                    extra_body={"return_tokens_as_token_ids": True},
-                )
+                r = await request
             except o.APIConnectionError as e:
                 raise VasError(f"cannot reach {self.base_url} ({e.__cause__ or e}); is the server running?") from None
             except o.AuthenticationError:
@@ -135,7 +174,7 @@ class Endpoint:
             except (o.APIError, ValueError) as e:  # a body that is not JSON, or not a completion's
                 raise VasError(f"{self.base_url} sent a malformed answer ({type(e).__name__}: {e})") from None
         self.stats.requests += 1
-        return _positions(r, k, self.base_url)
+        return r
 
 
 def _message(e) -> str:
@@ -181,30 +220,75 @@ def _positions(r, k: int, base_url: str) -> list[Position]:
     return out
 
 
+class TokenMap:
+    """Token bytes -> id in the value models' tokenizer (text mode's way back to ids)."""
+
+    def __init__(self, tok):
+        from .tokenizer import token_bytes
+
+        self.ids: dict = {}
+        for i in range(len(tok)):
+            self.ids.setdefault(token_bytes(tok, i), i)  # the first id of bytes that several ids print as
+
+    def __call__(self, entry, base_url: str) -> int:
+        b = bytes(entry.bytes) if getattr(entry, "bytes", None) is not None else entry.token.encode()
+        if b not in self.ids:
+            raise VasError(
+                f"{base_url} sent the token {entry.token!r} (bytes {b!r}), which is no token of the value models' "
+                "tokenizer: the base's tokenizer differs, and text mode needs the same one"
+            )
+        return self.ids[b]
+
+
+def _text_positions(r, k: int, base_url: str, tokens: TokenMap) -> list[Position]:
+    try:
+        content = r.choices[0].logprobs.content if r.choices[0].logprobs is not None else None
+    except (AttributeError, IndexError, TypeError):
+        raise VasError(f"{base_url} sent a malformed answer: no choices") from None
+    if not content or not content[0].top_logprobs:
+        raise VasError(f"{base_url} returned no log-probabilities: it cannot be guided (it must honour top_logprobs)")
+    out = []
+    for j, c in enumerate(content):
+        if len(c.top_logprobs) < k:
+            raise VasError(
+                f"asked {base_url} for {k} top log-probabilities, got {len(c.top_logprobs)} at position {j}; "
+                f"lower --top-k to at most {len(c.top_logprobs)} (the endpoint's cap)"
+            )
+        merged: dict = {}
+        for t in c.top_logprobs[:k]:  # candidates with the same bytes are one id: their mass adds
+            i = tokens(t, base_url)
+            merged[i] = float(np.logaddexp(merged[i], t.logprob)) if i in merged else float(t.logprob)
+        ids = sorted(merged, key=lambda i: -merged[i])
+        out.append(Position(tokens(c, base_url), tuple(ids), tuple(merged[i] for i in ids)))
+    return out
+
+
 # ---------------------------------------------------------------------- the value models, here
 
 
 @functools.partial(jax.jit, static_argnames=("graphdefs",), donate_argnums=(2,))
-def _score(graphdefs, states, caches, pending, cands, logprobs, beta):
+def _score(graphdefs, states, caches, pending, cands, logprobs, mask, beta):
     """All m positions of a round in one call: at position j the value models append pending[:, j]
     and score cands[:, j] (the scalar-head call of `vas_decode`), and the VAS rule moves the
-    candidates' log-probs. pending, cands: int32[B, M], [B, M, K]; logprobs float32[B, M, K];
-    beta [B, N]. Returns (augmented float32[B, M, K], caches)."""
+    candidates' log-probs. pending, cands: int32[B, M], [B, M, K]; logprobs float32[B, M, K]; mask
+    bool[B, M, K] (text mode may see fewer than K distinct candidates); beta [B, N]. Returns
+    (augmented float32[B, M, K], -inf outside the mask, caches)."""
     models = [nnx.merge(g, s) for g, s in zip(graphdefs, states)]
     b, _, k = cands.shape
     local = jnp.broadcast_to(jnp.arange(k)[None, :], (b, k))  # the k candidates as a vocabulary of their own
 
     def position(caches, x):
-        p, c, lp = x
+        p, c, lp, ok = x
         scores, new = [], []
         for vm, cache in zip(models, caches):
             v, cache = vm.forward(jnp.concatenate([p[:, None], c], axis=1), cache, mode="candidates", n_pending=1)
             scores.append(v.astype(jnp.float32))
             new.append(cache)
-        aug, _ = vas_logits(lp, lp, local, jnp.stack(scores, axis=1), beta, True)
-        return tuple(new), aug
+        aug, _ = vas_logits(lp, lp, local, jnp.stack(scores, axis=1), beta, True, ok)
+        return tuple(new), jnp.where(ok, aug, -jnp.inf)
 
-    caches, aug = jax.lax.scan(position, caches, (pending.T, jnp.swapaxes(cands, 0, 1), jnp.swapaxes(logprobs, 0, 1)))
+    xs = (pending.T, *(jnp.swapaxes(a, 0, 1) for a in (cands, logprobs, mask)))
+    caches, aug = jax.lax.scan(position, caches, xs)
     return jnp.swapaxes(aug, 0, 1), caches
 
 
@@ -222,11 +306,13 @@ def _prefill(graphdefs, states, caches, ids):
 class RemoteResult:
     tokens: list[int]
     finished: str  # "stop" (an end token) or "length"
+    round_trip: bool = True  # text mode: every partial answer sent re-tokenised to the ids decoded here
 
 
 def _choose(aug, pos: list[Position], j: int, greedy: bool, temperature: float, rng, speculative: bool):
     """Row's token at position j, and whether the draft token there is accepted (speculative)."""
     cands = np.asarray(pos[j].ids)
+    aug = aug[: len(cands)]
     if greedy:
         best = int(cands[int(np.argmax(aug))])
         return best, speculative and best == pos[j].token
@@ -258,13 +344,16 @@ def remote_vas(
     seed: int = 0,
     row_seeds: Sequence | None = None,
     speculative: int = 1,
+    messages: Sequence[list] | None = None,
+    tokenizer=None,
     progress: bool = False,
 ) -> list[RemoteResult]:
     """VAS over a remote base: the prompts (token-id lists) decoded together, one round of
     concurrent requests per step (`speculative` tokens per request). beta: float or one per value
     model. Row i draws from its own stream, (seed, *row_seeds[i]) (default (seed, i)): give each
     request a key of its own and its tokens depend on nothing else. Returns one RemoteResult per prompt; the
-    traffic is in `endpoint.stats`."""
+    traffic is in `endpoint.stats`. Text mode: `messages` (each prompt's chat messages, whose chat
+    template `prompts` holds as ids) and the value models' `tokenizer`."""
     values = list(values)
     if not values:
         raise VasError("remote VAS needs at least one value model")
@@ -278,6 +367,11 @@ def remote_vas(
     vocab = min(v.config.vocab_size for v in values)
     eos = set() if eos_token_id is None else {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
     rows = [list(map(int, p)) for p in prompts]
+    text = messages is not None
+    if text and (tokenizer is None or len(messages) != len(rows)):
+        raise VasError("text mode needs one list of chat messages per prompt, and the value models' tokenizer")
+    token_map = TokenMap(tokenizer) if text else None
+    round_trip = [True] * len(rows)
     ids, starts, lens = prepare_prompts(rows, pad_id=pad_id)
     B, tb = ids.shape
     n = len(values)
@@ -310,25 +404,38 @@ def remote_vas(
             while any(d is None for d in done):
                 live = [i for i in range(B) if done[i] is None]
                 m = {i: min(speculative, max_new_tokens - len(gen[i])) for i in live}
-                answers = await asyncio.gather(
-                    *(endpoint.next_positions(client, sem, rows[i] + gen[i], m[i], top_k, greedy) for i in live)
-                )
+                if text:
+                    partial = {i: tokenizer.decode(gen[i]) for i in live}
+                    for i in live:  # does the endpoint see the answer as the ids here? (it re-tokenises)
+                        if gen[i] and tokenizer(partial[i], add_special_tokens=False)["input_ids"] != gen[i]:
+                            round_trip[i] = False
+                    calls = [
+                        endpoint.next_positions_text(
+                            client, sem, messages[i], partial[i], m[i], top_k, greedy, token_map
+                        )
+                        for i in live
+                    ]
+                else:
+                    calls = [endpoint.next_positions(client, sem, rows[i] + gen[i], m[i], top_k, greedy) for i in live]
+                answers = await asyncio.gather(*calls)
                 pos = dict(zip(live, answers))
                 M = max(len(a) for a in answers)
                 pend = np.full((B, M), pad_id, np.int32)
                 cands = np.zeros((B, M, top_k), np.int32)
                 lps = np.zeros((B, M, top_k), np.float32)
+                mask = np.zeros((B, M, top_k), bool)
                 for i in live:
                     for j, p in enumerate(pos[i]):
                         pend[i, j] = pending[i] if j == 0 else pos[i][j - 1].token
-                        cands[i, j], lps[i, j] = p.ids, p.logprobs
+                        n_c = len(p.ids)
+                        cands[i, j, :n_c], lps[i, j, :n_c], mask[i, j, :n_c] = p.ids, p.logprobs, True
                 if cands.max() >= vocab:
                     raise VasError(
                         f"{endpoint.base_url} sent token id {int(cands.max())}, outside the value models' vocabulary "
                         f"of {vocab}: the base uses another tokenizer than the value models"
                     )
                 kept = np.array(caches[0].index)  # before the call, which donates the caches
-                aug, caches = _score(graphdefs, states, caches, pend, cands, lps, beta_arr)
+                aug, caches = _score(graphdefs, states, caches, pend, cands, lps, mask, beta_arr)
                 aug = np.asarray(aug)
                 for i in live:
                     j = 0
@@ -352,4 +459,4 @@ def remote_vas(
     asyncio.run(run())
     endpoint.stats.tokens += sum(map(len, gen))
     endpoint.stats.seconds += time.perf_counter() - t0
-    return [RemoteResult(g, d) for g, d in zip(gen, done)]
+    return [RemoteResult(g, d, rt) for g, d, rt in zip(gen, done, round_trip)]

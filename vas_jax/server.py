@@ -35,6 +35,7 @@ from .openai_api import (
 )
 from .scheduler import Event, QueueFull, Scheduler, ShuttingDown
 from .text_stream import TextStream
+from .tokenizer import token_bytes
 
 MAX_BETA = 1000.0  # larger betas only turn guidance into an argmax over values, and risk overflow
 
@@ -231,9 +232,8 @@ def _completion_logprobs(tokens: list, name: _TokenText, n: int) -> dict:
 
 
 def _chat_logprobs(tokens: list, name: _TokenText, n: int) -> list[dict]:
-    def entry(i, p):
-        s = name(i)
-        return {"token": s, "logprob": p, "bytes": list(s.encode())}
+    def entry(i, p):  # bytes: the token's own, not its text's (a token may hold half a character)
+        return {"token": name(i), "logprob": p, "bytes": list(token_bytes(name.tokenizer, i))}
 
     return [{**entry(t, lp), "top_logprobs": [entry(i, p) for i, p in tops[:n]]} for t, lp, tops, _ in tokens]
 
@@ -311,8 +311,11 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
         messages = [{"role": m.role, "content": _content_text(m.content)} for m in req.messages]
         if not messages:
             raise APIError(400, "messages is empty", param="messages")
+        if req.continue_final_message and (messages[-1]["role"] != "assistant" or req.add_generation_prompt):
+            raise APIError(400, "continue_final_message continues a last message from the assistant, with "
+                           "add_generation_prompt false", param="continue_final_message")  # fmt: skip
         try:
-            prompt = chat_ids(tokenizer, messages)
+            prompt = chat_ids(tokenizer, messages, continue_final=req.continue_final_message)
         except VasError:
             raise APIError(400, "this model has no chat template; use /v1/completions", param="messages") from None
         except Exception as e:  # the template itself refused the conversation

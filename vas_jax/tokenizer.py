@@ -60,6 +60,39 @@ def end_of_turn_ids(tok) -> list[int]:
     return sorted(set(getattr(tok, "vas_end_of_turn_ids", [])) | _own_eos(tok))
 
 
+def token_bytes(tok, token_id: int) -> bytes:
+    """The bytes a token stands for, as OpenAI's `bytes` field gives them: exact for byte-level BPE
+    (GPT-2, Llama 3, SmolLM2: each character of the piece is one byte) and SentencePiece pieces
+    ("▁" a space, "<0xNN>" one byte); otherwise the token's decoded text in UTF-8."""
+    piece = tok.convert_ids_to_tokens(int(token_id))
+    table = _byte_decoder()
+    if piece is not None and piece and all(c in table for c in piece):
+        return bytes(table[c] for c in piece)
+    if piece is not None and piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:
+        return bytes([int(piece[3:5], 16)])
+    if piece is not None and "▁" in piece:
+        return piece.replace("▁", " ").encode()
+    return tok.decode([int(token_id)]).encode()
+
+
+_BYTE_DECODER: dict | None = None
+
+
+def _byte_decoder() -> dict:
+    """Byte-level BPE's printable stand-in of each byte, reversed (the GPT-2 table)."""
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+        cs, n = bs[:], 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        _BYTE_DECODER = {chr(c): b for b, c in zip(bs, cs)}
+    return _BYTE_DECODER
+
+
 def tokenizer_hash(tok) -> str:
     """A short fingerprint of a tokenizer's token-to-id map: equal exactly when the ids mean the same."""
     import hashlib
