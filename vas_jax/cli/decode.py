@@ -90,6 +90,13 @@ def add_arguments(p):
         metavar="M",
         help="tokens asked per request; the endpoint's own continuation is a draft that VAS accepts or cuts",
     )
+    r.add_argument(
+        "--remote-mode",
+        choices=["exact", "text"],
+        default="exact",
+        help="exact: token-id completions (return_tokens_as_token_ids); text: chat with top_logprobs, the "
+        "answer re-tokenised by the endpoint (needs --chat-template)",
+    )
     r.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once")
     r.add_argument(
         "--max-retries", type=nonnegative_int, default=4, help="retries of a 429 or 5xx answer, with backoff"
@@ -158,6 +165,8 @@ def run(args):
     check_attention(args.attention)  # before any model is loaded
     for d in args.value:
         check_prompting(value_meta(d), args.chat_template, d)
+    if remote and args.remote_mode == "text" and not args.chat_template:
+        raise VasError("--remote-mode text talks to a chat endpoint: add --chat-template (the value models' prompts)")
     if remote and args.top_p < 1:
         raise VasError("--top-p is not supported with a remote base: VAS samples among the top-k candidates")
     base = None if remote else vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
@@ -187,7 +196,8 @@ def run(args):
             batch = jobs[start : start + args.batch_size]
             prompts = [ids[i] for i, _ in batch]
             if remote:
-                records = _remote_batch(args, endpoint, values, prompts, batch, betas, tok, pad)
+                msgs = [[{"role": "user", "content": texts[i]}] for i, _ in batch]
+                records = _remote_batch(args, endpoint, values, prompts, msgs, batch, betas, tok, pad)
             else:
                 records = _local_batch(
                     args, base, values, prompts, betas, tok, pad, mesh, jax.random.fold_in(key, start)
@@ -244,7 +254,7 @@ def _local_batch(args, base, values, prompts, betas, tok, pad, mesh, key) -> lis
     ]
 
 
-def _remote_batch(args, endpoint, values, prompts, jobs, betas, tok, pad) -> list[dict]:
+def _remote_batch(args, endpoint, values, prompts, messages, jobs, betas, tok, pad) -> list[dict]:
     from vas_jax.remote import remote_vas
     from vas_jax.tokenizer import end_of_turn_ids
 
@@ -261,13 +271,16 @@ def _remote_batch(args, endpoint, values, prompts, jobs, betas, tok, pad) -> lis
         seed=args.seed,
         row_seeds=jobs,  # (prompt, sample): a completion's draws depend on nothing else
         speculative=args.speculative,
+        messages=messages if args.remote_mode == "text" else None,
+        tokenizer=tok,
     )
     return [
         {
             "completion": tok.decode(r.tokens, skip_special_tokens=True),
             "tokens": r.tokens,
             "finish_reason": r.finished,
-            "remote": {"mode": "exact", "speculative": args.speculative},
+            # text mode: whether the endpoint's re-tokenisation of the answer matched these tokens
+            "remote": {"mode": args.remote_mode, "speculative": args.speculative, "round_trip": r.round_trip},
         }
         for r in res
     ]
