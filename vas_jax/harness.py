@@ -61,11 +61,14 @@ def _concat(results):
     return jax.tree.map(lambda *x: jnp.concatenate(x, axis=0), *results)
 
 
+MAX_ROWS = 256  # rows per decode call: SmolLM2 on 2 CPU cores makes the most tokens/s near here (BENCHMARKS.md)
+
+
 def _rows_per_call(models, prompt_ids, max_new_tokens: int, budget: float = 2**31) -> int:
-    """Rows one call may decode: the KV caches of every model under `budget` bytes."""
+    """Rows one call decodes: at most MAX_ROWS, and the KV caches of every model under `budget` bytes."""
     length = max(len(p) for p in prompt_ids) + max_new_tokens
     per_row = sum(2 * m.config.num_layers * m.config.num_kv_heads * m.config.head_dim * 4 * length for m in models)
-    return max(1, int(budget // per_row))
+    return max(1, min(MAX_ROWS, int(budget // per_row)))
 
 
 def distinct_n(texts, n: int) -> float:
@@ -109,6 +112,7 @@ def run_comparison(
     progress: bool = True,
     attention: str = "xla",
     soft_taus: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+    prompt_texts: Sequence[str] | None = None,
 ) -> dict:
     """Run Best-of-N for n = 1, 2, 4 ... bon_max, soft Best-of-bon_max at temperatures `soft_taus`
     (times the standard deviation of the base's rewards), VAS over `betas` (first value model, first
@@ -117,7 +121,8 @@ def run_comparison(
     Best-of-N: each n is decoded and timed by its own call (n samples per prompt). Its reward and
     KL estimate come from all those calls' samples together, a pool of 2 bon_max - 1 base samples
     per prompt (`vas_jax.best_of_n`); the base row is the pool's mean, timed by the n = 1 call.
-    attention: the decode attention of every run (`generate`)."""
+    attention: the decode attention of every run (`generate`). prompt_texts: the prompts as the
+    rewards and the report see them (default: the ids decoded; give the texts before a chat template)."""
     from tqdm import tqdm
 
     from .rewards import call_reward
@@ -128,7 +133,9 @@ def run_comparison(
     pad = default_pad_id(tok)
     key = jax.random.key(seed)
     P = len(prompt_ids)
-    prompt_texts = [tok.decode(p, skip_special_tokens=True) for p in prompt_ids]
+    if prompt_texts is None:
+        prompt_texts = [tok.decode(p, skip_special_tokens=True) for p in prompt_ids]
+    prompt_texts = list(prompt_texts)
     mean_prompt = float(np.mean([len(p) for p in prompt_ids]))
     programs = _Programs()
     common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad, attention=attention, run=False)

@@ -307,6 +307,21 @@ class RemoteResult:
     tokens: list[int]
     finished: str  # "stop" (an end token) or "length"
     round_trip: bool = True  # text mode: every partial answer sent re-tokenised to the ids decoded here
+    logprobs: list = dataclasses.field(default_factory=list)  # the base's log-prob of each token (from its top k)
+    policy_logprobs: list = dataclasses.field(default_factory=list)  # under the guided distribution (0 if greedy)
+
+    def log_ratio(self) -> float:
+        """sum(policy - base) over the tokens: its mean over samples estimates KL(remote VAS || base)."""
+        return float(sum(self.policy_logprobs) - sum(self.logprobs))
+
+
+def _policy_logprob(aug, pos: Position, tok: int, temperature: float) -> float:
+    """log pi(tok) under the guided distribution over the candidates (0 when greedy: it is certain)."""
+    if temperature == 0:
+        return 0.0
+    z = np.asarray(aug[: len(pos.ids)], np.float64) / temperature
+    z = z - z.max()
+    return float(z[pos.ids.index(tok)] - np.log(np.exp(z).sum()))
 
 
 def _choose(aug, pos: list[Position], j: int, greedy: bool, temperature: float, rng, speculative: bool):
@@ -390,6 +405,8 @@ def remote_vas(
     keys = row_seeds if row_seeds is not None else [(i,) for i in range(B)]
     rngs = [np.random.default_rng([seed, *map(int, k)]) for k in keys]
     gen: list[list[int]] = [[] for _ in range(B)]
+    base_lp: list[list[float]] = [[] for _ in range(B)]
+    pol_lp: list[list[float]] = [[] for _ in range(B)]
     done: list[str | None] = [None] * B
     pending = [r[-1] for r in rows]
     t0 = time.perf_counter()
@@ -442,6 +459,8 @@ def remote_vas(
                     while True:
                         tok, accepted = _choose(aug[i, j], pos[i], j, greedy, temperature, rngs[i], speculative > 1)
                         gen[i].append(tok)
+                        base_lp[i].append(float(pos[i][j].logprobs[pos[i][j].ids.index(tok)]))
+                        pol_lp[i].append(_policy_logprob(aug[i, j], pos[i][j], tok, temperature))
                         bar.update(1)
                         if tok in eos:
                             done[i] = "stop"
@@ -459,4 +478,4 @@ def remote_vas(
     asyncio.run(run())
     endpoint.stats.tokens += sum(map(len, gen))
     endpoint.stats.seconds += time.perf_counter() - t0
-    return [RemoteResult(g, d, rt) for g, d, rt in zip(gen, done, round_trip)]
+    return [RemoteResult(*x) for x in zip(gen, done, round_trip, base_lp, pol_lp)]

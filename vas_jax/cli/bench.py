@@ -120,6 +120,7 @@ def run(args):
         seed=args.seed,
         reward_flops=reward_flops,
         attention=args.attention,
+        prompt_texts=texts,
     )
     write_report(report, args.out)
     print(format_table(report))
