@@ -74,8 +74,11 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     assert "| base |" in (quick_report / "examples.md").read_text()
     for name in ("reward_vs_cost.png", "reward_vs_kl.png", "composed_grid.png"):
         assert (quick_report / name).stat().st_size > 10_000
-    # the value models are exported for vas decode
-    assert (quick_report / "value-positivity" / "config.json").exists()
+    # the value models are exported for vas decode, with what they mean
+    from vas_jax.values import value_meta
+
+    meta = value_meta(quick_report / "value-positivity")
+    assert meta["reward"] == "vas_jax.corpus:positivity" and meta["reward_scale"] > 0 and meta["chat_template"] is False
 
 
 def test_vas_bench_cli(tiny_dirs, tmp_path, monkeypatch, capsys):

@@ -40,7 +40,7 @@ def test_reduced_real_pipeline_guidance_beats_the_base(smollm2, tmp_path):
     )
     lines = []
     report = run_real_demo(tmp_path, size, base=smollm2["hf"], log=lines.append)
-    commands = [ln.split()[1] for ln in lines if ln.startswith("$ vas ")]
+    commands = [ln.split()[2] for ln in lines if ln.startswith("$ vas ")]
     assert commands == ["sample", "score", "score", "train", "train", "bench"]
     rows = report["rows"]
     base = next(r for r in rows if r["method"] == "base")

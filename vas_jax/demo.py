@@ -19,8 +19,9 @@ class DemoSize:
     eval_samples: int = 8
     bon_max: int = 128
     max_new_tokens: int = 40
-    betas: tuple = (0.5, 1.0, 2.0, 4.0, 8.0)
-    composed: tuple = tuple((b1, b2) for b2 in (0.0, 4.0, 8.0) for b1 in (0.0, 2.0, 4.0))  # a full 3 x 3 grid
+    # values are in units of each reward's standard deviation (rewards are normalised for training)
+    betas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0)
+    composed: tuple = tuple((b1, b2) for b2 in (0.0, 2.0, 4.0) for b1 in (0.0, 4.0, 8.0))  # a full 3 x 3 grid
 
 
 FULL = DemoSize()
@@ -31,8 +32,8 @@ QUICK = DemoSize(
     eval_samples=4,
     bon_max=16,
     max_new_tokens=24,
-    betas=(1.0, 4.0),
-    composed=((0.0, 0.0), (4.0, 0.0), (0.0, 8.0), (4.0, 8.0)),
+    betas=(2.0, 8.0),
+    composed=((0.0, 0.0), (8.0, 0.0), (0.0, 4.0), (8.0, 4.0)),
 )
 
 
@@ -42,8 +43,11 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     from .corpus import brevity, demo_prompts, positivity
     from .harness import GRID_PLOT, PLOTS, format_table, run_comparison, write_report
     from .rewards import score_dataset
+    from .rollout_batches import normalize_rewards
     from .rollouts import sample_rollouts
+    from .tokenizer import tokenizer_hash
     from .train import TrainConfig, init_value_model, rollout_arrays, train_value
+    from .values import write_value_meta
 
     out = Path(out)
     if not BASE_DIR.exists():
@@ -73,7 +77,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     values = []
     for name in rewards:
         log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small, `vas train`'s defaults)")
-        d = ds.rename_column(f"reward_{name}", "reward")
+        d, mean, scale = normalize_rewards(ds, f"reward_{name}")  # as `vas train --reward-column` does
         cfg = TrainConfig(save_every=10**6)  # the CLI's defaults, so the demo shows what `vas train` gives
         run = out / f"train-{name}"
         if run.exists():
@@ -81,7 +85,15 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         vm, m = train_value(
             init_value_model(small), rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg, progress=progress
         )
-        vas_jax.save_model(vm, out / f"value-{name}", tokenizer=tok)
+        path = vas_jax.save_model(vm, out / f"value-{name}", tokenizer=tok)
+        write_value_meta(
+            path,
+            reward=f"vas_jax.corpus:{name}",
+            reward_mean=mean,
+            reward_scale=scale,
+            base_tokenizer=tokenizer_hash(tok),
+            chat_template=False,
+        )
         log(f"    held-out correlation of V with returns {m.get('eval_corr', float('nan')):.2f}")
         values.append(vm)
     log(

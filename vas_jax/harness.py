@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .best_of_n import ADMISSIBLE_KL, bon_kl_bound, bon_kl_estimate, expected_best, soft_bon
+from .best_of_n_stats import ADMISSIBLE_KL, bon_kl_bound, bon_kl_estimate, expected_best, soft_bon
 from .decode import generate, vas_decode
 from .flops import sequence_flops
 from .tokenizer import default_pad_id, end_of_turn_ids
@@ -120,7 +120,7 @@ def run_comparison(
 
     Best-of-N: each n is decoded and timed by its own call (n samples per prompt). Its reward and
     KL estimate come from all those calls' samples together, a pool of 2 bon_max - 1 base samples
-    per prompt (`vas_jax.best_of_n`); the base row is the pool's mean, timed by the n = 1 call.
+    per prompt (`vas_jax.best_of_n_stats`); the base row is the pool's mean, timed by the n = 1 call.
     attention: the decode attention of every run (`generate`). prompt_texts: the prompts as the
     rewards and the report see them (default: the ids decoded; give the texts before a chat template)."""
     from tqdm import tqdm

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from vas_jax.best_of_n import bon_kl_bound, bon_kl_estimate, expected_best, soft_bon
+from vas_jax.best_of_n_stats import bon_kl_bound, bon_kl_estimate, expected_best, soft_bon
 
 
 def test_expected_best_is_the_mean_over_every_subset():
