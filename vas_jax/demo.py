@@ -22,6 +22,12 @@ class DemoSize:
     # values are in units of each reward's standard deviation (rewards are normalised for training)
     betas: tuple = (1.0, 2.0, 4.0, 8.0, 16.0)
     composed: tuple = tuple((b1, b2) for b2 in (0.0, 2.0, 4.0) for b1 in (0.0, 4.0, 8.0))  # a full 3 x 3 grid
+    # the levers measured in BENCHMARKS.md (benchmarks/levers.py); these are the defaults they kept
+    value_init: str = "small"  # the value models' trunk: "small" (tiny-review-small) or "base:N" (its first N layers)
+    lam: float = 0.95
+    epochs: int = 2
+    top_k: int = 20
+    vas_temperature: float = 1.0  # of the augmented distribution VAS samples from
 
 
 FULL = DemoSize()
@@ -78,13 +84,16 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     for name in rewards:
         log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small, `vas train`'s defaults)")
         d, mean, scale = normalize_rewards(ds, f"reward_{name}")  # as `vas train --reward-column` does
-        cfg = TrainConfig(save_every=10**6)  # the CLI's defaults, so the demo shows what `vas train` gives
+        # the CLI's defaults (but for the levers), so the demo shows what `vas train` gives
+        cfg = TrainConfig(save_every=10**6, lam=size.lam, epochs=size.epochs)
         run = out / f"train-{name}"
         if run.exists():
             shutil.rmtree(run)
-        vm, m = train_value(
-            init_value_model(small), rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg, progress=progress
-        )
+        if size.value_init == "small":
+            init = init_value_model(small)
+        else:
+            init = init_value_model(base, layers=int(size.value_init.split(":")[1]))
+        vm, m = train_value(init, rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg, progress=progress)
         path = vas_jax.save_model(vm, out / f"value-{name}", tokenizer=tok)
         write_value_meta(
             path,
@@ -112,6 +121,8 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         samples=size.eval_samples,
         bon_max=size.bon_max,
         max_new_tokens=size.max_new_tokens,
+        top_k=size.top_k,
+        temperature=size.vas_temperature,
         progress=progress,
     )
     report["demo"] = dataclasses.asdict(size)

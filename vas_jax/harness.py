@@ -113,9 +113,11 @@ def run_comparison(
     attention: str = "xla",
     soft_taus: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
     prompt_texts: Sequence[str] | None = None,
+    temperature: float = 1.0,
 ) -> dict:
     """Run Best-of-N for n = 1, 2, 4 ... bon_max, soft Best-of-bon_max at temperatures `soft_taus`
-    (times the standard deviation of the base's rewards), VAS over `betas` (first value model, first
+    (times the standard deviation of the base's rewards), VAS (sampling its augmented distribution at
+    `temperature`) over `betas` (first value model, first
     reward) and a grid of the first two value models composed. Returns the report dict.
 
     Best-of-N: each n is decoded and timed by its own call (n samples per prompt). Its reward and
@@ -173,7 +175,9 @@ def run_comparison(
 
     def vas_row(vms, beta, **extra):
         res, dt = decode(
-            lambda ps: vas_decode(base, vms, ps, beta=beta, key=key, top_k=top_k, num_samples=samples, **common),
+            lambda ps: vas_decode(
+                base, vms, ps, beta=beta, key=key, top_k=top_k, num_samples=samples, temperature=temperature, **common
+            ),
             samples,
             [base, *vms],
         )
@@ -315,6 +319,7 @@ def run_comparison(
             bon_pool=int(pool[primary].shape[1]),
             max_new_tokens=max_new_tokens,
             top_k=top_k,
+            vas_temperature=temperature,
             seed=seed,
             soft_bon_tau_unit=scale,
             standard_errors="over prompts (samples averaged per prompt)",

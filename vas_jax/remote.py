@@ -302,6 +302,22 @@ def _prefill(graphdefs, states, caches, ids):
     return tuple(out)
 
 
+def _round_arrays(pos: dict, pending: list, B: int, M: int, K: int, pad_id: int):
+    """A round's answers as the arrays `_score` takes: per row and position, the token the value
+    models append first (the row's pending token, then each draft token), the candidates, their
+    log-probs, and which candidates are real (padded rows, positions and candidates are not)."""
+    pend = np.full((B, M), pad_id, np.int32)
+    cands = np.zeros((B, M, K), np.int32)
+    lps = np.zeros((B, M, K), np.float32)
+    mask = np.zeros((B, M, K), bool)
+    for i, row in pos.items():
+        for j, p in enumerate(row):
+            pend[i, j] = pending[i] if j == 0 else row[j - 1].token
+            n = len(p.ids)
+            cands[i, j, :n], lps[i, j, :n], mask[i, j, :n] = p.ids, p.logprobs, True
+    return pend, cands, lps, mask
+
+
 @dataclasses.dataclass
 class RemoteResult:
     tokens: list[int]
@@ -366,8 +382,8 @@ def remote_vas(
     """VAS over a remote base: the prompts (token-id lists) decoded together, one round of
     concurrent requests per step (`speculative` tokens per request). beta: float or one per value
     model. Row i draws from its own stream, (seed, *row_seeds[i]) (default (seed, i)): give each
-    request a key of its own and its tokens depend on nothing else. Returns one RemoteResult per prompt; the
-    traffic is in `endpoint.stats`. Text mode: `messages` (each prompt's chat messages, whose chat
+    request a key of its own and its tokens depend on nothing else. Returns one RemoteResult per
+    prompt; the traffic is in `endpoint.stats`. Text mode: `messages` (each prompt's chat messages, whose chat
     template `prompts` holds as ids) and the value models' `tokenizer`."""
     values = list(values)
     if not values:
@@ -436,16 +452,8 @@ def remote_vas(
                     calls = [endpoint.next_positions(client, sem, rows[i] + gen[i], m[i], top_k, greedy) for i in live]
                 answers = await asyncio.gather(*calls)
                 pos = dict(zip(live, answers))
-                M = max(len(a) for a in answers)
-                pend = np.full((B, M), pad_id, np.int32)
-                cands = np.zeros((B, M, top_k), np.int32)
-                lps = np.zeros((B, M, top_k), np.float32)
-                mask = np.zeros((B, M, top_k), bool)
-                for i in live:
-                    for j, p in enumerate(pos[i]):
-                        pend[i, j] = pending[i] if j == 0 else pos[i][j - 1].token
-                        n_c = len(p.ids)
-                        cands[i, j, :n_c], lps[i, j, :n_c], mask[i, j, :n_c] = p.ids, p.logprobs, True
+                # one shape for every round (speculative positions): a shorter round compiles nothing new
+                pend, cands, lps, mask = _round_arrays(pos, pending, B, speculative, top_k, pad_id)
                 if cands.max() >= vocab:
                     raise VasError(
                         f"{endpoint.base_url} sent token id {int(cands.max())}, outside the value models' vocabulary "

@@ -1,0 +1,77 @@
+"""What each lever buys VAS on the reward-KL and reward-FLOPs planes, one at a time, on a demo.
+
+    python -m benchmarks.levers                 # the toy demo (`make demo`'s size), a minute a variant
+    python -m benchmarks.levers --only k=10 lam=1.0
+
+Each variant changes one setting of `vas_jax.demo.DemoSize` from the default and reruns the whole
+demo (rollouts, value training, comparison; the composed grid left out). Printed per variant:
+the held-out correlation of each value model is in the log; then per beta, VAS's reward and KL; the
+best admissible setting's compute ratio (the smallest Best-of-N reaching its reward, and that
+Best-of-N's FLOPs over VAS's); and VAS's reward at KL 1 and 2 nats (interpolated along its beta
+curve) against Best-of-N's at the same KL (along its bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+
+import numpy as np
+
+from vas_jax.demo import FULL, run_demo
+
+VARIANTS = {
+    "default": {},
+    "rollouts=16": {"samples_per_prompt": 16},
+    "value=base:2": {"value_init": "base:2"},
+    "lam=0.5": {"lam": 0.5},
+    "lam=1.0": {"lam": 1.0},
+    "epochs=4": {"epochs": 4},
+    "k=10": {"top_k": 10},
+    "k=40": {"top_k": 40},
+    "T=0.7": {"vas_temperature": 0.7},
+}
+
+
+def at_kl(rows, kl: float) -> float | None:
+    """Reward at a KL, interpolated linearly between the rows (sorted by KL); None beyond them."""
+    pts = sorted((r["kl"], r["reward_mean"]) for r in rows)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if not xs or kl < xs[0] or kl > xs[-1]:
+        return None
+    return float(np.interp(kl, xs, ys))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    args = ap.parse_args()
+    names = args.only or list(VARIANTS)
+    base_size = dataclasses.replace(FULL, composed=(), betas=(1.0, 2.0, 4.0, 8.0))
+    lines = []
+    for name in names:
+        size = dataclasses.replace(base_size, **VARIANTS[name])
+        with tempfile.TemporaryDirectory() as out:
+            rep = run_demo(out, size, progress=False, log=lambda *_: None)
+        rows = rep["rows"]
+        base = next(r for r in rows if r["method"] == "base")
+        vas = [r for r in rows if r["method"] == "vas"]
+        bon = [r for r in rows if r["method"] == "bon"]  # at its KL bound
+        ok = [c for c in rep["compute_ratio"] if c["admissible"] and c["flops_ratio"] is not None]
+        best = max(ok, key=lambda c: c["vas_reward"]) if ok else None
+        cells = " ".join(f"β={r['beta'][0]:g}:{r['reward_mean']:.2f}/{r['kl']:.2f}" for r in vas)
+        kls = []
+        for kl in (1.0, 2.0):
+            v, b = at_kl([base, *vas], kl), at_kl(bon, kl)
+            kls.append(f"KL{kl:g}: {'-' if v is None else f'{v:.2f}'} vs {'-' if b is None else f'{b:.2f}'}")
+        ratio = f"β={best['beta'][0]:g} = BoN-{best['bon_n']} at {best['flops_ratio']:.1f}x" if best else "none"
+        line = f"{name:<14} {cells}  | best admissible: {ratio} | {'; '.join(kls)}"
+        print(line, flush=True)
+        lines.append(line)
+    print("\nvariant        per beta: reward/KL | best admissible setting | VAS vs Best-of-N reward at equal KL")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
