@@ -6,6 +6,7 @@ import shutil
 import datasets
 import jax
 import numpy as np
+from rollout_factory import random_rollouts
 
 import vas_jax
 from vas_jax.cli import main
@@ -53,15 +54,7 @@ def test_generation_config_end_of_turn_tokens_end_rollouts(tiny_dirs, tmp_path):
 
 def test_value_model_from_the_base_first_layers_cli(tiny_dirs, tmp_path, capsys):
     base = str(tiny_dirs["base"])
-    rng = np.random.RandomState(0)
-    n = 32
-    datasets.Dataset.from_dict(
-        {
-            "prompt_ids": [[5, 6]] * n,
-            "response_ids": [list(rng.randint(4, 90, 4)) for _ in range(n)],
-            "reward": list(rng.rand(n)),
-        }
-    ).save_to_disk(str(tmp_path / "d"))
+    random_rollouts(32, lambda rng, n: rng.rand(n)).save_to_disk(str(tmp_path / "d"))
     assert (
         main(
             [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rollout_factory import random_rollouts
 
 import vas_jax
 from vas_jax.cli import build_parser, main
@@ -130,18 +131,10 @@ def test_bad_numbers_are_refused_while_parsing(args, needle, capsys):
 
 
 def test_diverging_training_stops_and_exports_nothing(tmp_path):
-    import datasets
 
     from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
 
-    rng = np.random.RandomState(0)
-    ds = datasets.Dataset.from_dict(
-        {
-            "prompt_ids": [[5, 6]] * 32,
-            "response_ids": [list(rng.randint(4, 50, 6)) for _ in range(32)],
-            "reward": [1e30 * (i % 2) for i in range(32)],
-        }
-    )
+    ds = random_rollouts(32, lambda rng, n: [1e30 * (i % 2) for i in range(n)], length=6, high=50)
     data = rollout_arrays(ds, pad_id=0)
     cfg = TrainConfig(learning_rate=1e3, batch_size=16, minibatch_size=8, passes=2, save_every=1, clip_norm=1e30)
     with pytest.raises(vas_jax.VasError, match=r"training diverged: the \w+ is (nan|inf) at step \d+; lower"):
@@ -398,17 +391,9 @@ def test_no_datasets_progress_bars_in_cli_output(tmp_path):
 
 
 def test_low_held_out_correlation_warns(tiny_dirs, tmp_path, monkeypatch, capsys):
-    import datasets
 
-    rng = np.random.RandomState(0)
-    n = 48
-    datasets.Dataset.from_dict(
-        {
-            "prompt_ids": [[5, 6]] * n,
-            "response_ids": [list(rng.randint(4, 90, 5)) for _ in range(n)],
-            "reward": list(rng.randn(n)),
-        }
-    ).save_to_disk(str(tmp_path / "d"))  # noise: nothing to learn
+    # noise: nothing to learn
+    random_rollouts(48, lambda rng, n: rng.randn(n), length=5).save_to_disk(str(tmp_path / "d"))
     base = str(tiny_dirs["base"])
     assert (
         main(
