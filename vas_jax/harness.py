@@ -48,7 +48,8 @@ class _Programs:
 
     def run(self, plan) -> tuple:
         """(DecodeResult, seconds of the run)."""
-        key = (plan.spec, len(plan.states), tuple(getattr(a, "shape", None) for a in plan.args))
+        # the models' graph definitions too: two value models of one spec may differ in architecture
+        key = (plan.spec, plan.graphdefs, tuple(getattr(a, "shape", None) for a in plan.args))
         if key not in self.compiled:
             self.compiled[key] = plan.compile()
         t = time.perf_counter()
@@ -117,8 +118,8 @@ def run_comparison(
 ) -> dict:
     """Run Best-of-N for n = 1, 2, 4 ... bon_max, soft Best-of-bon_max at temperatures `soft_taus`
     (times the standard deviation of the base's rewards), VAS (sampling its augmented distribution at
-    `temperature`) over `betas` (first value model, first
-    reward) and a grid of the first two value models composed. Returns the report dict.
+    `temperature`) over `betas` (first value model, first reward) and a grid of the first two value
+    models composed. Returns the report dict.
 
     Best-of-N: each n is decoded and timed by its own call (n samples per prompt). Its reward and
     KL estimate come from all those calls' samples together, a pool of 2 bon_max - 1 base samples
@@ -169,9 +170,9 @@ def run_comparison(
         return _concat(parts), seconds
 
     def stats(sc):
-        return {nm: per_prompt_stats(v, P)[0] for nm, v in sc.items()}, {
-            nm: per_prompt_stats(v, P)[1] for nm, v in sc.items()
-        }
+        """({reward: mean}, {reward: standard error}), over prompts."""
+        both = {nm: per_prompt_stats(v, P) for nm, v in sc.items()}
+        return {nm: m for nm, (m, _) in both.items()}, {nm: se for nm, (_, se) in both.items()}
 
     def vas_row(vms, beta, **extra):
         res, dt = decode(

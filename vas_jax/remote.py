@@ -44,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 from .cache import init_cache
-from .decode import bucket_length, prepare_prompts, vas_logits
+from .decode import _eos_tuple, _normalize_beta, bucket_length, prepare_prompts, vas_logits
 from .errors import VasError
 
 TOKEN_ID = "token_id:"  # how `return_tokens_as_token_ids` spells a token
@@ -196,6 +196,14 @@ def _token_id(s, base_url: str) -> int:
         raise VasError(f"{base_url} sent a malformed token id {s!r}") from None
 
 
+def _check_count(base_url: str, k: int, got: int, j: int) -> None:
+    if got < k:
+        raise VasError(
+            f"asked {base_url} for {k} top log-probabilities, got {got} at position {j}; "
+            f"lower --top-k to at most {got} (the endpoint's cap)"
+        )
+
+
 def _positions(r, k: int, base_url: str) -> list[Position]:
     try:
         lp = r.choices[0].logprobs
@@ -205,12 +213,7 @@ def _positions(r, k: int, base_url: str) -> list[Position]:
         raise VasError(f"{base_url} returned no log-probabilities: it cannot be guided (it must honour `logprobs`)")
     out = []
     for j, (tok, top) in enumerate(zip(lp.tokens or [], lp.top_logprobs)):
-        if not isinstance(top, dict) or len(top) < k:
-            got = len(top) if isinstance(top, dict) else 0
-            raise VasError(
-                f"asked {base_url} for {k} top log-probabilities, got {got} at position {j}; "
-                f"lower --top-k to at most {got} (the endpoint's cap)"
-            )
+        _check_count(base_url, k, len(top) if isinstance(top, dict) else 0, j)
         items = sorted(((_token_id(t, base_url), float(v)) for t, v in top.items()), key=lambda x: -x[1])[:k]
         if not all(np.isfinite(v) for _, v in items):
             raise VasError(f"{base_url} sent a non-finite log-probability at position {j}")
@@ -249,11 +252,7 @@ def _text_positions(r, k: int, base_url: str, tokens: TokenMap) -> list[Position
         raise VasError(f"{base_url} returned no log-probabilities: it cannot be guided (it must honour top_logprobs)")
     out = []
     for j, c in enumerate(content):
-        if len(c.top_logprobs) < k:
-            raise VasError(
-                f"asked {base_url} for {k} top log-probabilities, got {len(c.top_logprobs)} at position {j}; "
-                f"lower --top-k to at most {len(c.top_logprobs)} (the endpoint's cap)"
-            )
+        _check_count(base_url, k, len(c.top_logprobs), j)
         merged: dict = {}
         for t in c.top_logprobs[:k]:  # candidates with the same bytes are one id: their mass adds
             i = tokens(t, base_url)
@@ -331,34 +330,27 @@ class RemoteResult:
         return float(sum(self.policy_logprobs) - sum(self.logprobs))
 
 
-def _policy_logprob(aug, pos: Position, tok: int, temperature: float) -> float:
-    """log pi(tok) under the guided distribution over the candidates (0 when greedy: it is certain)."""
-    if temperature == 0:
-        return 0.0
-    z = np.asarray(aug[: len(pos.ids)], np.float64) / temperature
-    z = z - z.max()
-    return float(z[pos.ids.index(tok)] - np.log(np.exp(z).sum()))
-
-
 def _choose(aug, pos: list[Position], j: int, greedy: bool, temperature: float, rng, speculative: bool):
-    """Row's token at position j, and whether the draft token there is accepted (speculative)."""
+    """Row's token at position j, whether the draft token there is accepted (speculative), and the
+    token's log-probability under the guided distribution over the candidates (0 when greedy)."""
     cands = np.asarray(pos[j].ids)
-    aug = aug[: len(cands)]
+    aug = np.asarray(aug[: len(cands)], np.float64)
     if greedy:
-        best = int(cands[int(np.argmax(aug))])
-        return best, speculative and best == pos[j].token
-    z = aug / temperature
-    pi = np.exp(z - z.max())
+        best = int(np.argmax(aug))
+        return int(cands[best]), speculative and int(cands[best]) == pos[j].token, 0.0
+    log_pi = aug / temperature - np.logaddexp.reduce(aug / temperature)
+    pi = np.exp(log_pi)
     pi /= pi.sum()
-    if not speculative:
-        return int(cands[rng.choice(len(cands), p=pi)]), False
-    p = np.exp(np.asarray(pos[j].logprobs, np.float64))  # the base's distribution that drew the draft
-    hit = np.flatnonzero(cands == pos[j].token)
-    if hit.size and rng.random() < min(1.0, pi[hit[0]] / p[hit[0]]):
-        return pos[j].token, True
-    resid = np.maximum(pi - p, 0.0)
-    resid = resid / resid.sum() if resid.sum() > 0 else pi
-    return int(cands[rng.choice(len(cands), p=resid)]), False
+    if speculative:
+        p = np.exp(np.asarray(pos[j].logprobs, np.float64))  # the base's distribution that drew the draft
+        hit = np.flatnonzero(cands == pos[j].token)
+        if hit.size and rng.random() < min(1.0, pi[hit[0]] / p[hit[0]]):
+            return pos[j].token, True, float(log_pi[hit[0]])
+        resid = np.maximum(pi - p, 0.0)
+        c = rng.choice(len(cands), p=resid / resid.sum() if resid.sum() > 0 else pi)
+    else:
+        c = rng.choice(len(cands), p=pi)
+    return int(cands[c]), False, float(log_pi[c])
 
 
 def remote_vas(
@@ -383,8 +375,8 @@ def remote_vas(
     concurrent requests per step (`speculative` tokens per request). beta: float or one per value
     model. Row i draws from its own stream, (seed, *row_seeds[i]) (default (seed, i)): give each
     request a key of its own and its tokens depend on nothing else. Returns one RemoteResult per
-    prompt; the traffic is in `endpoint.stats`. Text mode: `messages` (each prompt's chat messages, whose chat
-    template `prompts` holds as ids) and the value models' `tokenizer`."""
+    prompt; the traffic is in `endpoint.stats`. Text mode: `messages` (each prompt's chat messages,
+    whose chat template `prompts` holds as ids) and the value models' `tokenizer`."""
     values = list(values)
     if not values:
         raise VasError("remote VAS needs at least one value model")
@@ -396,26 +388,22 @@ def remote_vas(
         if v.config.head != "score" or v.config.num_labels != 1:
             raise VasError(f"value model {i}: remote VAS takes scalar value heads (*ForSequenceClassification)")
     vocab = min(v.config.vocab_size for v in values)
-    eos = set() if eos_token_id is None else {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id)
+    eos = set(_eos_tuple(eos_token_id))
     rows = [list(map(int, p)) for p in prompts]
     text = messages is not None
     if text and (tokenizer is None or len(messages) != len(rows)):
         raise VasError("text mode needs one list of chat messages per prompt, and the value models' tokenizer")
     token_map = TokenMap(tokenizer) if text else None
     round_trip = [True] * len(rows)
-    ids, starts, lens = prepare_prompts(rows, pad_id=pad_id)
+    ids, starts, _ = prepare_prompts(rows, pad_id=pad_id)
     B, tb = ids.shape
-    n = len(values)
-    b = np.broadcast_to(np.asarray(beta, np.float32).reshape(-1), (n,)) if np.ndim(beta) else np.full(n, beta)
-    beta_arr = jnp.asarray(np.broadcast_to(b, (B, n)), jnp.float32)
+    beta_arr = _normalize_beta(beta, B, len(values))
     splits = [nnx.split(v) for v in values]
     graphdefs, states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
     size = bucket_length(tb + max_new_tokens + speculative)
-    caches = tuple(
-        init_cache(v.config, B, size, v.dtype, starts).replace(index=jnp.zeros((B,), jnp.int32)) for v in values
-    )
+    caches = tuple(init_cache(v.config, B, size, v.dtype, starts) for v in values)
     # all but each prompt's last token (it stays pending, as in vas_decode); per-row write indices from here
-    caches = _prefill(graphdefs, states, tuple(c.replace(index=jnp.zeros((), jnp.int32)) for c in caches), ids[:, :-1])
+    caches = _prefill(graphdefs, states, caches, ids[:, :-1])
     caches = tuple(c.replace(index=jnp.full((B,), tb - 1, jnp.int32)) for c in caches)
     greedy = temperature == 0
     keys = row_seeds if row_seeds is not None else [(i,) for i in range(B)]
@@ -465,10 +453,12 @@ def remote_vas(
                 for i in live:
                     j = 0
                     while True:
-                        tok, accepted = _choose(aug[i, j], pos[i], j, greedy, temperature, rngs[i], speculative > 1)
+                        tok, accepted, policy_lp = _choose(
+                            aug[i, j], pos[i], j, greedy, temperature, rngs[i], speculative > 1
+                        )
                         gen[i].append(tok)
                         base_lp[i].append(float(pos[i][j].logprobs[pos[i][j].ids.index(tok)]))
-                        pol_lp[i].append(_policy_logprob(aug[i, j], pos[i][j], tok, temperature))
+                        pol_lp[i].append(policy_lp)
                         bar.update(1)
                         if tok in eos:
                             done[i] = "stop"

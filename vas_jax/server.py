@@ -70,6 +70,7 @@ def _check_common(req, cfg: ServerConfig, max_top_k: int, chat: bool | None) -> 
         raise APIError(400, f"top_p must be in (0, 1], got {req.top_p}", param="top_p")
     vas = req.vas
     if vas is not None:
+        metas = dict(zip(cfg.value_names, cfg.value_meta))
         for name, beta in vas.values.items():
             if name not in cfg.value_names:
                 known = ", ".join(cfg.value_names) or "none"
@@ -78,7 +79,7 @@ def _check_common(req, cfg: ServerConfig, max_top_k: int, chat: bool | None) -> 
             if not (math.isfinite(beta) and abs(beta) <= MAX_BETA):
                 raise APIError(400, f"beta for {name!r} must be a finite number in [-{MAX_BETA:g}, {MAX_BETA:g}], "
                                f"got {beta}", param="vas.values")  # fmt: skip
-            meta = dict(zip(cfg.value_names, cfg.value_meta)).get(name) or {}
+            meta = metas.get(name) or {}
             trained = meta.get("chat_template")
             if beta != 0 and trained is not None and chat is not None and bool(trained) != chat:
                 where = "/v1/chat/completions" if trained else "/v1/completions"

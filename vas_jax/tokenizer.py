@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -75,22 +76,12 @@ def token_bytes(tok, token_id: int) -> bytes:
     return tok.decode([int(token_id)]).encode()
 
 
-_BYTE_DECODER: dict | None = None
-
-
+@functools.cache
 def _byte_decoder() -> dict:
-    """Byte-level BPE's printable stand-in of each byte, reversed (the GPT-2 table)."""
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-        cs, n = bs[:], 0
-        for b in range(256):
-            if b not in bs:
-                bs.append(b)
-                cs.append(256 + n)
-                n += 1
-        _BYTE_DECODER = {chr(c): b for b, c in zip(bs, cs)}
-    return _BYTE_DECODER
+    """Byte-level BPE's printable stand-in of each byte, reversed (the GPT-2 table, as transformers has it)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
 
 
 def tokenizer_hash(tok) -> str:
