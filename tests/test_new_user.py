@@ -455,3 +455,28 @@ def test_best_of_n_times_each_n_with_its_own_call(tiny_dirs, monkeypatch):
     assert calls == [1, 2, 4]
     bon = [r for r in rep["rows"] if r["method"] == "bon"]
     assert [r["n"] for r in bon] == [1, 2, 4] and all(r["seconds_per_response"] > 0 for r in bon)
+
+
+def test_new_flags_refuse_bad_combinations_in_one_line(tmp_path, capsys):
+    import datasets
+
+    cases = [
+        (["demo", "--rollouts", "4"], "--rollouts belong to the real demo; add --real"),
+        (["demo", "--real", "--quick"], "--quick is the toy demo's"),
+        (["decode", "--base-url", "http://127.0.0.1:9/v1", "--base-model", "m", "--value", str(SMALL_DIR),
+          "--prompt", "a", "--remote-mode", "text"], "talks to a chat endpoint: add --chat-template"),
+        (["decode", "--base", str(BASE_DIR), "--base-url", "http://x/v1", "--prompt", "a"], "one of them"),
+    ]  # fmt: skip
+    datasets.Dataset.from_dict({"prompt": ["a"], "response": ["b"]}).save_to_disk(str(tmp_path / "d"))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "f").write_text("keep me")
+    cases.append(
+        (["score", "--data", str(tmp_path / "d"), "--reward-fn", "vas_jax.corpus:brevity", "--out",
+          str(tmp_path / "taken")], "exists and is not empty")
+    )  # fmt: skip
+    capsys.readouterr()  # what making the dataset printed
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert (tmp_path / "taken" / "f").read_text() == "keep me"  # nothing was overwritten
