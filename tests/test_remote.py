@@ -2,6 +2,7 @@
 tiny base), and against small fake endpoints that misbehave in the ways real ones do."""
 
 import json
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -265,5 +266,118 @@ def test_text_mode_maps_bytes_to_ids_merges_twins_and_names_strangers(tiny):
         with pytest.raises(vas_jax.VasError, match="token 'zebra' .*no token of the value models' tokenizer"):
             remote_vas(Endpoint(srv.url + "/v1", "m", max_retries=0), [vm], ids, beta=0.0, top_k=2,
                        max_new_tokens=1, messages=msgs, tokenizer=tok)  # fmt: skip
+    finally:
+        srv.stop()
+
+
+# A base with a tokenizer of its own: sub-word pieces, some of which the value models' word-level
+# tokenizer reads as unknown alone and as a word once the next piece joins them (" gre" + "at").
+PIECES = [" the", " film", " was", " gre", "at", " lov", "ely", " bad", " fun", "!", "</s>"]
+
+
+def piece_logprobs(partial: str) -> np.ndarray:
+    """The fake base's next-piece distribution: a fixed function of the answer so far."""
+    rng = np.random.default_rng(zlib.crc32(partial.encode()))
+    logits = rng.normal(size=len(PIECES)) * 1.5
+    return logits - np.logaddexp.reduce(logits)
+
+
+def fake_text_base(seen: list):
+    """A chat endpoint over PIECES that continues the assistant's partial answer greedily, and
+    records each partial answer it was sent."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict):
+        msgs = body["messages"]
+        partial = msgs[-1]["content"] if msgs[-1]["role"] == "assistant" else ""
+        seen.append(partial)
+        content = []
+        for _ in range(body["max_tokens"]):
+            lp = piece_logprobs(partial)
+            top = np.argsort(-lp)[: body["top_logprobs"]]
+            entries = [{"token": PIECES[i], "logprob": float(lp[i]), "bytes": list(PIECES[i].encode())} for i in top]
+            content.append({**entries[0], "top_logprobs": entries})
+            partial += PIECES[top[0]]
+            if PIECES[top[0]] == "</s>":
+                break
+        choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": ""},
+                  "logprobs": {"content": content}}  # fmt: skip
+        return {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]}
+
+    return app
+
+
+def test_retokenize_mode_scores_each_candidates_text_with_the_value_tokenizer(tiny):
+    """A base whose tokenizer differs: greedy remote VAS equals a slow loop that scores every
+    candidate as V(prompt + value_tokenizer(answer + candidate)) with a whole forward pass, and the
+    endpoint is sent the pieces' concatenation; speculative mode gives the same text in fewer requests."""
+    from vas_jax.data import chat_ids
+    from vas_jax.train import value_readout
+
+    _, vm, tok = tiny
+    msgs = [[{"role": "user", "content": p}] for p in PROMPTS[:3]]
+    ids = [chat_ids(tok, m) for m in msgs]
+    k, n = 6, 8
+
+    def reference(prompt_ids, beta):
+        """The chosen pieces and the finish reason."""
+        answer = []
+        for _ in range(n):
+            lp = piece_logprobs("".join(answer))
+            top = np.argsort(-lp)[:k]
+            seqs = [prompt_ids + tok("".join(answer) + PIECES[i], add_special_tokens=False)["input_ids"] for i in top]
+            v = np.array([float(value_readout(vm, jnp.asarray([s]), jnp.ones((1, len(s)), bool))[0, -1]) for s in seqs])
+            answer.append(PIECES[top[int(np.argmax(lp[top] + beta * (v - v.mean())))]])
+            if answer[-1] == "</s>":
+                return answer, "stop"
+        return answer, "length"
+
+    want = [reference(p, 3.0) for p in ids]
+    assert want != [reference(p, 0.0) for p in ids]  # the guidance moves some answer
+    kw = dict(beta=3.0, top_k=k, max_new_tokens=n, temperature=0.0, messages=msgs, tokenizer=tok, retokenize=True)
+    seen: list = []
+    srv = ServerThread(fake_text_base(seen))
+    try:
+        one = Endpoint(srv.url + "/v1", "m", max_retries=0)
+        got = remote_vas(one, [vm], ids, **kw)
+        for r, (pieces, finished) in zip(got, want):
+            assert (r.text, r.finished) == ("".join(p for p in pieces if p != "</s>"), finished)
+            assert r.tokens == tok("".join(pieces), add_special_tokens=False)["input_ids"]
+            assert r.round_trip is None and len(r.logprobs) == len(r.policy_logprobs) == len(pieces)
+            # one request per piece, each sent the answer so far as the pieces' concatenation
+            assert {"".join(pieces[:t]) for t in range(len(pieces))} <= set(seen)
+        assert one.stats.requests == sum(len(p) for p, _ in want)
+        spec = Endpoint(srv.url + "/v1", "m", max_retries=0)
+        fast = remote_vas(spec, [vm], ids, speculative=4, **kw)
+        assert [(r.text, r.finished) for r in fast] == [(r.text, r.finished) for r in got]
+        assert spec.stats.requests < one.stats.requests
+    finally:
+        srv.stop()
+
+
+def test_vas_decode_retokenize_mode(tiny, tmp_path, capsys):
+    _, vm, tok = tiny
+    vas_jax.save_model(vm, tmp_path / "v", tokenizer=tok)
+    out = tmp_path / "o.jsonl"
+    srv = ServerThread(fake_text_base([]))
+    try:
+        argv = ["decode", "--base-url", srv.url + "/v1", "--base-model", "m", "--value", str(tmp_path / "v"),
+                "--prompt", PROMPTS[0], "--beta", "3", "--top-k", "6", "--temperature", "0", "--max-new-tokens", "8",
+                "--out", str(out), "--remote-mode", "retokenize"]  # fmt: skip
+        assert main(argv) == 2 and "add --chat-template" in capsys.readouterr().err
+        assert main(argv + ["--chat-template", "--tokenizer", str(tmp_path / "v")]) == 2
+        assert "drop --tokenizer" in capsys.readouterr().err
+        assert main(argv + ["--chat-template", "--end-text", "!"]) == 0
+        (rec,) = [json.loads(x) for x in out.read_text().splitlines()]
+        # "!" ends the answer here: the completion stops before the first one the guided choice takes
+        assert rec["remote"]["mode"] == "retokenize" and rec["finish_reason"] == "stop"
+        assert rec["completion"] and "!" not in rec["completion"]
+        out.unlink()
+        assert (
+            main(argv[:-2] + ["--end-text", "!"]) == 2 and "is for --remote-mode retokenize" in capsys.readouterr().err
+        )
     finally:
         srv.stop()

@@ -28,11 +28,23 @@ token is VAS's argmax; sampled: the speculative-sampling test min(1, pi(t) / p(t
 base's temperature-1 distribution p that drew it, with the residual max(0, pi - p) on rejection,
 which leaves the samples distributed exactly as one-token mode's), and the next request starts
 after the first rejection.
+
+Retokenising mode (`retokenize=True`), for a base whose tokenizer is not the value models': the
+chat endpoint as in text mode, but a candidate is its bytes, never an id. The answer is the
+concatenation of the chosen candidates' bytes; candidate c is scored as
+V(prompt + value_tokenizer(answer + c)), the value models' own tokens for the text the base would
+have written, re-encoded from the start of the answer because the new bytes can merge with the
+previous ones (a candidate that ends mid-character is scored on the characters before it: text
+cannot hold half of one). No KV cache survives that, so each step costs a forward pass over every candidate's
+whole sequence: O(k (prompt + answer)) value-model tokens per step, where the cached modes cost k.
+The base's end of turn is a candidate whose text is one of `end_texts` (default: the value
+tokenizer's end-of-turn tokens).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import dataclasses
 import functools
 import time
@@ -135,7 +147,7 @@ class Endpoint:
         return _positions(r, k, self.base_url)
 
     async def next_positions_text(
-        self, client, sem, messages: list, partial: str, m: int, k: int, greedy: bool, tokens: "TokenMap"
+        self, client, sem, messages: list, partial: str, m: int, k: int, greedy: bool, tokens
     ) -> list[Position]:
         """Text mode: the chat endpoint continuing the assistant's `partial` answer."""
         extra = {}
@@ -223,6 +235,11 @@ def _positions(r, k: int, base_url: str) -> list[Position]:
     return out
 
 
+def _bytes_key(entry, base_url: str) -> bytes:
+    """Retokenising mode's candidate identity: its bytes (what it adds to the answer's text)."""
+    return bytes(entry.bytes) if getattr(entry, "bytes", None) is not None else entry.token.encode()
+
+
 class TokenMap:
     """Token bytes -> id in the value models' tokenizer (text mode's way back to ids)."""
 
@@ -234,7 +251,7 @@ class TokenMap:
             self.ids.setdefault(token_bytes(tok, i), i)  # the first id of bytes that several ids print as
 
     def __call__(self, entry, base_url: str) -> int:
-        b = bytes(entry.bytes) if getattr(entry, "bytes", None) is not None else entry.token.encode()
+        b = _bytes_key(entry, base_url)
         if b not in self.ids:
             raise VasError(
                 f"{base_url} sent the token {entry.token!r} (bytes {b!r}), which is no token of the value models' "
@@ -243,7 +260,8 @@ class TokenMap:
         return self.ids[b]
 
 
-def _text_positions(r, k: int, base_url: str, tokens: TokenMap) -> list[Position]:
+def _text_positions(r, k: int, base_url: str, tokens) -> list[Position]:
+    """The chat answer's positions, each candidate keyed by `tokens(entry, base_url)` (an id, or its bytes)."""
     try:
         content = r.choices[0].logprobs.content if r.choices[0].logprobs is not None else None
     except (AttributeError, IndexError, TypeError):
@@ -254,7 +272,7 @@ def _text_positions(r, k: int, base_url: str, tokens: TokenMap) -> list[Position
     for j, c in enumerate(content):
         _check_count(base_url, k, len(c.top_logprobs), j)
         merged: dict = {}
-        for t in c.top_logprobs[:k]:  # candidates with the same bytes are one id: their mass adds
+        for t in c.top_logprobs[:k]:  # candidates with the same key are one: their mass adds
             i = tokens(t, base_url)
             merged[i] = float(np.logaddexp(merged[i], t.logprob)) if i in merged else float(t.logprob)
         ids = sorted(merged, key=lambda i: -merged[i])
@@ -301,6 +319,52 @@ def _prefill(graphdefs, states, caches, ids):
     return tuple(out)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdefs",))
+def _last_values(graphdefs, states, ids, starts):
+    """V at the last token of each left-padded row of ids int32[R, L]: float32[R, N]."""
+    out = []
+    for g, s in zip(graphdefs, states):
+        vm = nnx.merge(g, s)
+        cache = init_cache(vm.config, ids.shape[0], ids.shape[1], vm.dtype, starts)
+        v, _ = vm.forward(ids, cache, mode="prefill", outputs="last")
+        out.append(v[:, -1].astype(jnp.float32))
+    return jnp.stack(out, axis=1)
+
+
+def complete_text(b: bytes) -> str:
+    """The text of b's complete characters: a byte-level candidate can end mid-character, and text
+    holds no half characters, so its value is that of the text before it."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(b, final=False)
+
+
+def _retokenized_round(graphdefs, states, tokenizer, rows, answers, pos, beta, B, M, K, pad_id):
+    """Retokenising mode's `_score`: candidate c at position j of row i is scored on the value
+    models' tokens of answer + draft[:j] + c, whole (see the module's docstring). Returns the
+    augmented log-probs float32[B, M, K], -inf outside the real candidates."""
+    seqs, where = [], []
+    for i, row in pos.items():
+        text = answers[i]
+        for j, p in enumerate(row):
+            for c, cand in enumerate(p.ids):
+                seqs.append(rows[i] + tokenizer(complete_text(text + cand), add_special_tokens=False)["input_ids"])
+                where.append((i, j, c))
+            text += p.token
+    # rows and length padded to powers of two: a few programs serve every round
+    ids, starts, _ = prepare_prompts(seqs + [seqs[0]] * (bucket_length(len(seqs)) - len(seqs)), pad_id=pad_id)
+    v = np.asarray(_last_values(graphdefs, states, ids, starts))[: len(seqs)]
+    n = v.shape[1]
+    scores = np.zeros((B, M, n, K), np.float32)
+    lps = np.zeros((B, M, K), np.float32)
+    mask = np.zeros((B, M, K), bool)
+    for (i, j, c), vals in zip(where, v):
+        scores[i, j, :, c], lps[i, j, c], mask[i, j, c] = vals, pos[i][j].logprobs[c], True
+    local = jnp.broadcast_to(jnp.arange(K)[None, :], (B * M, K))
+    flat = (B * M, K)
+    aug, _ = vas_logits(lps.reshape(flat), lps.reshape(flat), local, scores.reshape(B * M, n, K),
+                        jnp.repeat(beta, M, axis=0), True, mask.reshape(flat))  # fmt: skip
+    return np.where(mask, np.asarray(aug).reshape(B, M, K), -np.inf)
+
+
 def _round_arrays(pos: dict, pending: list, B: int, M: int, K: int, pad_id: int):
     """A round's answers as the arrays `_score` takes: per row and position, the token the value
     models append first (the row's pending token, then each draft token), the candidates, their
@@ -321,9 +385,11 @@ def _round_arrays(pos: dict, pending: list, B: int, M: int, K: int, pad_id: int)
 class RemoteResult:
     tokens: list[int]
     finished: str  # "stop" (an end token) or "length"
-    round_trip: bool = True  # text mode: every partial answer sent re-tokenised to the ids decoded here
+    # text mode: every partial answer sent re-tokenised to the ids decoded here (retokenising mode: None, unknown)
+    round_trip: bool | None = True
     logprobs: list = dataclasses.field(default_factory=list)  # the base's log-prob of each token (from its top k)
     policy_logprobs: list = dataclasses.field(default_factory=list)  # under the guided distribution (0 if greedy)
+    text: str | None = None  # retokenising mode: the answer's text (tokens are then the value tokenizer's ids of it)
 
     def log_ratio(self) -> float:
         """sum(policy - base) over the tokens: its mean over samples estimates KL(remote VAS || base)."""
@@ -333,24 +399,24 @@ class RemoteResult:
 def _choose(aug, pos: list[Position], j: int, greedy: bool, temperature: float, rng, speculative: bool):
     """Row's token at position j, whether the draft token there is accepted (speculative), and the
     token's log-probability under the guided distribution over the candidates (0 when greedy)."""
-    cands = np.asarray(pos[j].ids)
+    cands = list(pos[j].ids)  # ids, or bytes in retokenising mode
     aug = np.asarray(aug[: len(cands)], np.float64)
     if greedy:
         best = int(np.argmax(aug))
-        return int(cands[best]), speculative and int(cands[best]) == pos[j].token, 0.0
+        return cands[best], speculative and cands[best] == pos[j].token, 0.0
     log_pi = aug / temperature - np.logaddexp.reduce(aug / temperature)
     pi = np.exp(log_pi)
     pi /= pi.sum()
     if speculative:
         p = np.exp(np.asarray(pos[j].logprobs, np.float64))  # the base's distribution that drew the draft
-        hit = np.flatnonzero(cands == pos[j].token)
-        if hit.size and rng.random() < min(1.0, pi[hit[0]] / p[hit[0]]):
+        hit = [c for c, x in enumerate(cands) if x == pos[j].token]
+        if hit and rng.random() < min(1.0, pi[hit[0]] / p[hit[0]]):
             return pos[j].token, True, float(log_pi[hit[0]])
         resid = np.maximum(pi - p, 0.0)
         c = rng.choice(len(cands), p=resid / resid.sum() if resid.sum() > 0 else pi)
     else:
         c = rng.choice(len(cands), p=pi)
-    return int(cands[c]), False, float(log_pi[c])
+    return cands[c], False, float(log_pi[c])
 
 
 def remote_vas(
@@ -369,6 +435,8 @@ def remote_vas(
     speculative: int = 1,
     messages: Sequence[list] | None = None,
     tokenizer=None,
+    retokenize: bool = False,
+    end_texts: Sequence[str] | None = None,
     progress: bool = False,
 ) -> list[RemoteResult]:
     """VAS over a remote base: the prompts (token-id lists) decoded together, one round of
@@ -376,7 +444,8 @@ def remote_vas(
     model. Row i draws from its own stream, (seed, *row_seeds[i]) (default (seed, i)): give each
     request a key of its own and its tokens depend on nothing else. Returns one RemoteResult per
     prompt; the traffic is in `endpoint.stats`. Text mode: `messages` (each prompt's chat messages,
-    whose chat template `prompts` holds as ids) and the value models' `tokenizer`."""
+    whose chat template `prompts` holds as ids) and the value models' `tokenizer`; add `retokenize`
+    when the base's tokenizer is another (`end_texts`: the base's end-of-turn token texts)."""
     values = list(values)
     if not values:
         raise VasError("remote VAS needs at least one value model")
@@ -391,24 +460,33 @@ def remote_vas(
     eos = set(_eos_tuple(eos_token_id))
     rows = [list(map(int, p)) for p in prompts]
     text = messages is not None
-    if text and (tokenizer is None or len(messages) != len(rows)):
+    if (text or retokenize) and (tokenizer is None or messages is None or len(messages) != len(rows)):
         raise VasError("text mode needs one list of chat messages per prompt, and the value models' tokenizer")
-    token_map = TokenMap(tokenizer) if text else None
-    round_trip = [True] * len(rows)
+    if retokenize:
+        if end_texts is None:  # the value tokenizer's end tokens, as text
+            ends = eos or {tokenizer.eos_token_id} - {None}
+            end_texts = [tokenizer.convert_ids_to_tokens(int(e)) for e in ends]
+        eos = {t.encode() for t in end_texts}
+        token_map = _bytes_key
+    else:
+        token_map = TokenMap(tokenizer) if text else None
+    round_trip = [None if retokenize else True] * len(rows)
     ids, starts, _ = prepare_prompts(rows, pad_id=pad_id)
     B, tb = ids.shape
     beta_arr = _normalize_beta(beta, B, len(values))
     splits = [nnx.split(v) for v in values]
     graphdefs, states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
-    size = bucket_length(tb + max_new_tokens + speculative)
-    caches = tuple(init_cache(v.config, B, size, v.dtype, starts) for v in values)
-    # all but each prompt's last token (it stays pending, as in vas_decode); per-row write indices from here
-    caches = _prefill(graphdefs, states, caches, ids[:, :-1])
-    caches = tuple(c.replace(index=jnp.full((B,), tb - 1, jnp.int32)) for c in caches)
+    caches = None  # retokenising mode keeps none
+    if not retokenize:
+        size = bucket_length(tb + max_new_tokens + speculative)
+        caches = tuple(init_cache(v.config, B, size, v.dtype, starts) for v in values)
+        # all but each prompt's last token (it stays pending, as in vas_decode); per-row write indices from here
+        caches = _prefill(graphdefs, states, caches, ids[:, :-1])
+        caches = tuple(c.replace(index=jnp.full((B,), tb - 1, jnp.int32)) for c in caches)
     greedy = temperature == 0
     keys = row_seeds if row_seeds is not None else [(i,) for i in range(B)]
     rngs = [np.random.default_rng([seed, *map(int, k)]) for k in keys]
-    gen: list[list[int]] = [[] for _ in range(B)]
+    gen: list[list] = [[] for _ in range(B)]  # ids (bytes in retokenising mode)
     base_lp: list[list[float]] = [[] for _ in range(B)]
     pol_lp: list[list[float]] = [[] for _ in range(B)]
     done: list[str | None] = [None] * B
@@ -425,11 +503,15 @@ def remote_vas(
             while any(d is None for d in done):
                 live = [i for i in range(B) if done[i] is None]
                 m = {i: min(speculative, max_new_tokens - len(gen[i])) for i in live}
-                if text:
+                if retokenize:
+                    so_far = {i: b"".join(gen[i]) for i in live}
+                    partial = {i: so_far[i].decode("utf-8", errors="replace") for i in live}
+                elif text:
                     partial = {i: tokenizer.decode(gen[i]) for i in live}
                     for i in live:  # does the endpoint see the answer as the ids here? (it re-tokenises)
                         if gen[i] and tokenizer(partial[i], add_special_tokens=False)["input_ids"] != gen[i]:
                             round_trip[i] = False
+                if text:
                     calls = [
                         endpoint.next_positions_text(
                             client, sem, messages[i], partial[i], m[i], top_k, greedy, token_map
@@ -440,16 +522,21 @@ def remote_vas(
                     calls = [endpoint.next_positions(client, sem, rows[i] + gen[i], m[i], top_k, greedy) for i in live]
                 answers = await asyncio.gather(*calls)
                 pos = dict(zip(live, answers))
-                # one shape for every round (speculative positions): a shorter round compiles nothing new
-                pend, cands, lps, mask = _round_arrays(pos, pending, B, speculative, top_k, pad_id)
-                if cands.max() >= vocab:
-                    raise VasError(
-                        f"{endpoint.base_url} sent token id {int(cands.max())}, outside the value models' vocabulary "
-                        f"of {vocab}: the base uses another tokenizer than the value models"
+                if retokenize:
+                    aug = _retokenized_round(
+                        graphdefs, states, tokenizer, rows, so_far, pos, beta_arr, B, speculative, top_k, pad_id
                     )
-                kept = np.array(caches[0].index)  # before the call, which donates the caches
-                aug, caches = _score(graphdefs, states, caches, pend, cands, lps, mask, beta_arr)
-                aug = np.asarray(aug)
+                else:
+                    # one shape for every round (speculative positions): a shorter round compiles nothing new
+                    pend, cands, lps, mask = _round_arrays(pos, pending, B, speculative, top_k, pad_id)
+                    if cands.max() >= vocab:
+                        raise VasError(
+                            f"{endpoint.base_url} sent token id {int(cands.max())}, outside the value models' "
+                            f"vocabulary of {vocab}: the base uses another tokenizer than the value models"
+                        )
+                    kept = np.array(caches[0].index)  # before the call, which donates the caches
+                    aug, caches = _score(graphdefs, states, caches, pend, cands, lps, mask, beta_arr)
+                    aug = np.asarray(aug)
                 for i in live:
                     j = 0
                     while True:
@@ -467,13 +554,20 @@ def remote_vas(
                         if done[i] or not accepted or j + 1 >= len(pos[i]):
                             break
                         j += 1
-                    # the caches keep what this row appended through position j (its tokens but the last)
-                    kept[i] += j + 1
-                    pending[i] = tok
-                caches = tuple(c.replace(index=jnp.asarray(kept)) for c in caches)
+                    if not retokenize:  # the caches keep what this row appended through position j
+                        kept[i] += j + 1
+                        pending[i] = tok
+                if not retokenize:
+                    caches = tuple(c.replace(index=jnp.asarray(kept)) for c in caches)
         bar.close()
 
     asyncio.run(run())
     endpoint.stats.tokens += sum(map(len, gen))
     endpoint.stats.seconds += time.perf_counter() - t0
+    if retokenize:  # the value tokenizer's ids of the whole answer; its text without the end token
+        ids = [
+            tokenizer(b"".join(g).decode("utf-8", errors="replace"), add_special_tokens=False)["input_ids"] for g in gen
+        ]
+        texts = [b"".join(g[:-1] if d == "stop" else g).decode("utf-8", errors="replace") for g, d in zip(gen, done)]
+        return [RemoteResult(*x) for x in zip(ids, done, round_trip, base_lp, pol_lp, texts)]
     return [RemoteResult(*x) for x in zip(gen, done, round_trip, base_lp, pol_lp)]

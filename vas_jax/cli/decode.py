@@ -92,10 +92,18 @@ def add_arguments(p):
     )
     r.add_argument(
         "--remote-mode",
-        choices=["exact", "text"],
+        choices=["exact", "text", "retokenize"],
         default="exact",
         help="exact: token-id completions (return_tokens_as_token_ids); text: chat with top_logprobs, the "
-        "answer re-tokenised by the endpoint (needs --chat-template)",
+        "answer re-tokenised by the endpoint (needs --chat-template); retokenize: text mode for a base whose "
+        "tokenizer differs from the value models' (each candidate's text re-encoded with theirs; slower)",
+    )
+    r.add_argument(
+        "--end-text",
+        action="append",
+        metavar="TEXT",
+        help="retokenize mode: a candidate text that ends the answer, the base's end-of-turn token "
+        "(repeatable; default: the value models' end-of-turn tokens)",
     )
     r.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at once")
     r.add_argument(
@@ -165,8 +173,14 @@ def run(args):
     check_attention(args.attention)  # before any model is loaded
     for d in args.value:
         check_prompting(value_meta(d), args.chat_template, d)
-    if remote and args.remote_mode == "text" and not args.chat_template:
-        raise VasError("--remote-mode text talks to a chat endpoint: add --chat-template (the value models' prompts)")
+    if remote and args.remote_mode != "exact" and not args.chat_template:
+        raise VasError(
+            f"--remote-mode {args.remote_mode} talks to a chat endpoint: add --chat-template (the value models' prompt)"
+        )
+    if args.tokenizer and args.remote_mode == "retokenize":
+        raise VasError("--remote-mode retokenize reads the value models' own tokenizer: drop --tokenizer")
+    if args.end_text and not (remote and args.remote_mode == "retokenize"):
+        raise VasError("--end-text is for --remote-mode retokenize (the other modes know the end token's id)")
     if remote and args.top_p < 1:
         raise VasError("--top-p is not supported with a remote base: VAS samples among the top-k candidates")
     base = None if remote else vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
@@ -271,12 +285,14 @@ def _remote_batch(args, endpoint, values, prompts, messages, jobs, betas, tok, p
         seed=args.seed,
         row_seeds=jobs,  # (prompt, sample): a completion's draws depend on nothing else
         speculative=args.speculative,
-        messages=messages if args.remote_mode == "text" else None,
+        messages=messages if args.remote_mode != "exact" else None,
         tokenizer=tok,
+        retokenize=args.remote_mode == "retokenize",
+        end_texts=args.end_text,
     )
     return [
         {
-            "completion": tok.decode(r.tokens, skip_special_tokens=True),
+            "completion": r.text if r.text is not None else tok.decode(r.tokens, skip_special_tokens=True),
             "tokens": r.tokens,
             "finish_reason": r.finished,
             # text mode: whether the endpoint's re-tokenisation of the answer matched these tokens
