@@ -31,6 +31,9 @@ VARIANTS = {
     "k=10": {"top_k": 10},
     "k=40": {"top_k": 40},
     "T=0.7": {"vas_temperature": 0.7},
+    "rounds=1": {"rounds": 1},
+    "rounds=2": {"rounds": 2},
+    "rounds=1,β2": {"rounds": 1, "round_beta": 2.0},
     # combinations of the ones that helped alone
     "r16+lam0.5": {"samples_per_prompt": 16, "lam": 0.5},
     "r16+k40+lam0.5": {"samples_per_prompt": 16, "top_k": 40, "lam": 0.5},

@@ -28,6 +28,9 @@ class DemoSize:
     epochs: int = 2
     top_k: int = 20
     vas_temperature: float = 1.0  # of the augmented distribution VAS samples from
+    # on-policy rounds: sample from VAS at round_beta, score, continue the value model's training on all its data
+    rounds: int = 0
+    round_beta: float = 4.0
 
 
 FULL = DemoSize()
@@ -44,6 +47,8 @@ QUICK = DemoSize(
 
 
 def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, log=print) -> dict:
+    from datasets import concatenate_datasets
+
     import vas_jax
 
     from .corpus import brevity, demo_prompts, positivity
@@ -55,6 +60,8 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     from .train import TrainConfig, init_value_model, rollout_arrays, train_value
     from .values import write_value_meta
 
+    COLUMNS = ["prompt_ids", "response_ids", "reward"]
+
     out = Path(out)
     if not BASE_DIR.exists():
         raise vas_jax.VasError(f"the shipped model is missing from {BASE_DIR}; run python train/make_tiny_models.py")
@@ -65,8 +72,9 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     log(f"everything goes under {out}/: rollouts, training runs, value models, report.json and the plots")
     log(f"1/4 sampling {size.train_prompts} x {size.samples_per_prompt} rollouts from the shipped base model")
     roll = out / "rollouts"
-    if roll.exists():
-        shutil.rmtree(roll)
+    for old in [roll, *out.glob("rollouts-*-round*")]:
+        if old.exists():
+            shutil.rmtree(old)
     ds = sample_rollouts(
         base,
         tok,
@@ -81,19 +89,42 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     for name, fn in rewards.items():
         ds = score_dataset(ds, fn, column=f"reward_{name}", progress=False)
     values = []
-    for name in rewards:
-        log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small, `vas train`'s defaults)")
-        d, mean, scale = normalize_rewards(ds, f"reward_{name}")  # as `vas train --reward-column` does
-        # the CLI's defaults (but for the levers), so the demo shows what `vas train` gives
-        cfg = TrainConfig(save_every=10**6, lam=size.lam, epochs=size.epochs)
-        run = out / f"train-{name}"
+    # the CLI's defaults (but for the levers), so the demo shows what `vas train` gives
+    cfg = TrainConfig(save_every=10**6, lam=size.lam, epochs=size.epochs)
+
+    def train(vm, d, run: Path):
         if run.exists():
             shutil.rmtree(run)
+        return train_value(vm, rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg, progress=progress)
+
+    for name, fn in rewards.items():
+        log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small, `vas train`'s defaults)")
+        d, mean, scale = normalize_rewards(ds, f"reward_{name}")  # as `vas train --reward-column` does
         if size.value_init == "small":
             init = init_value_model(small)
         else:
             init = init_value_model(base, layers=int(size.value_init.split(":")[1]))
-        vm, m = train_value(init, rollout_arrays(d, pad_id=tok.pad_token_id), run, cfg, progress=progress)
+        vm, m = train(init, d, out / f"train-{name}")
+        for r in range(1, size.rounds + 1):
+            log(f"    on-policy round {r}: rollouts from VAS at beta {size.round_beta:g}, then training continues")
+            new = sample_rollouts(
+                base,
+                tok,
+                demo_prompts(size.train_prompts, seed=1),
+                out / f"rollouts-{name}-round{r}",
+                n=size.samples_per_prompt,
+                max_new_tokens=size.max_new_tokens,
+                seed=r,
+                prompts_per_shard=max(1, 256 // size.samples_per_prompt),
+                progress=progress,
+                values=[vm],
+                beta=size.round_beta,
+                top_k=size.top_k,
+            )
+            new = score_dataset(new, fn, column=f"reward_{name}", progress=False)
+            new, _, _ = normalize_rewards(new, f"reward_{name}", mean=mean, scale=scale)  # the first round's units
+            d = concatenate_datasets([d.select_columns(COLUMNS), new.select_columns(COLUMNS)])
+            vm, m = train(vm, d, out / f"train-{name}-round{r}")
         path = vas_jax.save_model(vm, out / f"value-{name}", tokenizer=tok)
         write_value_meta(
             path,

@@ -42,10 +42,11 @@ class Batch:
         return len(self.reward)
 
 
-def normalize_rewards(ds, column: str = "reward"):
+def normalize_rewards(ds, column: str = "reward", *, mean: float | None = None, scale: float | None = None):
     """(ds with a "reward" column of (r - mean) / scale from `column`, mean, scale): values learnt on
     it are in units of the reward's standard deviation, so a beta means the same for every reward.
-    A constant reward keeps scale 1."""
+    A constant reward keeps scale 1. Given mean and scale (a value model's, continued on new
+    rollouts) are kept, so its values stay in the units its betas were chosen in."""
     if column not in ds.column_names:
         have = ", ".join(c for c in ds.column_names if c.startswith("reward")) or "none"
         raise VasError(f"the rollouts have no {column!r} column (reward columns: {have}); score them with `vas score`")
@@ -53,7 +54,8 @@ def normalize_rewards(ds, column: str = "reward"):
     if not np.isfinite(r).all():
         bad = np.flatnonzero(~np.isfinite(r))[:10]
         raise VasError(f"non-finite reward(s) at row(s) {', '.join(map(str, bad))}; rescore the rollouts")
-    mean, scale = float(r.mean()), float(r.std()) or 1.0
+    if mean is None or scale is None:
+        mean, scale = float(r.mean()), float(r.std()) or 1.0
     new = ((r - mean) / scale).astype(np.float32)
     ds = ds.map(lambda _, idx: {"reward": new[idx].tolist()}, with_indices=True, batched=True, keep_in_memory=True)
     return ds, mean, scale

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -78,18 +78,24 @@ def sample_rollouts(
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    values: Sequence = (),
+    beta=None,
+    value_paths: Sequence[str] = (),
 ):
     """Sample `n` responses per prompt and write them to the dataset directory `out`.
 
-    Returns the `datasets.Dataset`. `on_shard(i)` is called after shard i is written (tests use it
-    to interrupt a run). `log(line)` hears whether the run starts, resumes or is already done.
+    With `values`, the responses come from VAS itself (`vas_decode` at `beta`, `top_k` candidates,
+    default 20): an on-policy round's rollouts, which continue a value model's training on the
+    states its guidance visits. Returns the `datasets.Dataset`. `on_shard(i)` is called after
+    shard i is written (tests use it to interrupt a run). `log(line)` hears whether the run starts,
+    resumes or is already done.
     """
     import datasets
     import jax
     from tqdm import tqdm
 
     from .data import encode_prompts
-    from .decode import generate
+    from .decode import generate, vas_decode
     from .tokenizer import default_pad_id, end_of_turn_ids
 
     if n < 1:
@@ -111,6 +117,10 @@ def sample_rollouts(
         base=str(base_path) if base_path else None,
         prompts_digest=_digest(prompts),
     )
+    if values:  # guided: what guided them is part of what the rollouts are
+        top_k = top_k or 20
+        beta = [float(b) for b in np.broadcast_to(np.asarray(beta, np.float64), (len(values),))]
+        settings.update(top_k=top_k, values=[str(v) for v in value_paths] or None, beta=beta)
     nproc, pid = jax.process_count(), jax.process_index()
     say = log or (lambda _: None)
     if out.exists() and not out.is_dir():
@@ -146,9 +156,7 @@ def sample_rollouts(
             continue
         idx = list(range(s * prompts_per_shard, min((s + 1) * prompts_per_shard, len(prompts))))
         rows = [(i, j) for i in idx for j in range(n)]
-        r = generate(
-            base,
-            [ids[i] for i, _ in rows],
+        common = dict(
             key=jax.random.fold_in(key, s),
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -157,6 +165,8 @@ def sample_rollouts(
             eos_token_id=eos,
             pad_id=pad,
         )
+        batch = [ids[i] for i, _ in rows]
+        r = vas_decode(base, list(values), batch, beta=beta, **common) if values else generate(base, batch, **common)
         toks = r.token_lists()
         lps = np.asarray(r.logprobs)
         cols = {c: [] for c in COLUMNS}

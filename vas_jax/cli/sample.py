@@ -1,6 +1,7 @@
 """`vas sample`: N responses per prompt from the frozen base model, as a resumable `datasets` dataset.
 
 vas sample --base BASE_DIR --prompts prompts.jsonl --n 8 --out runs/rollouts
+vas sample ... --value runs/v/value --beta 2 --out runs/rollouts-r1   # from VAS: an on-policy round
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ def add_arguments(p):
         help="sampling temperature (0 is greedy; 1 samples the base's own distribution)",
     )
     p.add_argument("--top-p", type=probability, default=1.0, help="nucleus filter: keep this much probability mass")
-    p.add_argument("--top-k", type=nonnegative_int, default=0, help="keep only the k likeliest tokens (0 = off)")
+    p.add_argument(
+        "--top-k",
+        type=nonnegative_int,
+        default=0,
+        help="keep only the k likeliest tokens (0 = off); with --value, the candidates VAS scores (0: 20)",
+    )
     p.add_argument(
         "--batch-size",
         type=positive_int,
@@ -37,18 +43,37 @@ def add_arguments(p):
     )
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same rollouts")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
+    g = p.add_argument_group("on-policy rounds: sample from VAS instead of the base")
+    g.add_argument(
+        "--value",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a value model guiding the samples (repeat); score them and continue its training with "
+        "`vas train --data BASE_ROLLOUTS --data THESE --init-value DIR`",
+    )
+    g.add_argument("--beta", type=float, nargs="+", help="guidance strength, one or one per --value")
 
 
 def run(args):
     import vas_jax
     from vas_jax.cli.args import check_out_dir
     from vas_jax.data import read_prompts
+    from vas_jax.errors import VasError
     from vas_jax.rollouts import sample_rollouts
+    from vas_jax.values import check_prompting, load_value, value_meta
 
     check_out_dir(args.out)
+    if args.beta is not None and not args.value:
+        raise VasError("--beta guides samples with a value model: add --value DIR")
+    if args.value and (args.beta is None or len(args.beta) not in (1, len(args.value))):
+        raise VasError(f"give --beta once, or once per --value ({len(args.value)})")
     texts = read_prompts(args.prompts, args.prompt_field)
     tok = vas_jax.load_tokenizer(args.base)
+    for d in args.value:
+        check_prompting(value_meta(d), args.chat_template, d)
     base = vas_jax.load_model(args.base, dtype=args.dtype)
+    values = [load_value(d, tok, dtype=args.dtype) for d in args.value]
     ds = sample_rollouts(
         base,
         tok,
@@ -64,6 +89,9 @@ def run(args):
         chat_template=args.chat_template,
         base_path=str(args.base),
         log=print,
+        values=values,
+        beta=args.beta,
+        value_paths=args.value,
     )
     eos = sum(ds["ended_with_eos"])
     print(f"{len(ds)} responses to {len(texts)} prompts in {args.out} ({eos} ended with EOS)")

@@ -11,7 +11,13 @@ def add_arguments(p):
     from vas_jax.cli.args import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
     from vas_jax.config import DTYPE_NAMES
 
-    p.add_argument("--data", required=True, help="scored rollouts (from `vas sample` + `vas score`)")
+    p.add_argument(
+        "--data",
+        required=True,
+        action="append",
+        help="scored rollouts (from `vas sample` + `vas score`); repeat to train on several together, e.g. "
+        "the base's rollouts and an on-policy round's",
+    )
     p.add_argument(
         "--reward-column",
         default="reward",
@@ -20,9 +26,14 @@ def add_arguments(p):
     )
     p.add_argument(
         "--init",
-        required=True,
         help="LM the value model starts from: a small LM (its tokenizer must be the base's) or, with "
         "--init-layers, the base itself; a Hugging Face directory or a GGUF file",
+    )
+    p.add_argument(
+        "--init-value",
+        metavar="DIR",
+        help="instead of --init: continue training this value model (an on-policy round), on rewards "
+        "normalised with its stored mean and scale so that a beta keeps its meaning",
     )
     p.add_argument(
         "--init-layers",
@@ -114,17 +125,15 @@ LOW_CORRELATION = 0.5  # below it, the value model guides little (train/default_
 
 
 def run(args):
-    import json
     import sys
     from pathlib import Path
 
     import vas_jax
-    from vas_jax.data import load_table
     from vas_jax.errors import VasError
     from vas_jax.rollout_batches import normalize_rewards
     from vas_jax.tokenizer import default_pad_id, tokenizer_hash
     from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
-    from vas_jax.values import write_value_meta
+    from vas_jax.values import load_value, value_meta, write_value_meta
 
     cfg = TrainConfig(
         gamma=args.gamma,
@@ -153,14 +162,22 @@ def run(args):
     from vas_jax.cli.args import check_out_dir
 
     check_out_dir(args.out)
-    ds = load_table(args.data)
-    ds, reward_mean, reward_scale = normalize_rewards(ds, args.reward_column)
+    if (args.init is None) == (args.init_value is None):
+        raise VasError("give the value model's start: --init LM (a new one) or --init-value DIR (continue one)")
+    if args.init_value and args.init_layers:
+        raise VasError("--init-layers cuts a new value model from --init; --init-value continues one as it is")
+    stats = {}
+    if args.init_value:
+        meta = value_meta(args.init_value)
+        if meta.get("reward_scale") is None:
+            raise VasError(f"{args.init_value} stores no reward mean and scale; continue it with `vas train --resume`")
+        stats = dict(mean=meta["reward_mean"], scale=meta["reward_scale"])
+    ds, settings = _load_data(args.data, args.reward_column)
+    ds, reward_mean, reward_scale = normalize_rewards(ds, args.reward_column, **stats)
     base_dir = args.base
-    settings_file = Path(args.data) / "rollout_settings.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
     if base_dir is None:
         base_dir = settings.get("base")
-    tok = vas_jax.load_tokenizer(args.init)
+    tok = vas_jax.load_tokenizer(args.init or args.init_value)
     if base_dir:
         if not Path(base_dir).exists():
             raise VasError(f"base model directory {base_dir!r} (named by the rollouts) does not exist; pass --base")
@@ -171,10 +188,15 @@ def run(args):
 
         mesh = make_mesh(args.mesh)
     data = load_rollouts(ds, pad_id=default_pad_id(tok), shards=args.data_shards, mesh=mesh)
-    lm = vas_jax.load_model(args.init)
-    if lm.config.head != "lm":
-        raise VasError(f"--init {args.init} is not a causal LM checkpoint")
-    vm = init_value_model(lm, head=args.head, layers=args.init_layers)
+    if args.init_value:
+        vm = load_value(args.init_value, tok, head=None if args.head == "scalar" else args.head)
+        if (vm.config.head == "score") != (args.head == "scalar"):
+            raise VasError(f"--init-value {args.init_value} has another head than --head {args.head}")
+    else:
+        lm = vas_jax.load_model(args.init)
+        if lm.config.head != "lm":
+            raise VasError(f"--init {args.init} is not a causal LM checkpoint")
+        vm = init_value_model(lm, head=args.head, layers=args.init_layers)
     trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
     import jax
 
@@ -203,3 +225,36 @@ def run(args):
             "try more rollouts (vas sample --n), more --passes or a larger --lr",
             file=sys.stderr,
         )
+
+
+def _load_data(paths: list, column: str):
+    """The rollouts of every --data as one dataset (the columns training reads), and their
+    settings (`vas sample`'s and `vas score`'s record), which must agree on the prompting."""
+    import json
+    from pathlib import Path
+
+    import datasets
+
+    from vas_jax.data import load_table
+    from vas_jax.errors import VasError
+
+    parts, settings = [], []
+    for p in paths:
+        ds = load_table(p)
+        if column not in ds.column_names:
+            have = ", ".join(c for c in ds.column_names if c.startswith("reward")) or "none"
+            raise VasError(f"{p} has no {column!r} column (reward columns: {have}); score it with `vas score`")
+        parts.append(ds)
+        f = Path(p) / "rollout_settings.json"
+        settings.append(json.loads(f.read_text()) if f.exists() else {})
+    for p, s in zip(paths[1:], settings[1:]):
+        if s.get("chat_template") != settings[0].get("chat_template"):
+            raise VasError(f"{paths[0]} and {p} differ in --chat-template: train on rollouts prompted alike")
+    if len(parts) == 1:
+        return parts[0], settings[0]
+    keep = ["prompt_ids", "response_ids", column]
+    for p, ds in zip(paths, parts):
+        missing = [c for c in keep if c not in ds.column_names]
+        if missing:
+            raise VasError(f"{p} has no {', '.join(missing)} column: make it with `vas sample`")
+    return datasets.concatenate_datasets([ds.select_columns(keep) for ds in parts]), settings[0]
