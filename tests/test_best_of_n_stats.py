@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from vas_jax.best_of_n_stats import bon_kl_bound, bon_kl_estimate, expected_best, soft_bon
+from vas_jax.best_of_n_stats import bon_kl_bound, bon_kl_estimate, expected_best, expected_other, soft_bon
 
 
 def test_expected_best_is_the_mean_over_every_subset():
@@ -17,6 +17,23 @@ def test_expected_best_is_the_mean_over_every_subset():
         np.testing.assert_allclose(expected_best(pool, n), want, rtol=1e-12)
     with pytest.raises(ValueError):
         expected_best(pool, 8)
+
+
+def test_expected_other_is_the_mean_over_every_subset_with_ties_broken_at_random():
+    rng = np.random.default_rng(1)
+    pool = rng.integers(0, 3, size=(3, 6)).astype(float)  # ties on purpose
+    other = rng.normal(size=(3, 6))
+    for n in range(1, 7):
+        want = []
+        for row, orow in zip(pool, other):
+            picks = []
+            for c in itertools.combinations(range(6), n):
+                best = max(row[i] for i in c)
+                picks.append(np.mean([orow[i] for i in c if row[i] == best]))  # a tie: each as likely
+            want.append(np.mean(picks))
+        np.testing.assert_allclose(expected_other(pool, other, n), want, rtol=1e-12)
+    # picking by a reward, its own value is what Best-of-n gets
+    np.testing.assert_allclose(expected_other(pool, pool, 3), expected_best(pool, 3), rtol=1e-12)
 
 
 def test_bon_kl_estimate_with_and_without_ties():

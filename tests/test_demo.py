@@ -56,6 +56,17 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     composed = [r for r in rows if r.get("composed")]
     assert len(composed) == 4 and set(composed[0]["rewards"]) == {"positivity", "brevity"}
     assert len(rep["compute_ratio"]) == len(vas)
+    # composition: each beta raised alone, its own and the other reward's moves from the base, against
+    # Best-of-N raising that reward as far (its n = 1 point is the base itself)
+    checks = {c["raised"]: c for c in rep["composition"]}
+    assert set(checks) == {"positivity", "brevity"}
+    for c in checks.values():
+        row = next(r for r in composed if r["beta"] == c["beta"])
+        assert c["own_move"] == pytest.approx(row["rewards"][c["raised"]] - base["rewards"][c["raised"]])
+        assert c["other_move"] == pytest.approx(row["rewards"][c["other"]] - base["rewards"][c["other"]])
+        ref = rep["composition_reference"][c["raised"]]
+        assert ref[0]["n"] == 1 and ref[0][c["other"]] == pytest.approx(base["rewards"][c["other"]])
+        assert c["within"] is None or c["within"] == (abs(c["other_move"]) <= abs(c["bon_other_move"]))
     # KL labelled by kind: VAS an estimate with its standard error, Best-of-N the analytic bound
     assert {r["kl_kind"] for r in vas} == {"estimate"} and all(r["kl_se"] > 0 for r in vas)
     assert {r["kl_kind"] for r in rows if r["method"] == "bon"} == {"bound"}

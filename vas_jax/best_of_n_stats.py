@@ -12,6 +12,8 @@ samples per prompt that were already drawn and scored, rather than from fresh dr
   ties this approaches the bound log n - (n-1)/n; with ties (integer or saturated rewards) it is
   smaller, and the bound flatters the other side of any comparison. Over a pool of m distinct
   rewards it cannot exceed log m, so for n near m it underestimates.
+- `expected_other`: the mean of a second reward over Best-of-n's picks by the first (how much
+  optimising one reward by selection moves another: the reference for composed guidance).
 - `soft_bon`: soft Best-of-n's reward and KL for the pool's empirical distribution, by Monte Carlo
   over the n - 1 competitors of each response.
 """
@@ -37,15 +39,36 @@ def expected_best(rewards, n: int) -> np.ndarray:
     rewards: [P, m]. The i-th smallest of m values is a subset's best in C(i-1, n-1) of the C(m, n)
     subsets, ties included (any of the tied values is the best)."""
     r = np.sort(np.asarray(rewards, np.float64), axis=1)
+    return r @ _subset_weights(r.shape[1], n)
+
+
+def expected_other(rewards, other, n: int) -> np.ndarray:
+    """float64[P]: per prompt, the mean of `other` for the sample Best-of-n picks by `rewards`, over
+    every size-n subset of its m samples (ties broken at random: a tied group's weight is shared
+    evenly by its members). rewards, other: [P, m]."""
+    r, o = np.asarray(rewards, np.float64), np.asarray(other, np.float64)
     m = r.shape[1]
+    out = []
+    for row, orow in zip(r, o):
+        order = np.argsort(row, kind="stable")
+        w = _subset_weights(m, n)  # the i-th smallest's chance of being the pick, ties not yet shared
+        levels, first, counts = np.unique(row[order], return_index=True, return_counts=True)
+        total = 0.0
+        for f, c in zip(first, counts):
+            total += w[f : f + c].sum() * orow[order[f : f + c]].mean()
+        out.append(total)
+    return np.array(out)
+
+
+def _subset_weights(m: int, n: int) -> np.ndarray:
+    """C(i-1, n-1) / C(m, n) for i = 1..m: the i-th smallest of m distinct values is the best of
+    that share of the size-n subsets."""
     if not 1 <= n <= m:
         raise ValueError(f"n={n} needs 1 <= n <= m={m}")
     i = np.arange(1, m + 1)
-    # C(i-1, n-1) / C(m, n) in log space (lgamma), zero below i = n
     with np.errstate(invalid="ignore"):
         logw = _lgamma(i) - _lgamma(n) - _lgamma(i - n + 1) - (_lgamma(m + 1) - _lgamma(n + 1) - _lgamma(m - n + 1))
-    w = np.where(i >= n, np.exp(logw), 0.0)
-    return r @ w
+    return np.where(i >= n, np.exp(logw), 0.0)
 
 
 def _lgamma(x):

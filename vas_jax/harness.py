@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .best_of_n_stats import ADMISSIBLE_KL, bon_kl_bound, bon_kl_estimate, expected_best, soft_bon
+from .best_of_n_stats import ADMISSIBLE_KL, bon_kl_bound, bon_kl_estimate, expected_best, expected_other, soft_bon
 from .decode import generate, vas_decode
 from .flops import sequence_flops
 from .tokenizer import default_pad_id, end_of_turn_ids
@@ -242,8 +242,8 @@ def run_comparison(
     prefill = sequence_flops(base.config, mean_prompt, 0)
     for n in bon_ns:
         res, dt, sc, resp = calls[n]
-        # the answers (text statistics, examples, the other rewards) are this call's own picks; the
-        # primary reward is the pool's estimate over every subset of n
+        # the answers (text statistics, examples) are this call's own picks; the rewards are the
+        # pool's estimates over every subset of n
         pick = sc[primary].reshape(P, n).argmax(axis=1) + np.arange(P) * n
         m, se = _stats(expected_best(pool[primary], n))
         mean_len = float(np.asarray(res.lengths).mean())
@@ -261,7 +261,11 @@ def run_comparison(
                 flops_per_response=prefill + n * (cost(mean_len) - prefill),
                 seconds_per_response=dt / P,
                 mean_length=mean_len,
-                rewards={nm: m if nm == primary else float(sc[nm][pick].mean()) for nm in names},
+                # the other rewards of its picks, from the pool as the primary's
+                rewards={
+                    nm: m if nm == primary else float(np.mean(expected_other(pool[primary], pool[nm], n)))
+                    for nm in names
+                },  # fmt: skip
                 **text_stats(jax.tree.map(lambda x: x[pick], res), [resp[i] for i in pick]),
             )
         )
@@ -305,11 +309,22 @@ def run_comparison(
             grid.append(vas_row(values[:2], [b1, b2], composed=True)[0])
             bar.update(1)
     bar.close()
+    # Best-of-N optimising each reward alone, and where that leaves the others: composition's reference
+    reference = {}
+    if grid:
+        for a in names[:2]:
+            reference[a] = [
+                {nm: float(np.mean(expected_best(pool[a], n) if nm == a else expected_other(pool[a], pool[nm], n)))
+                 for nm in names} | {"n": n}
+                for n in bon_ns
+            ]  # fmt: skip
     return dict(
         primary_reward=primary,
         rewards=names,
         rows=rows + grid,
         compute_ratio=compute_ratios(rows),
+        composition_reference=reference,
+        composition=composition_checks(rows[0], grid, reference, names),
         admissible_kl=ADMISSIBLE_KL,
         examples=examples,
         prompts=prompt_texts[:3],
@@ -348,6 +363,37 @@ def compute_ratios(rows) -> list[dict]:
                 flops_ratio=hit["flops_per_response"] / v["flops_per_response"] if hit else None,
                 seconds_ratio=hit["seconds_per_response"] / v["seconds_per_response"] if hit else None,
                 beyond_bon_max=v["admissible"] and hit is None,
+            )
+        )
+    return out
+
+
+def composition_checks(base: dict, grid: list, reference: dict, names: list) -> list[dict]:
+    """For each composed row that raises one beta alone: how far it moved its own reward and the
+    other, from the base's means, against Best-of-N raising that reward alone as far (interpolated
+    along its n; None beyond Best-of-N's largest n). The rewards are coupled, so Best-of-N is the
+    reference for how much the other should move."""
+    out = []
+    for r in grid:
+        raised = [i for i, b in enumerate(r["beta"][:2]) if b != 0]
+        if len(raised) != 1:
+            continue
+        a, b = names[raised[0]], names[1 - raised[0]]
+        own, other = r["rewards"][a] - base["rewards"][a], r["rewards"][b] - base["rewards"][b]
+        curve = sorted((p[a], p[b]) for p in reference.get(a, []))
+        bon_other = None
+        if curve and curve[0][0] <= r["rewards"][a] <= curve[-1][0]:
+            bon_other = float(np.interp(r["rewards"][a], [c[0] for c in curve], [c[1] for c in curve]))
+            bon_other -= base["rewards"][b]
+        out.append(
+            dict(
+                beta=r["beta"],
+                raised=a,
+                other=b,
+                own_move=own,
+                other_move=other,
+                bon_other_move=bon_other,
+                within=None if bon_other is None else bool(abs(other) <= abs(bon_other)),
             )
         )
     return out
@@ -413,6 +459,17 @@ def format_table(report: dict) -> str:
                 f"VAS beta={b}: reward {c['vas_reward']:.3f}; Best-of-{c['bon_n']} reaches it at "
                 f"{c['flops_ratio']:.1f}x VAS's FLOPs and {c['seconds_ratio']:.1f}x its seconds"
             )
+    for c in report.get("composition", []):
+        b = ",".join(f"{x:g}" for x in c["beta"])
+        ref = (
+            f"Best-of-N raising {c['raised']} as far moves {c['other']} {c['bon_other_move']:+.3f}"
+            f" ({'within' if c['within'] else 'beyond'} it)"
+            if c["bon_other_move"] is not None
+            else "beyond Best-of-N's range"
+        )
+        lines.append(
+            f"composed beta={b}: {c['raised']} {c['own_move']:+.3f}, {c['other']} {c['other_move']:+.3f}; {ref}"
+        )
     return "\n".join(lines)
 
 
