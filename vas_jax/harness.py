@@ -463,7 +463,7 @@ def format_table(report: dict) -> str:
         b = ",".join(f"{x:g}" for x in c["beta"])
         ref = (
             f"Best-of-N raising {c['raised']} as far moves {c['other']} {c['bon_other_move']:+.3f}"
-            f" ({'within' if c['within'] else 'beyond'} it)"
+            f" (VAS moves it {'no more' if c['within'] else 'more'})"
             if c["bon_other_move"] is not None
             else "beyond Best-of-N's range"
         )
