@@ -106,3 +106,26 @@ def test_unsupported_quantization_and_architecture_are_one_line(tmp_path, capsys
     other = write_llama_gguf(m, tmp_path / "x" / "f.gguf", {}, arch="falcon") if (tmp_path / "x").mkdir() is None else 0
     with pytest.raises(vas_jax.VasError, match="GGUF architecture 'falcon' is not supported; supported: llama"):
         vas_jax.load_model(other)
+
+
+def test_tokenizer_reads_like_transformers_and_without_pytorch(tmp_path):
+    """The GGUF tokenizer is transformers' conversion of the file's metadata, read without
+    transformers' GGUF reader, which imports PyTorch (the demo installs none)."""
+    import subprocess
+    import sys
+
+    path = write_llama_gguf(tiny(tf.LlamaConfig, tf.LlamaForCausalLM), tmp_path / "m.gguf", TYPES)
+    ours = vas_jax.load_tokenizer(path)
+    ref = tf.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    for text in ("hello world", " a b\nc ", "ab t5 t17ab"):
+        assert ours(text)["input_ids"] == ref(text)["input_ids"], text
+    assert (ours.bos_token, ours.eos_token, len(ours)) == (ref.bos_token, ref.eos_token, len(ref))
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any import of torch fails
+        "import vas_jax\n"
+        f"t = vas_jax.load_tokenizer({str(path)!r})\n"
+        "print(t('hello world')['input_ids'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == str(ref("hello world")["input_ids"])

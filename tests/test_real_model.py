@@ -34,6 +34,22 @@ def real(smollm2):
     return dict(tok=tok, ids=ids, model=vas_jax.load_model(smollm2["hf"]))
 
 
+def test_gguf_tokenizer_is_transformers_own(smollm2, real):
+    """Read without transformers' GGUF reader (it imports PyTorch), the same tokenizer as its."""
+    import transformers as tf
+
+    path = smollm2["gguf"]
+    ref = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tok = real["tok"]
+    for text in [*PROMPTS, "  café naïve 日本語 <|im_end|> x", "def f(x):\n\treturn x**2"]:
+        assert tok(text)["input_ids"] == ref(text)["input_ids"], text
+        msgs = [{"role": "user", "content": text}]
+        assert tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == ref.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=True
+        )
+    assert tok.all_special_tokens == ref.all_special_tokens and len(tok) == len(ref)
+
+
 def test_gguf_load_matches_transformers_and_the_conversion(smollm2, smollm2_torch, real):
     ids = real["ids"][0]
     ours_gguf = vas_jax.load_model(smollm2["gguf"])

@@ -159,12 +159,35 @@ class GGUFCheckpoint:
 
 
 def load_gguf_tokenizer(path: Path):
-    """The tokenizer and chat template in a GGUF file's metadata, converted by transformers."""
-    from transformers import AutoTokenizer
+    """The tokenizer and chat template in a GGUF file's metadata, converted by transformers'
+    GGUF tokenizer builders. The metadata is read here with the gguf library: transformers' own
+    GGUF reader imports PyTorch, which a user of vas-jax need not have."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+        _SPECIAL_TOKENS,
+        GGUF_TOKENIZER_MAPPING,
+        convert_gguf_tokenizer,
+    )
 
+    ckpt = GGUFCheckpoint(path)
     try:
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        groups = {
+            group: {
+                name: ckpt.field(f"tokenizer.{key}")
+                for key, name in renames.items()
+                if ckpt.field(f"tokenizer.{key}") is not None
+            }
+            for group, renames in GGUF_TOKENIZER_MAPPING.items()
+        }
+        tokenizer, config = groups["tokenizer"], groups["tokenizer_config"]
+        if tokenizer.get("tokenizer_type") == "llama":  # llama.cpp adds BOS to a sentencepiece vocabulary by default
+            config.setdefault("add_bos_token", True)
+        for name, key in _SPECIAL_TOKENS.items():
+            token_id = ckpt.field(f"tokenizer.ggml.{key}")
+            config[name] = tokenizer["tokens"][int(token_id)] if token_id is not None else None
+        backend, extra = convert_gguf_tokenizer(ckpt.arch, tokenizer)
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, **config, **extra)
     except Exception as e:
         raise VasError(f"could not read the tokenizer in {path}: {str(e).splitlines()[0]}") from None
-    tok.vas_end_of_turn_ids = GGUFCheckpoint(path).end_of_turn_ids()
+    tok.vas_end_of_turn_ids = ckpt.end_of_turn_ids()
     return tok
