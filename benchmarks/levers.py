@@ -34,10 +34,14 @@ VARIANTS = {
     "rounds=1": {"rounds": 1},
     "rounds=2": {"rounds": 2},
     "rounds=1,β2": {"rounds": 1, "round_beta": 2.0},
+    "rounds=2,β2": {"rounds": 2, "round_beta": 2.0},
+    "rounds=1,β1": {"rounds": 1, "round_beta": 1.0},
     # combinations of the ones that helped alone
     "r16+lam0.5": {"samples_per_prompt": 16, "lam": 0.5},
     "r16+k40+lam0.5": {"samples_per_prompt": 16, "top_k": 40, "lam": 0.5},
     "r16+T0.7": {"samples_per_prompt": 16, "vas_temperature": 0.7},
+    "rounds1β2+r16": {"rounds": 1, "round_beta": 2.0, "samples_per_prompt": 16},
+    "rounds1β2+k40+lam0.5": {"rounds": 1, "round_beta": 2.0, "top_k": 40, "lam": 0.5},
 }
 
 
@@ -48,6 +52,23 @@ def at_kl(rows, kl: float) -> float | None:
     if not xs or kl < xs[0] or kl > xs[-1]:
         return None
     return float(np.interp(kl, xs, ys))
+
+
+def summary_line(name: str, rows: list, compute_ratio: list) -> str:
+    """One variant: per beta VAS's reward/KL, the best admissible setting's compute ratio, and VAS
+    against Best-of-N at KL 1 and 2 nats."""
+    base = next(r for r in rows if r["method"] == "base")
+    vas = [r for r in rows if r["method"] == "vas" and not r.get("composed")]
+    bon = [r for r in rows if r["method"] == "bon"]  # at its KL bound
+    ok = [c for c in compute_ratio if c["admissible"] and c["flops_ratio"] is not None]
+    best = max(ok, key=lambda c: c["vas_reward"]) if ok else None
+    cells = " ".join(f"β={r['beta'][0]:g}:{r['reward_mean']:.2f}/{r['kl']:.2f}" for r in vas)
+    kls = []
+    for kl in (1.0, 2.0):
+        v, b = at_kl([base, *vas], kl), at_kl(bon, kl)
+        kls.append(f"KL{kl:g}: {'-' if v is None else f'{v:.2f}'} vs {'-' if b is None else f'{b:.2f}'}")
+    ratio = f"β={best['beta'][0]:g} = BoN-{best['bon_n']} at {best['flops_ratio']:.1f}x" if best else "none"
+    return f"{name:<14} {cells}  | best admissible: {ratio} | {'; '.join(kls)}"
 
 
 def main():
@@ -61,19 +82,7 @@ def main():
         size = dataclasses.replace(base_size, **VARIANTS[name])
         with tempfile.TemporaryDirectory() as out:
             rep = run_demo(out, size, progress=False, log=lambda *_: None)
-        rows = rep["rows"]
-        base = next(r for r in rows if r["method"] == "base")
-        vas = [r for r in rows if r["method"] == "vas"]
-        bon = [r for r in rows if r["method"] == "bon"]  # at its KL bound
-        ok = [c for c in rep["compute_ratio"] if c["admissible"] and c["flops_ratio"] is not None]
-        best = max(ok, key=lambda c: c["vas_reward"]) if ok else None
-        cells = " ".join(f"β={r['beta'][0]:g}:{r['reward_mean']:.2f}/{r['kl']:.2f}" for r in vas)
-        kls = []
-        for kl in (1.0, 2.0):
-            v, b = at_kl([base, *vas], kl), at_kl(bon, kl)
-            kls.append(f"KL{kl:g}: {'-' if v is None else f'{v:.2f}'} vs {'-' if b is None else f'{b:.2f}'}")
-        ratio = f"β={best['beta'][0]:g} = BoN-{best['bon_n']} at {best['flops_ratio']:.1f}x" if best else "none"
-        line = f"{name:<14} {cells}  | best admissible: {ratio} | {'; '.join(kls)}"
+        line = summary_line(name, rep["rows"], rep["compute_ratio"])
         print(line, flush=True)
         lines.append(line)
     print("\nvariant        per beta: reward/KL | best admissible setting | VAS vs Best-of-N reward at equal KL")
