@@ -388,6 +388,143 @@ def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool, *, write: bool) ->
         settings_file.write_text(json.dumps(settings, indent=2))
 
 
+class _Placement:
+    """Where training's arrays live: on one device, or on a mesh (parameters and optimizer state by
+    TRAIN_RULES, FSDP + tensor parallel; each update's batch over (data, fsdp); step counts,
+    targets and metrics replicated, so that every process can read them)."""
+
+    def __init__(self, mesh, cfg: TrainConfig, d: _SplitData, model: Transformer):
+        self.mesh, self.shards, self.multi = mesh, d.shards, d.multi
+        self.hints = self.replicated = None
+        if mesh is None:
+            return
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        from .sharding import train_hints
+
+        self.hints = train_hints(mesh, model.embed.shape)  # FSDP gathers weights, never activations
+        n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
+        if (cfg.minibatch_size // cfg.grad_accum) % n_batch:
+            raise VasError(
+                f"the micro-batch ({cfg.minibatch_size // cfg.grad_accum}) must divide by the mesh's "
+                f"data x fsdp = {n_batch} devices"
+            )
+        self.replicated = NamedSharding(mesh, P())
+
+    def params(self, params):
+        if self.mesh is None:
+            return params
+        from .sharding import TRAIN_RULES, state_shardings
+
+        # from host memory, so that on several hosts each process places only its own shards
+        return jax.device_put(jax.tree.map(np.asarray, params), state_shardings(params, self.mesh, TRAIN_RULES))
+
+    def rest(self, tree):
+        """Everything not placed yet, replicated on the mesh."""
+        if self.mesh is None:
+            return tree
+        from jax.sharding import NamedSharding
+
+        def put(x):
+            sh = getattr(x, "sharding", None)
+            return x if isinstance(sh, NamedSharding) and sh.mesh == self.mesh else jax.device_put(x, self.replicated)
+
+        return jax.tree.map(put, tree)
+
+    def batch(self, parts: dict, axis: int):
+        """{shard: this process's rows} -> the global batch, split over (data, fsdp) on `axis`."""
+        from .sharding import TRAIN_RULES, batch_sharding
+
+        if self.multi:
+            (x,) = parts.values()
+            shape = x.shape[:axis] + (x.shape[axis] * self.shards,) + x.shape[axis + 1 :]
+            return jax.make_array_from_process_local_data(
+                batch_sharding(self.mesh, TRAIN_RULES, x.ndim, axis=axis), x, shape
+            )
+        x = np.concatenate([parts[s] for s in range(self.shards)], axis=axis) if self.shards > 1 else parts[0]
+        return x if self.mesh is None else jax.device_put(x, batch_sharding(self.mesh, TRAIN_RULES, x.ndim, axis=axis))
+
+    def targets(self, tgt):
+        if self.mesh is None:
+            return tgt
+        from .sharding import TRAIN_RULES, batch_sharding
+
+        return jax.device_put(tgt, batch_sharding(self.mesh, TRAIN_RULES, 3, axis=1))
+
+    def step_count(self, step: int):
+        return jnp.int32(step) if self.replicated is None else jax.device_put(np.int32(step), self.replicated)
+
+    def gathered(self, tree):
+        """Every process holds all of it (to export)."""
+        return tree if self.replicated is None else jax.jit(lambda p: p, out_shardings=self.replicated)(tree)
+
+
+def _restore(mngr, state: dict, resume: bool, log_path: Path, write: bool) -> tuple[dict, int]:
+    """(state, first step): the last checkpoint's when resuming (its later log lines dropped);
+    otherwise the fresh state, and the old log removed."""
+    import orbax.checkpoint as ocp
+
+    if resume and mngr.latest_step() is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+        start = int(state["step"])
+        if log_path.exists() and write:
+            keep = [ln for ln in log_path.read_text().splitlines() if json.loads(ln).get("step", 0) <= start]
+            log_path.write_text("".join(k + "\n" for k in keep))
+        return state, start
+    if log_path.exists() and write:
+        log_path.unlink()
+    return state, 0
+
+
+class _MetricsLog:
+    """Metrics stay on the device and are fetched together when written (one wait for the device
+    per fetch, not per update): checked finite, evaluated where due, logged as JSON lines, to
+    TensorBoard and to `on_step`."""
+
+    def __init__(self, out: Path, start: int, write: bool, on_step, cfg: TrainConfig, evaluate_fn):
+        self.file = open(out / "metrics.jsonl" if write else os.devnull, "a")
+        self.writer = _tensorboard(out) if write else None
+        self.start, self.on_step, self.cfg, self.evaluate = start, on_step, cfg, evaluate_fn
+        self.pending: list = []
+        self.tokens, self.t0 = 0, time.perf_counter()
+        self.last: dict = {}
+
+    def add(self, step: int, metrics) -> None:
+        self.pending.append((step, metrics))
+
+    def flush(self, step: int, *, evaluating: bool, last: bool, params) -> dict:
+        for (st, _), got in zip(self.pending, jax.device_get([mv for _, mv in self.pending])):
+            metrics = {k: float(v) for k, v in got.items()}
+            metrics["step"] = st
+            _check_finite(metrics, self.cfg)  # before any checkpoint of this step is written
+            if st > self.start + 1:  # throughput excludes the first update, which compiles
+                self.tokens += metrics["tokens"]
+            if st == step and evaluating:
+                metrics.update(self.evaluate(params))
+            if st == step and last:
+                jax.block_until_ready(params)
+                dt = time.perf_counter() - self.t0
+                metrics["tokens_per_s"] = self.tokens / dt if self.tokens and dt > 0 else 0.0
+                if not evaluating:  # (an evaluation step has just done it)
+                    metrics.update(self.evaluate(params))
+            self.file.write(json.dumps(metrics) + "\n")
+            if self.writer is not None:
+                for k, v in metrics.items():
+                    if k != "step":
+                        self.writer.add_scalar(k, v, st)
+            if self.on_step is not None:
+                self.on_step(st, metrics)
+            self.last = metrics
+        self.pending.clear()
+        self.file.flush()
+        return self.last
+
+    def close(self):
+        self.file.close()
+
+
 def train_value(
     model: Transformer,
     data: "Batch | RolloutShards",
@@ -414,13 +551,12 @@ def train_value(
     cfg.validate()
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out / "checkpoints"
     d = _split_data(data, cfg, mesh)
-    S, ga, multi, train_parts, eval_data, n_train = d.shards, cfg.grad_accum, d.multi, d.train, d.eval, d.n_train
-    cfg = resolve_defaults(cfg, model.config.hidden_size, n_train * S)
+    S, ga = d.shards, cfg.grad_accum
+    cfg = resolve_defaults(cfg, model.config.hidden_size, d.n_train * S)
     main_process = jax.process_index() == 0  # multi-host: only process 0 writes logs and files
     _check_run_dir(out, cfg, resume, write=main_process)
-    sched = _Schedule(n_train, cfg, S)
+    sched = _Schedule(d.n_train, cfg, S)
     total = sched.total if max_steps is None else min(sched.total, max_steps)
     tx = make_optimizer(cfg, sched.total)
     if cfg.lora_rank > 0:
@@ -428,157 +564,83 @@ def train_value(
 
         model = add_lora(model, cfg.lora_rank, alpha=cfg.lora_alpha or None, seed=cfg.seed)
     graphdef, trainable, frozen = nnx.split(model, trainable_filter(cfg), ...)
-    hints = None
-    if mesh is not None:  # FSDP gathers weights, never activations (see sharding.train_hints)
-        from .sharding import train_hints
-
-        hints = train_hints(mesh, model.embed.shape)
-    targets_fn, train_step = make_steps(graphdef, tx, cfg, shard_hints=hints)
+    place = _Placement(mesh, cfg, d, model)
+    targets_fn, train_step = make_steps(graphdef, tx, cfg, shard_hints=place.hints)
+    if place.replicated is not None:
+        targets_fn = jax.jit(targets_fn, out_shardings=place.replicated)
     # a copy: the train step donates its parameters, and the caller's model must survive it
-    trainable = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), trainable)
-    frozen = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), frozen)
-    params = (trainable, frozen)
-    replicated = None
-    if mesh is not None:
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
-
-        from .sharding import TRAIN_RULES, batch_sharding, state_shardings
-
-        # from host memory, so that on several hosts each process places only its own shards
-        params = jax.device_put(jax.tree.map(np.asarray, params), state_shardings(params, mesh, TRAIN_RULES))
-        trainable = params[0]
-        n_batch = mesh.shape["data"] * mesh.shape["fsdp"]
-        if (cfg.minibatch_size // cfg.grad_accum) % n_batch:
-            raise VasError(
-                f"the micro-batch ({cfg.minibatch_size // cfg.grad_accum}) must divide by the mesh's "
-                f"data x fsdp = {n_batch} devices"
-            )
-        replicated = NamedSharding(mesh, P())  # step counts, targets, metrics: every process can read them
-        targets_fn = jax.jit(targets_fn, out_shardings=replicated)
-
-    def assemble(parts: dict, axis: int):
-        """{shard: this process's rows} -> the global batch, split over (data, fsdp) on `axis`."""
-        if multi:
-            (x,) = parts.values()
-            shape = x.shape[:axis] + (x.shape[axis] * S,) + x.shape[axis + 1 :]
-            return jax.make_array_from_process_local_data(
-                batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=axis), x, shape
-            )
-        x = np.concatenate([parts[s] for s in range(S)], axis=axis) if S > 1 else parts[0]
-        return x if mesh is None else jax.device_put(x, batch_sharding(mesh, TRAIN_RULES, x.ndim, axis=axis))
-
-    state = {
-        "params": params,
-        "opt_state": tx.init(trainable),
-        "ema": jax.tree.map(jnp.copy, trainable) if cfg.ema > 0 else {},
-        "targets": jnp.zeros((sched.bs * S, next(iter(train_parts.values())).ids.shape[1]), jnp.float32),
-        "step": jnp.int32(0),
-    }
-    if mesh is not None:  # everything not sharded above is replicated on the mesh
-
-        def on_mesh(x):
-            sh = getattr(x, "sharding", None)
-            return x if isinstance(sh, NamedSharding) and sh.mesh == mesh else jax.device_put(x, replicated)
-
-        state = jax.tree.map(on_mesh, state)
-    mngr = ocp.CheckpointManager(
-        ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, save_interval_steps=1, create=True)
+    params = place.params(jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), (trainable, frozen)))
+    width = next(iter(d.train.values())).ids.shape[1]
+    state = place.rest(
+        {
+            "params": params,
+            "opt_state": tx.init(params[0]),
+            "ema": jax.tree.map(jnp.copy, params[0]) if cfg.ema > 0 else {},
+            "targets": jnp.zeros((sched.bs * S, width), jnp.float32),
+            "step": jnp.int32(0),
+        }
     )
-    start = 0
-    log_path = out / "metrics.jsonl"
-    if resume and mngr.latest_step() is not None:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
-        start = int(state["step"])
-        if log_path.exists():  # drop log lines written after the checkpoint
-            keep = [ln for ln in log_path.read_text().splitlines() if json.loads(ln).get("step", 0) <= start]
-            if main_process:
-                log_path.write_text("".join(k + "\n" for k in keep))
-    elif log_path.exists() and main_process:
-        log_path.unlink()
-    writer = _tensorboard(out) if main_process else None
+    mngr = ocp.CheckpointManager(
+        out / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep, save_interval_steps=1, create=True),
+    )
+    state, start = _restore(mngr, state, resume, out / "metrics.jsonl", main_process)
     values_fn = jax.jit(
-        lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask), out_shardings=replicated
+        lambda p, ids, mask: value_readout(nnx.merge(graphdef, *p), ids, mask), out_shardings=place.replicated
+    )
+    log = _MetricsLog(
+        out,
+        start,
+        main_process,
+        on_step,
+        cfg,
+        lambda p: evaluate(values_fn, p, d.eval, cfg) if d.eval is not None else {},
     )
     metrics: dict = {}
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))
-    t0, tokens, pending = time.perf_counter(), 0, []
-    with open(log_path if main_process else os.devnull, "a") as log:
-        for step in range(start, total):
-            p, b, e, m = sched.locate(step)
-            rows = {s: sched.batch_rows(p, b, s) for s in train_parts}
-            if e == 0 and m == 0:  # a new TD batch (equal parts of every shard): freeze its targets
-                td = {s: part.take(rows[s]) for s, part in train_parts.items()}
-                src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
-                state["targets"] = targets_fn(
-                    src, *(assemble({s: getattr(d, f) for s, d in td.items()}, 0) for f in Batch.FIELDS)
-                )
-            mbs = {s: sched.minibatch(p, b, e, m, s) for s in range(S)}
-            # [grad_accum, micro]: each micro-batch holds equal parts of every shard, shard s's at
-            # rows s*bs.. of the TD batch (targets) and in block s of the micro-batch
-            idx = np.concatenate([s * sched.bs + mbs[s].reshape(ga, -1) for s in range(S)], axis=1)
-            tgt = state["targets"][idx]
-            if mesh is not None:
-                tgt = jax.device_put(tgt, batch_sharding(mesh, TRAIN_RULES, 3, axis=1))
-            mine = {s: part.take(rows[s][mbs[s]]) for s, part in train_parts.items()}
-
-            def fold(f):
-                return assemble(
-                    {s: getattr(d, f).reshape((ga, -1) + getattr(d, f).shape[1:]) for s, d in mine.items()}, 1
-                )
-
-            state["params"], state["opt_state"], state["ema"], mtr = train_step(
-                state["params"], state["opt_state"], state["ema"], fold("ids"), fold("mask"), fold("resp"), tgt
+    for step in range(start, total):
+        p, b, e, m = sched.locate(step)
+        rows = {s: sched.batch_rows(p, b, s) for s in d.train}
+        if e == 0 and m == 0:  # a new TD batch (equal parts of every shard): freeze its targets
+            td = {s: part.take(rows[s]) for s, part in d.train.items()}
+            src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
+            state["targets"] = targets_fn(
+                src, *(place.batch({s: getattr(x, f) for s, x in td.items()}, 0) for f in Batch.FIELDS)
             )
-            if step == start:  # throughput excludes the first update, which compiles
-                jax.block_until_ready(mtr)
-                t0 = time.perf_counter()
-            saving = (step + 1) % cfg.save_every == 0 or step + 1 == total
-            # metrics stay on the device and are fetched together every log_every updates (one
-            # wait for the device per fetch, not per update), and at checkpoints, evaluations, the end
-            pending.append((step + 1, mtr))
-            evaluating = bool(cfg.eval_every and (step + 1) % cfg.eval_every == 0 and eval_data is not None)
-            last = step + 1 == total
-            if not (on_step is not None or saving or evaluating or last or (step + 1) % cfg.log_every == 0):
-                bar.update(1)
-                continue
-            for (st, _), got in zip(pending, jax.device_get([mv for _, mv in pending])):
-                metrics = {k: float(v) for k, v in got.items()}
-                metrics["step"] = st
-                _check_finite(metrics, cfg)  # before any checkpoint of this step is written
-                if st > start + 1:
-                    tokens += metrics["tokens"]
-                if st == step + 1 and evaluating:
-                    metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
-                if st == step + 1 and last:
-                    jax.block_until_ready(state["params"])
-                    dt = time.perf_counter() - t0
-                    metrics["tokens_per_s"] = tokens / dt if tokens and dt > 0 else 0.0
-                    if eval_data is not None and not evaluating:  # (an evaluation step has just done it)
-                        metrics.update(evaluate(values_fn, state["params"], eval_data, cfg))
-                log.write(json.dumps(metrics) + "\n")
-                if writer is not None:
-                    for k, v in metrics.items():
-                        if k != "step":
-                            writer.add_scalar(k, v, st)
-                if on_step is not None:
-                    on_step(st, metrics)
-            pending.clear()
-            log.flush()
+        mbs = {s: sched.minibatch(p, b, e, m, s) for s in range(S)}
+        # [grad_accum, micro]: each micro-batch holds equal parts of every shard, shard s's at
+        # rows s*bs.. of the TD batch (targets) and in block s of the micro-batch
+        idx = np.concatenate([s * sched.bs + mbs[s].reshape(ga, -1) for s in range(S)], axis=1)
+        tgt = place.targets(state["targets"][idx])
+        mine = {s: part.take(rows[s][mbs[s]]) for s, part in d.train.items()}
+
+        def fold(f):
+            return place.batch(
+                {s: getattr(x, f).reshape((ga, -1) + getattr(x, f).shape[1:]) for s, x in mine.items()}, 1
+            )
+
+        state["params"], state["opt_state"], state["ema"], mtr = train_step(
+            state["params"], state["opt_state"], state["ema"], fold("ids"), fold("mask"), fold("resp"), tgt
+        )
+        if step == start:  # throughput excludes the first update, which compiles
+            jax.block_until_ready(mtr)
+            log.t0 = time.perf_counter()
+        log.add(step + 1, mtr)
+        saving = (step + 1) % cfg.save_every == 0 or step + 1 == total
+        evaluating = bool(cfg.eval_every and (step + 1) % cfg.eval_every == 0 and d.eval is not None)
+        last = step + 1 == total
+        if on_step is not None or saving or evaluating or last or (step + 1) % cfg.log_every == 0:
+            metrics = log.flush(step + 1, evaluating=evaluating, last=last, params=state["params"])
             if saving:  # after the metrics are checked: a checkpoint never holds a diverged model
-                state["step"] = (
-                    jnp.int32(step + 1) if replicated is None else jax.device_put(np.int32(step + 1), replicated)
-                )
+                state["step"] = place.step_count(step + 1)
                 mngr.save(step + 1, args=ocp.args.StandardSave(state))
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
-            bar.update(1)
+        bar.update(1)
     bar.close()
+    log.close()
     mngr.wait_until_finished()
     mngr.close()
-    final = state["params"]
-    if replicated is not None:  # gathered, so that every process can export
-        final = jax.jit(lambda p: p, out_shardings=replicated)(final)
+    final = place.gathered(state["params"])
     trained = nnx.merge(graphdef, *jax.tree.map(lambda x: x.astype(model.dtype), final))
     if cfg.lora_rank > 0:
         from .model import merge_lora
