@@ -30,7 +30,7 @@ class DemoSize:
     vas_temperature: float = 1.0  # of the augmented distribution VAS samples from
     # on-policy rounds: sample from VAS at round_beta, score, continue the value model's training on all its data
     rounds: int = 0
-    round_beta: float = 4.0
+    round_beta: float = 2.0
 
 
 FULL = DemoSize()

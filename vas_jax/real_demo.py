@@ -35,6 +35,8 @@ class RealSize:
     top_k: int = 20
     betas: tuple = (0.5, 1.0, 2.0, 4.0)
     composed: tuple = ((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (2.0, 2.0))
+    rounds: int = 0  # on-policy rounds per value model (each: VAS rollouts at round_beta, scored, training continued)
+    round_beta: float = 2.0
 
 
 DEFAULT = RealSize()
@@ -59,6 +61,29 @@ def _write_prompts(src: Path, dst: Path, n: int) -> Path:
     if not dst.exists() or dst.read_text() != text:
         dst.write_text(text)
     return dst
+
+
+def on_policy_round(vas, out: Path, base: Path, name: str, value: Path, r: int, size: RealSize, log=print) -> Path:
+    """Round r for one reward: rollouts from VAS guided by `value` at size.round_beta on the
+    training prompts, scored, and the value model's training continued on the base's rollouts and
+    these (`vas train --init-value`). Returns the new value model; a finished round is kept."""
+    roll, run = out / f"rollouts-{name}-round{r}", out / f"train-{name}-round{r}"
+    if (run / "value" / "config.json").exists():
+        log(f"3/4 on-policy round {r} for {name} is done already: {run / 'value'}")
+        return run / "value"
+    log(f"3/4 on-policy round {r} for {name}: rollouts from VAS at beta {size.round_beta:g}, then training continues")
+    vas("sample", "--base", base, "--prompts", out / "prompts-train.jsonl", "--chat-template", "--n", size.rollouts,
+        "--max-new-tokens", size.max_new_tokens, "--batch-size", 256, "--value", value, "--beta", size.round_beta,
+        "--top-k", size.top_k, "--out", roll)  # fmt: skip
+    vas("score", "--data", roll, "--reward-fn", REWARDS[name], "--column", f"reward_{name}")
+    argv = ["train", "--data", out / "rollouts", "--data", roll, "--reward-column", f"reward_{name}",
+            "--init-value", value, "--out", run]  # fmt: skip
+    if size.passes is not None:
+        argv += ["--passes", size.passes]
+    if (run / "checkpoints").exists():
+        argv.append("--resume")
+    vas(*argv)
+    return run / "value"
 
 
 def run_real_demo(out: str | Path, size: RealSize = DEFAULT, *, base: str | Path | None = None, log=print) -> dict:
@@ -103,6 +128,9 @@ def run_real_demo(out: str | Path, size: RealSize = DEFAULT, *, base: str | Path
         if (run / "checkpoints").exists():
             argv.append("--resume")
         vas(*argv)
+    for i, name in enumerate(REWARDS):
+        for r in range(1, size.rounds + 1):
+            values[i] = on_policy_round(vas, out, base, name, values[i], r, size, log=log)
     log(f"4/4 held-out prompts: VAS over beta against Best-of-N (n up to {size.bon_max}), both rewards composed")
     bench = out / "bench"
     argv = ["bench", "--base", base, "--prompts", heldout, "--chat-template", "--max-prompts", size.eval_prompts]

