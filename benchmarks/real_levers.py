@@ -16,14 +16,15 @@ Printed per variant as `benchmarks/levers.py` prints it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from benchmarks.levers import summary_line
 from vas_jax.cli import main as vas
-from vas_jax.real_demo import REWARDS
+from vas_jax.real_demo import REWARDS, RealSize, on_policy_round
 
-ROUND_BETA = 2.0
+ROUND_BETA = RealSize().round_beta
 BETAS = (1.0, 2.0, 4.0, 6.0)
 
 # variant -> (value model, VAS settings); the value model is a key of `value_recipes`
@@ -49,23 +50,21 @@ def run(*argv) -> None:
 def value_for(name: str, demo: Path, settings: dict) -> Path:
     """The sentiment value model of a recipe, trained in the demo directory if not there yet."""
     column, fn = "reward_sentiment", REWARDS["sentiment"]
+    base, roll = demo / "base", demo / "rollouts"
     if name == "default":
         return demo / "train-sentiment" / "value"
+    if name == "rounds=1":  # the demo's own round (`vas demo --real --rounds 1` reuses it)
+        size = dataclasses.replace(RealSize(**settings), round_beta=ROUND_BETA)
+        return on_policy_round(run, demo, base, "sentiment", demo / "train-sentiment" / "value", 1, size)
     out = demo / f"lever-{name}"
     value = out / "train" / "value"
     if (value / "config.json").exists():
         return value
     out.mkdir(exist_ok=True)
-    base, roll = demo / "base", demo / "rollouts"
     sample = ["sample", "--base", base, "--prompts", demo / "prompts-train.jsonl", "--chat-template"]
     sample += ["--max-new-tokens", settings["max_new_tokens"], "--batch-size", 256]
     train = ["train", "--reward-column", column, "--out", out / "train"]
-    if name == "rounds=1":
-        first = demo / "train-sentiment" / "value"
-        run(*sample, "--n", settings["rollouts"], "--value", first, "--beta", ROUND_BETA, "--out", out / "rollouts")
-        run("score", "--data", out / "rollouts", "--reward-fn", fn, "--column", column)
-        run(*train, "--data", roll, "--data", out / "rollouts", "--init-value", first)
-    elif name == "rollouts=8":
+    if name == "rollouts=8":
         run(*sample, "--n", 8, "--out", out / "rollouts")
         run("score", "--data", out / "rollouts", "--reward-fn", fn, "--column", column)
         run(*train, "--data", out / "rollouts", "--init", base, "--init-layers", settings["value_layers"])

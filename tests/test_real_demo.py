@@ -37,11 +37,13 @@ def test_reduced_real_pipeline_guidance_beats_the_base(smollm2, tmp_path):
         bon_max=4,
         betas=(4.0,),
         composed=((0.0, 4.0),),
+        rounds=1,
     )
     lines = []
     report = run_real_demo(tmp_path, size, base=smollm2["hf"], log=lines.append)
     commands = [ln.split()[2] for ln in lines if ln.startswith("$ vas ")]
-    assert commands == ["sample", "score", "score", "train", "train", "bench"]
+    # then one on-policy round per value model: VAS's rollouts, scored, training continued
+    assert commands == ["sample", "score", "score", "train", "train", *["sample", "score", "train"] * 2, "bench"]
     rows = report["rows"]
     base = next(r for r in rows if r["method"] == "base")
     vas = next(r for r in rows if r["method"] == "vas" and not r.get("composed"))
@@ -55,7 +57,11 @@ def test_reduced_real_pipeline_guidance_beats_the_base(smollm2, tmp_path):
         assert (tmp_path / "bench" / f).exists()
     meta = json.loads((tmp_path / "train-sentiment" / "value" / "config.json").read_text())["vas_value"]
     assert meta["reward"] == "vas_jax.text_rewards:sentiment" and meta["chat_template"] is True
+    again = json.loads((tmp_path / "train-sentiment-round1" / "value" / "config.json").read_text())["vas_value"]
+    assert (again["reward_mean"], again["reward_scale"]) == (meta["reward_mean"], meta["reward_scale"])
+    guided = json.loads((tmp_path / "rollouts-sentiment-round1" / "rollout_settings.json").read_text())
+    assert guided["values"] == [str(tmp_path / "train-sentiment" / "value")] and guided["beta"] == [size.round_beta]
     # a rerun resumes: the rollouts and both value models are kept, only the comparison runs again
     lines.clear()
     run_real_demo(tmp_path, size, base=smollm2["hf"], log=lines.append)
-    assert sum("trained already" in ln for ln in lines) == 2
+    assert sum("trained already" in ln for ln in lines) == 2 and sum("done already" in ln for ln in lines) == 2
