@@ -2,6 +2,7 @@
 
     python -m benchmarks.levers                 # the toy demo (`make demo`'s size), a minute a variant
     python -m benchmarks.levers --only k=10 lam=1.0
+    python -m benchmarks.levers --only default rounds=1,β2 --seeds 0 1 2   # mean and spread over seeds
 
 Each variant changes one setting of `vas_jax.demo.DemoSize` from the default and reruns the whole
 demo (rollouts, value training, comparison; the composed grid left out). Printed per variant:
@@ -42,6 +43,9 @@ VARIANTS = {
     "r16+T0.7": {"samples_per_prompt": 16, "vas_temperature": 0.7},
     "rounds1β2+r16": {"rounds": 1, "round_beta": 2.0, "samples_per_prompt": 16},
     "rounds1β2+k40+lam0.5": {"rounds": 1, "round_beta": 2.0, "top_k": 40, "lam": 0.5},
+    "rounds1β2+lam0.5": {"rounds": 1, "round_beta": 2.0, "lam": 0.5},
+    "rounds1β2+k40": {"rounds": 1, "round_beta": 2.0, "top_k": 40},
+    "rounds2β2+k40+lam0.5": {"rounds": 2, "round_beta": 2.0, "top_k": 40, "lam": 0.5},
 }
 
 
@@ -54,35 +58,57 @@ def at_kl(rows, kl: float) -> float | None:
     return float(np.interp(kl, xs, ys))
 
 
-def summary_line(name: str, rows: list, compute_ratio: list) -> str:
-    """One variant: per beta VAS's reward/KL, the best admissible setting's compute ratio, and VAS
-    against Best-of-N at KL 1 and 2 nats."""
+def summarize(rows: list, compute_ratio: list) -> dict:
+    """One run of a variant: VAS's reward/KL per beta, the best admissible setting's compute ratio,
+    and VAS's and Best-of-N's rewards at KL 1 and 2 nats."""
     base = next(r for r in rows if r["method"] == "base")
     vas = [r for r in rows if r["method"] == "vas" and not r.get("composed")]
     bon = [r for r in rows if r["method"] == "bon"]  # at its KL bound
     ok = [c for c in compute_ratio if c["admissible"] and c["flops_ratio"] is not None]
     best = max(ok, key=lambda c: c["vas_reward"]) if ok else None
-    cells = " ".join(f"β={r['beta'][0]:g}:{r['reward_mean']:.2f}/{r['kl']:.2f}" for r in vas)
-    kls = []
+    return dict(
+        cells=" ".join(f"β={r['beta'][0]:g}:{r['reward_mean']:.2f}/{r['kl']:.2f}" for r in vas),
+        best=f"β={best['beta'][0]:g} = BoN-{best['bon_n']} at {best['flops_ratio']:.1f}x" if best else "none",
+        at_kl={kl: (at_kl([base, *vas], kl), at_kl(bon, kl)) for kl in (1.0, 2.0)},
+    )
+
+
+def summary_line(name: str, runs: list[dict]) -> str:
+    """A variant's line: one run as measured; several (seeds) as the mean and spread at each KL."""
+    if len(runs) == 1:
+        r = runs[0]
+        kls = "; ".join(
+            f"KL{kl:g}: {'-' if v is None else f'{v:.2f}'} vs {'-' if b is None else f'{b:.2f}'}"
+            for kl, (v, b) in r["at_kl"].items()
+        )
+        return f"{name:<14} {r['cells']}  | best admissible: {r['best']} | {kls}"
+    parts = []
     for kl in (1.0, 2.0):
-        v, b = at_kl([base, *vas], kl), at_kl(bon, kl)
-        kls.append(f"KL{kl:g}: {'-' if v is None else f'{v:.2f}'} vs {'-' if b is None else f'{b:.2f}'}")
-    ratio = f"β={best['beta'][0]:g} = BoN-{best['bon_n']} at {best['flops_ratio']:.1f}x" if best else "none"
-    return f"{name:<14} {cells}  | best admissible: {ratio} | {'; '.join(kls)}"
+        gaps = [v - b for v, b in (r["at_kl"][kl] for r in runs) if v is not None and b is not None]
+        if gaps:
+            parts.append(f"KL{kl:g}: VAS - BoN {np.mean(gaps):+.2f} ± {np.std(gaps, ddof=1) / len(gaps) ** 0.5:.2f}")
+    best = ", ".join(r["best"] for r in runs)
+    return f"{name:<22} {len(runs)} seeds | {'; '.join(parts)} | best admissible per seed: {best}"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per variant (DemoSize.seed)")
     args = ap.parse_args()
     names = args.only or list(VARIANTS)
     base_size = dataclasses.replace(FULL, composed=(), betas=(1.0, 2.0, 4.0, 8.0))
     lines = []
     for name in names:
-        size = dataclasses.replace(base_size, **VARIANTS[name])
-        with tempfile.TemporaryDirectory() as out:
-            rep = run_demo(out, size, progress=False, log=lambda *_: None)
-        line = summary_line(name, rep["rows"], rep["compute_ratio"])
+        runs = []
+        for seed in args.seeds:
+            size = dataclasses.replace(base_size, **VARIANTS[name], seed=seed)
+            with tempfile.TemporaryDirectory() as out:
+                rep = run_demo(out, size, progress=False, log=lambda *_: None)
+            runs.append(summarize(rep["rows"], rep["compute_ratio"]))
+            if len(args.seeds) > 1:
+                print(summary_line(f"{name} s{seed}", runs[-1:]), flush=True)
+        line = summary_line(name, runs)
         print(line, flush=True)
         lines.append(line)
     print("\nvariant        per beta: reward/KL | best admissible setting | VAS vs Best-of-N reward at equal KL")

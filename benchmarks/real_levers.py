@@ -20,7 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from benchmarks.levers import summary_line
+from benchmarks.levers import summarize, summary_line
 from vas_jax.cli import main as vas
 from vas_jax.real_demo import REWARDS, RealSize, on_policy_round
 
@@ -118,7 +118,7 @@ def main():
         vas_rows = [r for r in rep["rows"] if r["method"] == "vas"]
         rows = fixed + vas_rows
         corr = _held_out_corr(path.parent)
-        line = summary_line(name, rows, compute_ratios(rows)) + f" | V corr {corr}"
+        line = summary_line(name, [summarize(rows, compute_ratios(rows))]) + f" | V corr {corr}"
         print(line, flush=True)
         lines.append(line)
     print("\nvariant        per beta: reward/KL | best admissible setting | VAS vs Best-of-N reward at equal KL")

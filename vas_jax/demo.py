@@ -31,6 +31,7 @@ class DemoSize:
     # on-policy rounds: sample from VAS at round_beta, score, continue the value model's training on all its data
     rounds: int = 0
     round_beta: float = 2.0
+    seed: int = 0  # of sampling, training and the comparison (the prompts stay the same)
 
 
 FULL = DemoSize()
@@ -82,6 +83,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         roll,
         n=size.samples_per_prompt,
         max_new_tokens=size.max_new_tokens,
+        seed=size.seed,
         prompts_per_shard=max(1, 256 // size.samples_per_prompt),
         progress=progress,
     )
@@ -90,7 +92,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         ds = score_dataset(ds, fn, column=f"reward_{name}", progress=False)
     values = []
     # the CLI's defaults (but for the levers), so the demo shows what `vas train` gives
-    cfg = TrainConfig(save_every=10**6, lam=size.lam, epochs=size.epochs)
+    cfg = TrainConfig(save_every=10**6, lam=size.lam, epochs=size.epochs, seed=size.seed)
 
     def train(vm, d, run: Path):
         if run.exists():
@@ -114,7 +116,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
                 out / f"rollouts-{name}-round{r}",
                 n=size.samples_per_prompt,
                 max_new_tokens=size.max_new_tokens,
-                seed=r,
+                seed=size.seed * 1000 + r,
                 prompts_per_shard=max(1, 256 // size.samples_per_prompt),
                 progress=progress,
                 values=[vm],
@@ -154,6 +156,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         max_new_tokens=size.max_new_tokens,
         top_k=size.top_k,
         temperature=size.vas_temperature,
+        seed=size.seed,
         progress=progress,
     )
     report["demo"] = dataclasses.asdict(size)
