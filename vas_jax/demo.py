@@ -29,7 +29,7 @@ class DemoSize:
     top_k: int = 20
     vas_temperature: float = 1.0  # of the augmented distribution VAS samples from
     # on-policy rounds: sample from VAS at round_beta, score, continue the value model's training on all its data
-    rounds: int = 0
+    rounds: int = 1
     round_beta: float = 2.0
     seed: int = 0  # of sampling, training and the comparison (the prompts stay the same)
 
