@@ -56,14 +56,15 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     composed = [r for r in rows if r.get("composed")]
     assert len(composed) == 4 and set(composed[0]["rewards"]) == {"positivity", "brevity"}
     assert len(rep["compute_ratio"]) == len(vas)
-    # composition: each beta raised alone, its own and the other reward's moves from the base, against
+    # composition: each beta raised alone, its own and the other reward's moves, against
     # Best-of-N raising that reward as far (its n = 1 point is the base itself)
     checks = {c["raised"]: c for c in rep["composition"]}
     assert set(checks) == {"positivity", "brevity"}
+    zero = next(r for r in composed if r["beta"] == [0.0, 0.0])  # VAS's moves are from its own (0, 0) row
     for c in checks.values():
         row = next(r for r in composed if r["beta"] == c["beta"])
-        assert c["own_move"] == pytest.approx(row["rewards"][c["raised"]] - base["rewards"][c["raised"]])
-        assert c["other_move"] == pytest.approx(row["rewards"][c["other"]] - base["rewards"][c["other"]])
+        assert c["own_move"] == pytest.approx(row["rewards"][c["raised"]] - zero["rewards"][c["raised"]])
+        assert c["other_move"] == pytest.approx(row["rewards"][c["other"]] - zero["rewards"][c["other"]])
         ref = rep["composition_reference"][c["raised"]]
         assert ref[0]["n"] == 1 and ref[0][c["other"]] == pytest.approx(base["rewards"][c["other"]])
         assert c["within"] is None or c["within"] == (abs(c["other_move"]) <= abs(c["bon_other_move"]))

@@ -370,21 +370,24 @@ def compute_ratios(rows) -> list[dict]:
 
 def composition_checks(base: dict, grid: list, reference: dict, names: list) -> list[dict]:
     """For each composed row that raises one beta alone: how far it moved its own reward and the
-    other, from the base's means, against Best-of-N raising that reward alone as far (interpolated
-    along its n; None beyond Best-of-N's largest n). The rewards are coupled, so Best-of-N is the
-    reference for how much the other should move."""
+    other, against Best-of-N raising that reward alone as far (interpolated along its n; None beyond
+    Best-of-N's largest n). The rewards are coupled, so Best-of-N is the reference for how much the
+    other should move. VAS's moves are from the grid's (0, 0) row where it has one (its samples
+    share their random draws with the other rows, so the noise of the sampling cancels), else the base's;
+    Best-of-N's from the base's."""
     out = []
+    zero = next((r for r in grid if not any(r["beta"][:2])), base)
     for r in grid:
         raised = [i for i, b in enumerate(r["beta"][:2]) if b != 0]
         if len(raised) != 1:
             continue
         a, b = names[raised[0]], names[1 - raised[0]]
-        own, other = r["rewards"][a] - base["rewards"][a], r["rewards"][b] - base["rewards"][b]
+        own, other = r["rewards"][a] - zero["rewards"][a], r["rewards"][b] - zero["rewards"][b]
+        level = base["rewards"][a] + own  # Best-of-N raising reward a as far from the base
         curve = sorted((p[a], p[b]) for p in reference.get(a, []))
         bon_other = None
-        if curve and curve[0][0] <= r["rewards"][a] <= curve[-1][0]:
-            bon_other = float(np.interp(r["rewards"][a], [c[0] for c in curve], [c[1] for c in curve]))
-            bon_other -= base["rewards"][b]
+        if curve and curve[0][0] <= level <= curve[-1][0]:
+            bon_other = float(np.interp(level, [c[0] for c in curve], [c[1] for c in curve])) - base["rewards"][b]
         out.append(
             dict(
                 beta=r["beta"],
