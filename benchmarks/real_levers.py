@@ -9,7 +9,7 @@ Best-of-N and the base do not change between variants, so they are read from the
 (`bench/report.json`) rather than decoded again; each variant decodes only its VAS rows, on the
 same held-out prompts, seed and sizes. Variants that need other value models make them through the
 CLI in the demo directory (kept, so a rerun reuses them): more rollouts, a deeper value model, λ,
-and an on-policy round (rollouts from VAS at `ROUND_BETA`, scored, training continued on both).
+epochs, and an on-policy round (rollouts from VAS at `ROUND_BETA`, scored, training continued on both).
 Printed per variant as `benchmarks/levers.py` prints it.
 """
 
@@ -37,6 +37,7 @@ VARIANTS = {
     "rollouts=8": ("rollouts=8", {}),
     "layers=4": ("layers=4", {}),
     "lam=0.5": ("lam=0.5", {}),
+    "epochs=4": ("epochs=4", {}),
 }
 
 
@@ -72,6 +73,8 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
         run(*train, "--data", roll, "--init", base, "--init-layers", 4)
     elif name == "lam=0.5":
         run(*train, "--data", roll, "--init", base, "--init-layers", settings["value_layers"], "--lam", 0.5)
+    elif name == "epochs=4":
+        run(*train, "--data", roll, "--init", base, "--init-layers", settings["value_layers"], "--epochs", 4)
     else:
         raise SystemExit(f"unknown value recipe {name!r}")
     return value
