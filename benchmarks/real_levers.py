@@ -38,6 +38,8 @@ VARIANTS = {
     "layers=4": ("layers=4", {}),
     "lam=0.5": ("lam=0.5", {}),
     "epochs=4": ("epochs=4", {}),
+    "lr=1e-4": ("lr=1e-4", {}),
+    "lr=3e-5": ("lr=3e-5", {}),
 }
 
 
@@ -73,6 +75,8 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
         run(*train, "--data", roll, "--init", base, "--init-layers", 4)
     elif name == "lam=0.5":
         run(*train, "--data", roll, "--init", base, "--init-layers", settings["value_layers"], "--lam", 0.5)
+    elif name.startswith("lr="):  # `vas train`'s default is 3e-3 x 64 / width (3.3e-4 for SmolLM2's 576)
+        run(*train, "--data", roll, "--init", base, "--init-layers", settings["value_layers"], "--lr", name[3:])
     elif name == "epochs=4":
         run(*train, "--data", roll, "--init", base, "--init-layers", settings["value_layers"], "--epochs", 4)
     else:
