@@ -267,7 +267,9 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64) 
         last_v.append(v[np.arange(len(d)), last])
     v, g = np.concatenate(vs), np.concatenate(gs)
     lv = np.concatenate(last_v)
-    corr = float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant V or return has no correlation: 0
+        corr = float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else 0.0
+    corr = corr if math.isfinite(corr) else 0.0
     return {
         "eval_corr": corr,
         "eval_rmse": float(np.sqrt(np.mean((v - g) ** 2))),
