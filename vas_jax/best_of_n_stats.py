@@ -47,12 +47,11 @@ def expected_other(rewards, other, n: int) -> np.ndarray:
     every size-n subset of its m samples (ties broken at random: a tied group's weight is shared
     evenly by its members). rewards, other: [P, m]."""
     r, o = np.asarray(rewards, np.float64), np.asarray(other, np.float64)
-    m = r.shape[1]
+    w = _subset_weights(r.shape[1], n)  # the i-th smallest's chance of being the pick, ties not yet shared
     out = []
     for row, orow in zip(r, o):
         order = np.argsort(row, kind="stable")
-        w = _subset_weights(m, n)  # the i-th smallest's chance of being the pick, ties not yet shared
-        levels, first, counts = np.unique(row[order], return_index=True, return_counts=True)
+        _, first, counts = np.unique(row[order], return_index=True, return_counts=True)
         total = 0.0
         for f, c in zip(first, counts):
             total += w[f : f + c].sum() * orow[order[f : f + c]].mean()

@@ -73,13 +73,14 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     log(f"everything goes under {out}/: rollouts, training runs, value models, report.json and the plots")
     log(f"1/4 sampling {size.train_prompts} x {size.samples_per_prompt} rollouts from the shipped base model")
     roll = out / "rollouts"
+    train_prompts = demo_prompts(size.train_prompts, seed=1)
     for old in [roll, *out.glob("rollouts-*-round*")]:
         if old.exists():
             shutil.rmtree(old)
     ds = sample_rollouts(
         base,
         tok,
-        demo_prompts(size.train_prompts, seed=1),
+        train_prompts,
         roll,
         n=size.samples_per_prompt,
         max_new_tokens=size.max_new_tokens,
@@ -112,7 +113,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
             new = sample_rollouts(
                 base,
                 tok,
-                demo_prompts(size.train_prompts, seed=1),
+                train_prompts,
                 out / f"rollouts-{name}-round{r}",
                 n=size.samples_per_prompt,
                 max_new_tokens=size.max_new_tokens,

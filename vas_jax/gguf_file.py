@@ -172,11 +172,7 @@ def load_gguf_tokenizer(path: Path):
     ckpt = GGUFCheckpoint(path)
     try:
         groups = {
-            group: {
-                name: ckpt.field(f"tokenizer.{key}")
-                for key, name in renames.items()
-                if ckpt.field(f"tokenizer.{key}") is not None
-            }
+            group: {name: v for key, name in renames.items() if (v := ckpt.field(f"tokenizer.{key}")) is not None}
             for group, renames in GGUF_TOKENIZER_MAPPING.items()
         }
         tokenizer, config = groups["tokenizer"], groups["tokenizer_config"]

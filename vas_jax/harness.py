@@ -239,6 +239,7 @@ def run_comparison(
         )
     ]
     examples = {"base": resp1[:3]}
+    picks = bon_picks(pool, primary, bon_ns)  # every reward over the primary's picks
     prefill = sequence_flops(base.config, mean_prompt, 0)
     for n in bon_ns:
         res, dt, sc, resp = calls[n]
@@ -261,11 +262,7 @@ def run_comparison(
                 flops_per_response=prefill + n * (cost(mean_len) - prefill),
                 seconds_per_response=dt / P,
                 mean_length=mean_len,
-                # the other rewards of its picks, from the pool as the primary's
-                rewards={
-                    nm: m if nm == primary else float(np.mean(expected_other(pool[primary], pool[nm], n)))
-                    for nm in names
-                },  # fmt: skip
+                rewards={nm: picks[bon_ns.index(n)][nm] for nm in names},
                 **text_stats(jax.tree.map(lambda x: x[pick], res), [resp[i] for i in pick]),
             )
         )
@@ -310,14 +307,7 @@ def run_comparison(
             bar.update(1)
     bar.close()
     # Best-of-N optimising each reward alone, and where that leaves the others: composition's reference
-    reference = {}
-    if grid:
-        for a in names[:2]:
-            reference[a] = [
-                {nm: float(np.mean(expected_best(pool[a], n) if nm == a else expected_other(pool[a], pool[nm], n)))
-                 for nm in names} | {"n": n}
-                for n in bon_ns
-            ]  # fmt: skip
+    reference = {a: picks if a == primary else bon_picks(pool, a, bon_ns) for a in names[:2]} if grid else {}
     return dict(
         primary_reward=primary,
         rewards=names,
@@ -366,6 +356,19 @@ def compute_ratios(rows) -> list[dict]:
             )
         )
     return out
+
+
+def bon_picks(pool: dict, by: str, ns) -> list[dict]:
+    """Best-of-n picking by reward `by`, for each n: every reward's mean over its picks, estimated
+    over all size-n subsets of the pool ({reward: [P, m] samples}), and n."""
+    return [
+        {
+            nm: float(np.mean(expected_best(r, n) if nm == by else expected_other(pool[by], r, n)))
+            for nm, r in pool.items()
+        }
+        | {"n": n}
+        for n in ns
+    ]
 
 
 def composition_checks(base: dict, grid: list, reference: dict, names: list) -> list[dict]:

@@ -283,6 +283,16 @@ def _text_positions(r, k: int, base_url: str, tokens) -> list[Position]:
 # ---------------------------------------------------------------------- the value models, here
 
 
+def _vas_over_candidates(logprobs, values, beta, mask):
+    """The VAS rule with the k candidates as a vocabulary of their own (the mass outside them is
+    never seen): logprobs float32[R, K], values [R, N, K], beta [R, N], mask bool[R, K]. Returns
+    the augmented log-probs, -inf outside the mask."""
+    r, k = logprobs.shape
+    local = jnp.broadcast_to(jnp.arange(k)[None, :], (r, k))
+    aug, _ = vas_logits(logprobs, logprobs, local, values, beta, True, mask)
+    return jnp.where(mask, aug, -jnp.inf)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdefs",), donate_argnums=(2,))
 def _score(graphdefs, states, caches, pending, cands, logprobs, mask, beta):
     """All m positions of a round in one call: at position j the value models append pending[:, j]
@@ -291,8 +301,6 @@ def _score(graphdefs, states, caches, pending, cands, logprobs, mask, beta):
     bool[B, M, K] (text mode may see fewer than K distinct candidates); beta [B, N]. Returns
     (augmented float32[B, M, K], -inf outside the mask, caches)."""
     models = [nnx.merge(g, s) for g, s in zip(graphdefs, states)]
-    b, _, k = cands.shape
-    local = jnp.broadcast_to(jnp.arange(k)[None, :], (b, k))  # the k candidates as a vocabulary of their own
 
     def position(caches, x):
         p, c, lp, ok = x
@@ -301,8 +309,7 @@ def _score(graphdefs, states, caches, pending, cands, logprobs, mask, beta):
             v, cache = vm.forward(jnp.concatenate([p[:, None], c], axis=1), cache, mode="candidates", n_pending=1)
             scores.append(v.astype(jnp.float32))
             new.append(cache)
-        aug, _ = vas_logits(lp, lp, local, jnp.stack(scores, axis=1), beta, True, ok)
-        return tuple(new), jnp.where(ok, aug, -jnp.inf)
+        return tuple(new), _vas_over_candidates(lp, jnp.stack(scores, axis=1), beta, ok)
 
     xs = (pending.T, *(jnp.swapaxes(a, 0, 1) for a in (cands, logprobs, mask)))
     caches, aug = jax.lax.scan(position, caches, xs)
@@ -358,11 +365,10 @@ def _retokenized_round(graphdefs, states, tokenizer, rows, answers, pos, beta, B
     mask = np.zeros((B, M, K), bool)
     for (i, j, c), vals in zip(where, v):
         scores[i, j, :, c], lps[i, j, c], mask[i, j, c] = vals, pos[i][j].logprobs[c], True
-    local = jnp.broadcast_to(jnp.arange(K)[None, :], (B * M, K))
-    flat = (B * M, K)
-    aug, _ = vas_logits(lps.reshape(flat), lps.reshape(flat), local, scores.reshape(B * M, n, K),
-                        jnp.repeat(beta, M, axis=0), True, mask.reshape(flat))  # fmt: skip
-    return np.where(mask, np.asarray(aug).reshape(B, M, K), -np.inf)
+    aug = _vas_over_candidates(
+        lps.reshape(B * M, K), scores.reshape(B * M, n, K), jnp.repeat(beta, M, axis=0), mask.reshape(B * M, K)
+    )
+    return np.asarray(aug).reshape(B, M, K)
 
 
 def _round_arrays(pos: dict, pending: list, B: int, M: int, K: int, pad_id: int):
