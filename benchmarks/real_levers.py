@@ -35,11 +35,22 @@ VARIANTS = {
     "T=0.7": ("default", {"temperature": 0.7}),
     "rounds=1": ("rounds=1", {}),
     "rollouts=8": ("rollouts=8", {}),
+    "rollouts=16": ("rollouts=16", {}),
+    "rollouts=32": ("rollouts=32", {}),
     "layers=4": ("layers=4", {}),
     "lam=0.5": ("lam=0.5", {}),
     "epochs=4": ("epochs=4", {}),
     "lr=1e-4": ("lr=1e-4", {}),
     "lr=3e-5": ("lr=3e-5", {}),
+}
+
+
+# rollouts per training prompt -> the sets (directory in the demo, samples per prompt, seed) they are the union of
+ROLLOUT_SETS = {
+    "rollouts=8": [("lever-rollouts=8/rollouts", 8, 0)],
+    "rollouts=16": [("lever-rollouts=8/rollouts", 8, 0), ("lever-rollouts=16/rollouts", 8, 1)],
+    "rollouts=32": [("lever-rollouts=8/rollouts", 8, 0), ("lever-rollouts=16/rollouts", 8, 1)]
+    + [("lever-rollouts=32/rollouts", 16, 2)],
 }
 
 
@@ -67,10 +78,15 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
     sample = ["sample", "--base", base, "--prompts", demo / "prompts-train.jsonl", "--chat-template"]
     sample += ["--max-new-tokens", settings["max_new_tokens"], "--batch-size", 256]
     train = ["train", "--reward-column", column, "--out", out / "train"]
-    if name == "rollouts=8":
-        run(*sample, "--n", 8, "--out", out / "rollouts")
-        run("score", "--data", out / "rollouts", "--reward-fn", fn, "--column", column)
-        run(*train, "--data", out / "rollouts", "--init", base, "--init-layers", settings["value_layers"])
+    if name.startswith("rollouts="):
+        data = []
+        for where, n, seed in ROLLOUT_SETS[name]:  # each set sampled and scored once, shared by the larger ones
+            d = demo / where
+            if not _scored(d, column):
+                run(*sample, "--n", n, "--seed", seed, "--out", d)
+                run("score", "--data", d, "--reward-fn", fn, "--column", column)
+            data += ["--data", d]
+        run(*train, *data, "--init", base, "--init-layers", settings["value_layers"])
     elif name == "layers=4":
         run(*train, "--data", roll, "--init", base, "--init-layers", 4)
     elif name == "lam=0.5":
@@ -130,6 +146,11 @@ def main():
         lines.append(line)
     print("\nvariant        per beta: reward/KL | best admissible setting | VAS vs Best-of-N reward at equal KL")
     print("\n".join(lines))
+
+
+def _scored(rollouts: Path, column: str) -> bool:
+    info = rollouts / "dataset_info.json"
+    return info.exists() and column in json.loads(info.read_text())["features"]
 
 
 def _held_out_corr(run: Path) -> str:

@@ -44,6 +44,38 @@ def test_greedy_rows_equal_vas_decode_and_generate_per_row_beta(setup, tokens_pe
         assert out[i] == want, (i, b)
 
 
+def test_vocabulary_wide_heads_beside_scalar_ones_equal_vas_decode(setup):
+    """A Q(s, .) head (read at the candidates, then fed each token) next to a scalar one: greedy rows
+    with per-row betas, one arriving while others decode and one long prompt entering in chunks, each
+    equal to vas_decode of its prompt alone (generate where both betas are 0)."""
+    base, vm, tok, prompts = setup
+    q = init_value_model(vas_jax.load_model(SMALL_DIR), head="vocab")
+    q.lm_head.kernel.value = jax.random.normal(jax.random.key(2), q.lm_head.kernel.value.shape) * 0.5
+    long = tok("review : " + " ".join(["the film was rather good ."] * 6))["input_ids"]  # > 2 chunks of 16
+    work = [(prompts[0], (0.0, 2.0)), (prompts[1], (1.0, -1.5)), (long, (0.0, 1.0)), (prompts[3], (0.0, 0.0))]
+    e = Engine(base, [vm, q], slots=4, max_len=96, eos_token_id=tok.eos_token_id, prefill_chunk=16, tokens_per_step=2)
+    slot_of = {
+        e.submit(p, RequestParams(beta=b, temperature=0.0, max_new_tokens=9)): i for i, (p, b) in enumerate(work[:2])
+    }
+    got, steps = {}, 0
+    while e.busy():
+        if steps == 2:  # two requests have run for two calls; the others arrive
+            for i in (2, 3):
+                slot_of[e.submit(work[i][0], RequestParams(beta=work[i][1], temperature=0.0, max_new_tokens=9))] = i
+        for r in e.step():
+            got.setdefault(slot_of[r.slot], []).append(r.token)
+        steps += 1
+    common = dict(key=jax.random.key(0), max_new_tokens=9, temperature=0.0, eos_token_id=tok.eos_token_id)
+    for i, (p, b) in enumerate(work):
+        if any(b):
+            want = vas_jax.vas_decode(base, [vm, q], [p], beta=np.asarray(b, np.float32), top_k=20, **common)
+        else:
+            want = vas_jax.generate(base, [p], **common)
+        assert got[i] == want.token_lists()[0], (i, b)
+    plain = vas_jax.generate(base, [work[2][0]], **common).token_lists()[0]
+    assert got[2] != plain  # the vocabulary head alone changed the long prompt's answer: not vacuous
+
+
 def test_rows_inserted_later_produce_what_they_produce_alone(setup):
     """Sampled rows (own seeds) give the same tokens alone or beside others, inserted at any step,
     and a freed slot refilled gives the new request's own result."""

@@ -58,6 +58,7 @@ class StepOutput:
 class SlotState:
     caches: tuple  # per model (base, then values): KVCache with int32[S] indices
     logits: jax.Array  # float32[S, V]: the base's next-token logits
+    q_logits: tuple  # per value model: a vocabulary-wide head's Q(s, .) [S, V]; [S, 0] for a scalar head
     pending: jax.Array  # int32[S]: the last token, which scalar value models append at the next step
     live: jax.Array  # bool[S]
     generated: jax.Array  # int32[S]
@@ -111,8 +112,6 @@ class Engine:
             raise VasError(f"max_len {max_len} exceeds the models' context")
         eos = () if eos_token_id is None else (eos_token_id,) if isinstance(eos_token_id, int) else eos_token_id
         kinds = tuple(_value_kind(v, base, i) for i, v in enumerate(values))
-        if "vocab" in kinds:
-            raise VasError("the step engine takes scalar value models (*ForSequenceClassification) only, for now")
         spec = _Spec(kinds, int(max_top_k), tuple(int(e) for e in eos), int(pad_id), int(top_logprobs))
         self.slots, self.max_len, self.chunk = int(slots), int(max_len), int(prefill_chunk)
         if tokens_per_step < 1:
@@ -131,6 +130,7 @@ class Engine:
         self.state = SlotState(
             caches=tuple(cache(m) for m in self.models),
             logits=jnp.zeros((S, V), jnp.float32),
+            q_logits=tuple(jnp.zeros((S, V if k == "vocab" else 0), jnp.float32) for k in kinds),
             pending=jnp.zeros((S,), jnp.int32),
             live=jnp.zeros((S,), bool),
             generated=jnp.zeros((S,), jnp.int32),
@@ -418,19 +418,21 @@ def _prefill_chunk(
     chunk sets the row's parameters and makes it live."""
     models = _merge(graphdefs, states)
     caches = list(state.caches)
-    logits = state.logits
+    # per model, the row of next-token logits its last chunk sets: the base's, a vocabulary-wide head's Q(s, .)
+    heads = [state.logits] + list(state.q_logits)
     for i, m in enumerate(models):
         row = _row(caches[i], slot)
         if first:  # a new request: the row starts empty
             row = row.replace(index=jnp.zeros_like(row.index))
-        take = n - (1 if (i > 0 and spec.value_kinds[i - 1] == "scalar" and last) else 0)
-        # only the base's last chunk needs logits (at its last real token); the rest only fill caches
-        out, new = m.forward(ids, row, mode="extend", outputs="all" if i == 0 and last else "none")
+        scalar = i > 0 and spec.value_kinds[i - 1] == "scalar"
+        take = n - (1 if scalar and last else 0)
+        # only a last chunk's logits are read (at its last real token); the rest only fill caches
+        out, new = m.forward(ids, row, mode="extend", outputs="all" if last and not scalar else "none")
         new = new.replace(index=row.index + take)  # padding and a pending token are not kept
         caches[i] = _put_row(caches[i], new, slot)
-        if i == 0 and last:
-            logits = logits.at[slot].set(jax.lax.dynamic_index_in_dim(out[0], n - 1, keepdims=False))
-    st = state.replace(caches=tuple(caches), logits=logits)
+        if last and not scalar:
+            heads[i] = heads[i].at[slot].set(jax.lax.dynamic_index_in_dim(out[0], n - 1, keepdims=False))
+    st = state.replace(caches=tuple(caches), logits=heads[0], q_logits=tuple(heads[1:]))
     if not last:
         return _pin(st, spec)
     st = st.replace(
@@ -479,7 +481,7 @@ def _step(graphdefs, states, state: SlotState, *, spec: _Spec, with_values: bool
 
 def _decode_one(models, state: SlotState, spec: _Spec, with_values: bool, with_top_p: bool):
     """One token for every live row: the VAS rule over the base's top-k (value models only when a
-    live row has a nonzero beta), then the base (and nothing else) reads the token."""
+    live row has a nonzero beta), then the base and any vocabulary-wide head read the token."""
     base, values = models[0], models[1:]
     caches = list(state.caches)
     logits = state.logits
@@ -491,8 +493,8 @@ def _decode_one(models, state: SlotState, spec: _Spec, with_values: bool, with_t
                 toks = jnp.concatenate([state.pending[:, None], top_idx], axis=1)
                 v, c = vm.forward(toks, caches[i + 1], mode="candidates", n_pending=1)
                 caches[i + 1] = _keep_index(c, caches[i + 1], state.live)
-            else:
-                v = jnp.zeros(top_idx.shape, jnp.float32)  # vocabulary-wide heads: not in the engine yet
+            else:  # a vocabulary-wide head's Q(s, .) at the candidates
+                v = jnp.take_along_axis(state.q_logits[i], top_idx, axis=1)
             # rows with beta 0 never fed this model, so its cache rows for them are stale: keep them out
             scores.append(jnp.where(state.beta[:, i, None] != 0, v.astype(jnp.float32), 0.0))
         mask = jnp.arange(spec.max_top_k)[None, :] < state.top_k[:, None]
@@ -515,9 +517,16 @@ def _decode_one(models, state: SlotState, spec: _Spec, with_values: bool, with_t
     caches[0] = _keep_index(c, caches[0], live)
     # without values (no live row has a nonzero beta) the value models are skipped altogether: rows
     # with beta 0 never need their caches, and a row with a nonzero beta is never live in such a step
+    q_logits = list(state.q_logits)
+    for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
+        if with_values and kind == "vocab":
+            ql, c = vm.forward(feed[:, None], caches[i + 1], mode="extend", outputs="last")
+            caches[i + 1] = _keep_index(c, caches[i + 1], live)
+            q_logits[i] = jnp.where(live[:, None], ql[:, 0].astype(jnp.float32), q_logits[i])
     new_state = state.replace(
         caches=tuple(caches),
         logits=jnp.where(live[:, None], new_logits[:, 0], logits),
+        q_logits=tuple(q_logits),
         pending=jnp.where(live, feed, state.pending),
         live=live & ~finished,
         generated=generated,
