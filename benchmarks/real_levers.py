@@ -37,6 +37,7 @@ VARIANTS = {
     "rollouts=8": ("rollouts=8", {}),
     "rollouts=16": ("rollouts=16", {}),
     "rollouts=32": ("rollouts=32", {}),
+    "rollouts=32+round": ("rollouts=32+round", {}),
     "layers=4": ("layers=4", {}),
     "lam=0.5": ("lam=0.5", {}),
     "epochs=4": ("epochs=4", {}),
@@ -78,7 +79,15 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
     sample = ["sample", "--base", base, "--prompts", demo / "prompts-train.jsonl", "--chat-template"]
     sample += ["--max-new-tokens", settings["max_new_tokens"], "--batch-size", 256]
     train = ["train", "--reward-column", column, "--out", out / "train"]
-    if name.startswith("rollouts="):
+    if name == "rollouts=32+round":  # the round at scale: from the 32-rollout value, on its own and the base's 4
+        init = value_for("rollouts=32", demo, settings)
+        d = out / "rollouts"
+        if not _scored(d, column):
+            guided = ["--value", init, "--beta", ROUND_BETA, "--top-k", settings["top_k"]]
+            run(*sample, "--n", settings["rollouts"], *guided, "--out", d)
+            run("score", "--data", d, "--reward-fn", fn, "--column", column)
+        run(*train, "--data", roll, "--data", d, "--init-value", init)
+    elif name.startswith("rollouts="):
         data = []
         for where, n, seed in ROLLOUT_SETS[name]:  # each set sampled and scored once, shared by the larger ones
             d = demo / where
