@@ -68,9 +68,16 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
     base, roll = demo / "base", demo / "rollouts"
     if name == "default":
         return demo / "train-sentiment" / "value"
-    if name == "rounds=1":  # the demo's own round (`vas demo --real --rounds 1` reuses it)
+    if name in ("rounds=1", "rollouts=32+round"):
+        # rounds=1 is the demo's own round (`vas demo --real --rounds 1` reuses it); the other is the
+        # round at scale: from the 32-rollout value, written in its own directory
         size = dataclasses.replace(RealSize(**settings), round_beta=ROUND_BETA)
-        return on_policy_round(run, demo, base, "sentiment", demo / "train-sentiment" / "value", 1, size)
+        if name == "rounds=1":
+            first, into = demo / "train-sentiment" / "value", None
+        else:
+            first, into = value_for("rollouts=32", demo, settings), demo / f"lever-{name}"
+            into.mkdir(exist_ok=True)
+        return on_policy_round(run, demo, base, "sentiment", first, 1, size, into=into)
     out = demo / f"lever-{name}"
     value = out / "train" / "value"
     if (value / "config.json").exists():
@@ -79,15 +86,7 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
     sample = ["sample", "--base", base, "--prompts", demo / "prompts-train.jsonl", "--chat-template"]
     sample += ["--max-new-tokens", settings["max_new_tokens"], "--batch-size", 256]
     train = ["train", "--reward-column", column, "--out", out / "train"]
-    if name == "rollouts=32+round":  # the round at scale: from the 32-rollout value, on its own and the base's 4
-        init = value_for("rollouts=32", demo, settings)
-        d = out / "rollouts"
-        if not _scored(d, column):
-            guided = ["--value", init, "--beta", ROUND_BETA, "--top-k", settings["top_k"]]
-            run(*sample, "--n", settings["rollouts"], *guided, "--out", d)
-            run("score", "--data", d, "--reward-fn", fn, "--column", column)
-        run(*train, "--data", roll, "--data", d, "--init-value", init)
-    elif name.startswith("rollouts="):
+    if name.startswith("rollouts="):
         data = []
         for where, n, seed in ROLLOUT_SETS[name]:  # each set sampled and scored once, shared by the larger ones
             d = demo / where

@@ -522,7 +522,7 @@ def _decode_one(models, state: SlotState, spec: _Spec, with_values: bool, with_t
         if with_values and kind == "vocab":
             ql, c = vm.forward(feed[:, None], caches[i + 1], mode="extend", outputs="last")
             caches[i + 1] = _keep_index(c, caches[i + 1], live)
-            q_logits[i] = jnp.where(live[:, None], ql[:, 0].astype(jnp.float32), q_logits[i])
+            q_logits[i] = jnp.where(live[:, None], ql[:, 0], q_logits[i])
     new_state = state.replace(
         caches=tuple(caches),
         logits=jnp.where(live[:, None], new_logits[:, 0], logits),

@@ -63,11 +63,15 @@ def _write_prompts(src: Path, dst: Path, n: int) -> Path:
     return dst
 
 
-def on_policy_round(vas, out: Path, base: Path, name: str, value: Path, r: int, size: RealSize, log=print) -> Path:
+def on_policy_round(
+    vas, out: Path, base: Path, name: str, value: Path, r: int, size: RealSize, log=print, into: Path | None = None
+) -> Path:
     """Round r for one reward: rollouts from VAS guided by `value` at size.round_beta on the
     training prompts, scored, and the value model's training continued on the base's rollouts and
-    these (`vas train --init-value`). Returns the new value model; a finished round is kept."""
-    roll, run = out / f"rollouts-{name}-round{r}", out / f"train-{name}-round{r}"
+    these (`vas train --init-value`). Reads the demo directory `out`; writes into `into` (default:
+    `out`). Returns the new value model; a finished round is kept."""
+    into = out if into is None else into
+    roll, run = into / f"rollouts-{name}-round{r}", into / f"train-{name}-round{r}"
     if (run / "value" / "config.json").exists():
         log(f"3/4 on-policy round {r} for {name} is done already: {run / 'value'}")
         return run / "value"
