@@ -434,3 +434,30 @@ def test_value_models_say_what_they_mean_and_refuse_the_other_prompt_format(mode
                 c.completions.create(model=MODEL, prompt=prompt, max_tokens=2, extra_body={"vas": {"values": values}})
     finally:
         srv.stop()
+
+
+def test_server_thread_leaves_the_process_logging_alone():
+    """A ServerThread (a notebook's, a test's) closes and removes no logging handler that others set
+    up: uvicorn's default config would close them all, streams included (absl's closes its stream,
+    which under pytest was the capture's file, and every later test failed on it)."""
+    import logging
+
+    from fastapi import FastAPI
+
+    closed = []
+
+    class Probe(logging.Handler):
+        def emit(self, record):
+            pass
+
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    probe, root = Probe(), logging.getLogger()
+    root.addHandler(probe)
+    try:
+        ServerThread(FastAPI()).stop()
+        assert not closed and probe in root.handlers
+    finally:
+        root.removeHandler(probe)

@@ -483,7 +483,8 @@ def serve(app: FastAPI, scheduler: Scheduler, *, host: str, port: int, drain_tim
 
 class ServerThread:
     """The app on uvicorn in a background thread of this process, on 127.0.0.1 and a free port (port
-    0) or the one given: for notebooks, tests and benchmarks. `stop()` shuts it down."""
+    0) or the one given: for notebooks, tests and benchmarks. `stop()` shuts it down. It leaves the
+    process's logging as it found it: uvicorn's warnings reach the root logger."""
 
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
         import socket
@@ -497,7 +498,9 @@ class ServerThread:
                 s.bind((host, 0))
                 port = s.getsockname()[1]
         self.url = f"http://{host}:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+        # log_config=None: uvicorn's own config would rebuild the process's logging (dictConfig), and
+        # so close every handler other libraries hold, streams included, under the caller's notebook
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, log_config=None))
         self.thread = threading.Thread(target=self.server.run, name="vas-server", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
