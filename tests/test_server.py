@@ -318,7 +318,9 @@ def test_vas_serve_drains_on_sigterm_and_exits_0(tmp_path):
         "--log-level",
         "warning",
     ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    # PYTHONFAULTHANDLER: a server that hangs on its way out is sent SIGABRT and says where each thread is
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -348,7 +350,13 @@ def test_vas_serve_drains_on_sigterm_and_exits_0(tmp_path):
         assert events[-1] == "[DONE]"
         last = json.loads(events[-2])["choices"][0]
         assert last["finish_reason"] in ("abort", "stop", "length")
-        assert proc.wait(timeout=60) == 0
+        try:
+            assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail(
+                f"vas serve did not exit 60 s after SIGTERM; its threads:\n{proc.communicate(timeout=30)[1][-8000:]}"
+            )
     finally:
         if proc.poll() is None:
             proc.kill()
