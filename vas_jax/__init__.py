@@ -11,9 +11,9 @@ from .decode import (
     generate,
     prepare_prompts,
     vas_decode,
-    vas_logits,
 )
 from .errors import VasError
+from .guidance import vas_logits
 from .hf import load_model, save_model
 from .model import Transformer, fuse_projections
 from .tokenizer import check_same_tokenizer, load_tokenizer

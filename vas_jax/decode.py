@@ -3,11 +3,11 @@
 `generate` samples from the base model; `vas_decode` adds Value Augmented Sampling. Both run one
 compiled program, read top to bottom below: `prefill` (one batched forward per model) makes a
 `DecodeState`; `decode_step` takes the base's top-k, asks the value models about them
-(`_candidate_values`: a scalar head scores all k candidates of all rows in ONE call, as k queries at
-the same position, after appending the previous step's token to its cache in that same call),
-applies the VAS rule (`vas_logits`), samples (`vas_jax.sampling`) and advances every cache;
-`_decode_program` loops over steps in chunks on the device, with every cache in the carry and an
-early exit once every row has ended. No host round-trip happens per token.
+(`guidance.score_candidates`: a scalar head scores all k candidates of all rows in ONE call, as k
+queries at the same position, after appending the previous step's token to its cache in that same
+call), applies the VAS rule (`guidance.vas_logits`) by the rows' rule, samples (`vas_jax.sampling`)
+and advances every cache; `_decode_program` loops over steps in chunks on the device, with every
+cache in the carry and an early exit once every row has ended. No host round-trip happens per token.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
-from . import sampling
+from . import guidance, sampling
 from .cache import KVCache, init_cache
 from .decode_attention import check_attention, padded_size
 from .errors import VasError
+from .guidance import normalize_beta, value_kind, vas_logits  # noqa: F401  (vas_logits: the package's name)
 from .model import Transformer
-from .sampling import TOPK_METHODS, SamplerSpec, sample_scored, top_k
+from .sampling import TOPK_METHODS, SamplerSpec, eos_tuple, sample_scored, top_k
+from .sharding import kv_cache_shardings
 
 MIN_BUCKET = 16
 
@@ -67,7 +69,8 @@ class DecodeSpec:
     max_new_tokens: int
     cache_size: int
     sampler: SamplerSpec
-    value_kinds: tuple = ()  # per value model: "scalar" or "vocab"
+    value_kinds: tuple = ()  # per value model: "scalar", "vocab" or "distributional" (guidance.value_kind)
+    atoms: tuple = ()  # per value model: a distributional head's atoms, () for the others
     top_k: int = 20  # VAS candidates
     restrict_to_topk: bool = False
     eos_ids: tuple = ()
@@ -118,52 +121,6 @@ def prepare_prompts(prompts, *, pad_id: int = 0, bucket: int | None = None):
 
     ids, _ = pad_rows(rows, tb, pad_id, side="left")
     return ids, (tb - lens).astype(np.int32), lens
-
-
-def _normalize_beta(beta, batch: int, n_values: int) -> jax.Array:
-    """float | [n] | [B] | [B, n] -> float32[B, n]. A 1-D beta of length n is per model."""
-    b = jnp.asarray(beta, jnp.float32)
-    if b.ndim == 0:
-        return jnp.broadcast_to(b, (batch, n_values))
-    if b.ndim == 1:
-        if b.shape[0] == n_values:
-            return jnp.broadcast_to(b[None, :], (batch, n_values))
-        if b.shape[0] == batch:
-            return jnp.broadcast_to(b[:, None], (batch, n_values))
-    if b.ndim == 2 and b.shape == (batch, n_values):
-        return b
-    raise VasError(f"beta of shape {tuple(b.shape)} fits neither [n_values]={n_values}, [B]={batch} nor [B, n_values]")
-
-
-def _eos_tuple(eos_token_id) -> tuple:
-    if eos_token_id is None:
-        return ()
-    if isinstance(eos_token_id, (int, np.integer)):
-        return (int(eos_token_id),)
-    return tuple(int(e) for e in eos_token_id)
-
-
-def vas_logits(logits, top_vals, top_idx, candidate_values, beta, restrict: bool, mask=None):
-    """The VAS rule: the base's top-k candidates, moved by the value models' centred opinion of them.
-
-    logits: float32[B, V], the base's next-token logits; top_vals, top_idx: [B, K], its top-k;
-    candidate_values: float32[B, N, K], each value model's value of each candidate; beta: [B, N].
-    Returns (augmented logits float32[B, V], guidance float32[B, K]): each candidate's logit plus
-    sum_n beta_n * (its value - the mean of the K values); every other token keeps its logit, or
-    is masked out when `restrict`. mask: bool[B, K], a row's own k (the step engine's per-request
-    top_k): candidates outside it are neither centred on nor moved.
-    """
-    if mask is None:
-        centred = candidate_values - jnp.mean(candidate_values, axis=2, keepdims=True)
-    else:
-        m = mask[:, None, :].astype(jnp.float32)
-        mean = jnp.sum(candidate_values * m, axis=2, keepdims=True) / jnp.maximum(jnp.sum(m, axis=2, keepdims=True), 1)
-        centred = (candidate_values - mean) * m
-    guidance = jnp.sum(beta[:, :, None] * centred, axis=1)
-    rows = jnp.arange(logits.shape[0])[:, None]
-    if restrict:
-        return jnp.full(logits.shape, -jnp.inf, jnp.float32).at[rows, top_idx].set(top_vals + guidance), guidance
-    return logits.at[rows, top_idx].add(guidance), guidance
 
 
 @struct.dataclass
@@ -258,32 +215,25 @@ def prefill(base, values, ids, starts, spec: "DecodeSpec") -> DecodeState:
     )
 
 
-def _candidate_values(values, state: DecodeState, top_idx, spec: "DecodeSpec"):
-    """Each value model's value of each candidate, float32[B, N, K], and the value caches after it.
+def decode_step(
+    base, values, state: DecodeState, beta, rule, key, temperature, top_p, spec: "DecodeSpec"
+) -> DecodeState:
+    """One token for every row: guide (VAS), sample, record, then advance every cache by it.
 
-    A scalar head makes ONE call per step: the pending (last chosen) token is appended to its cache
-    and the k candidates are scored as queries at the next position, so the chosen token never needs
-    a forward of its own. A vocabulary-wide head reads its Q(s, .) at the candidates."""
-    scores, caches = [], list(state.value_caches)
-    for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
-        if kind == "scalar":
-            toks = jnp.concatenate([state.pending[:, None], top_idx], axis=1)
-            v, c = vm.forward(toks, caches[i], mode="candidates", n_pending=1, attention=spec.attention)
-            caches[i] = _pin(c, spec, i + 1)
-        else:
-            v = jnp.take_along_axis(state.q_logits[i], top_idx, axis=1)
-        scores.append(v.astype(jnp.float32))
-    return jnp.stack(scores, axis=1), tuple(caches)
-
-
-def decode_step(base, values, state: DecodeState, beta, key, temperature, top_p, spec: "DecodeSpec") -> DecodeState:
-    """One token for every row: guide (VAS), sample, record, then advance every cache by it."""
+    beta: float32[B, N]; rule: bool[B], the rows guided by the soft rule (read only when a value
+    model is distributional)."""
     b = state.logits.shape[0]
     v_caches = state.value_caches
     if values:
         top_vals, top_idx = top_k(state.logits, spec.top_k, spec.topk_method)  # [B, K]
-        cand, v_caches = _candidate_values(values, state, top_idx, spec)
-        aug, g = vas_logits(state.logits, top_vals, top_idx, cand, beta, spec.restrict_to_topk)
+        readouts, v_caches = guidance.score_candidates(
+            values, spec.value_kinds, v_caches, state.q_logits, state.pending, top_idx, attention=spec.attention
+        )
+        kinds = spec.value_kinds
+        v_caches = tuple(_pin(c, spec, i + 1) if k != "vocab" else c for i, (c, k) in enumerate(zip(v_caches, kinds)))
+        soft = rule if "distributional" in spec.value_kinds else None
+        cand, weights = guidance.candidate_values(readouts, spec.value_kinds, spec.atoms, beta, soft)
+        aug, g = vas_logits(state.logits, top_vals, top_idx, cand, weights, spec.restrict_to_topk)
     else:
         aug = state.logits
     tok, plp, base_lp = sample_scored(
@@ -318,7 +268,7 @@ def decode_step(base, values, state: DecodeState, beta, key, temperature, top_p,
     )
 
 
-def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_p, *, spec: "DecodeSpec"):
+def _decode_program(graphdefs, states, ids, starts, beta, rule, key, temperature, top_p, *, spec: "DecodeSpec"):
     base = nnx.merge(graphdefs[0], states[0])
     values = [nnx.merge(g, s) for g, s in zip(graphdefs[1:], states[1:])]
     if spec.cache_shardings and spec.attention != "xla":  # the attention kernel runs per device
@@ -327,7 +277,7 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
     state = prefill(base, values, ids, starts, spec)
 
     def step(_, s):
-        return decode_step(base, values, s, beta, key, temperature, top_p, spec)
+        return decode_step(base, values, s, beta, rule, key, temperature, top_p, spec)
 
     # The loop runs in chunks of `check_every` steps: the inner loop has a fixed trip count, so on a GPU
     # the host queues a whole chunk's kernels without waiting; only the outer loop's early-exit test
@@ -343,43 +293,10 @@ def _decode_program(graphdefs, states, ids, starts, beta, key, temperature, top_
 decode_program = jax.jit(_decode_program, static_argnames=("graphdefs", "spec"))
 
 
-def _value_kind(vm: Transformer, base: Transformer, i: int) -> str:
-    c = vm.config
-    if (
-        c.vocab_size != base.config.vocab_size
-        and c.head == "lm"
-        or (c.head == "score" and c.vocab_size < base.config.vocab_size)
-    ):
-        raise VasError(
-            f"value model {i} has vocabulary {c.vocab_size}, the base {base.config.vocab_size}; "
-            "value models must use the base model's tokenizer"
-        )
-    if c.head == "score":
-        if c.num_labels != 1:
-            raise VasError(f"value model {i} has num_labels={c.num_labels}; a value head needs num_labels=1")
-        return "scalar"
-    return "vocab"
-
-
 def chunk_steps(max_new_tokens: int, check_every: int) -> int:
     """Steps per chunk of the decode loop: the largest divisor of max_new_tokens up to check_every,
     so that no chunk runs past the last token (a prime max_new_tokens above it gives 1)."""
     return max(d for d in range(1, min(check_every, max_new_tokens) + 1) if max_new_tokens % d == 0)
-
-
-def _cache_shardings(mesh, models, rows: int, size: int) -> tuple:
-    """Per model, its KV cache's [rows, kv heads, size, head dim] sharding on `mesh` by DECODE_RULES
-    (rows over data, kv heads over tensor, where they divide); () without a mesh."""
-    if mesh is None:
-        return ()
-    from .sharding import DECODE_RULES, fitted_sharding
-
-    return tuple(
-        fitted_sharding(
-            mesh, DECODE_RULES, ("batch", "kv", None, None), (rows, m.config.num_kv_heads, size, m.config.head_dim)
-        )
-        for m in models
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,7 +307,7 @@ class DecodePlan:
 
     graphdefs: tuple
     states: tuple
-    args: tuple  # ids, starts, beta, key, temperature, top_p
+    args: tuple  # ids, starts, beta, rule, key, temperature, top_p
     spec: DecodeSpec
 
     def run(self) -> DecodeResult:
@@ -425,7 +342,7 @@ def _check_settings(base, *, max_new_tokens, temperature, top_p, num_samples, to
 
 
 def _check_prompts(base, values, ids, starts, lens, max_new_tokens):
-    vocab = base.config.vocab_size  # the value models' vocabularies are checked against it (_value_kind)
+    vocab = base.config.vocab_size  # the value models' vocabularies are checked against it (value_kind)
     bad = (ids < 0) | (ids >= vocab)
     if bad.any():
         i, j = map(int, np.argwhere(bad)[0])
@@ -462,6 +379,7 @@ def _plan(
     check_every=8,
     attention="xla",
     topk_method="lax",
+    rule="mean",
 ) -> DecodePlan:
     """Check a decode call's inputs and build its spec and arguments."""
     _check_settings(
@@ -479,7 +397,8 @@ def _plan(
     size = ids.shape[1] + max_new_tokens
     if attention != "xla":  # slots the kernel reads in whole blocks; the extra ones stay empty
         size = padded_size(size)
-    kinds = tuple(_value_kind(v, base, i) for i, v in enumerate(values))
+    kinds = tuple(value_kind(v, base, i) for i, v in enumerate(values))
+    guidance.check_rule(rule, kinds)
     if values and not 1 <= top_k <= base.config.vocab_size:
         raise VasError(f"top_k must be in [1, vocab size {base.config.vocab_size}], got {top_k}")
     if sample_top_k and not 0 < sample_top_k <= base.config.vocab_size:
@@ -493,20 +412,21 @@ def _plan(
             greedy=temperature == 0, top_k=int(sample_top_k), use_top_p=top_p < 1.0, one_pass=sampling.one_pass_pays()
         ),
         value_kinds=kinds,
+        atoms=tuple(guidance.value_atoms(v.config) for v in values),
         top_k=int(top_k) if values else 0,
         restrict_to_topk=bool(restrict_to_topk),
-        eos_ids=_eos_tuple(eos_token_id),
+        eos_ids=eos_tuple(eos_token_id),
         pad_id=int(pad_id),
         num_samples=int(num_samples),
         check_every=chunk_steps(int(max_new_tokens), int(check_every)),
-        cache_shardings=_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples, int(size)),
+        cache_shardings=kv_cache_shardings(mesh, [base, *values], ids.shape[0] * num_samples, int(size)),
         attention=attention,
         topk_method=topk_method,
     )
     splits = [nnx.split(m) for m in [base, *values]]
     b = ids.shape[0]
     if values:  # [prompts, n_values], then one row per sample
-        beta_arr = jnp.repeat(_normalize_beta(beta, b, len(values)), num_samples, axis=0)
+        beta_arr = jnp.repeat(normalize_beta(beta, b, len(values)), num_samples, axis=0)
     else:
         beta_arr = jnp.zeros((b * num_samples, 0), jnp.float32)
     ids_a, starts_a = jnp.asarray(ids), jnp.asarray(starts)
@@ -517,7 +437,8 @@ def _plan(
             ids_a = jax.device_put(ids_a, batch_sharding(mesh, DECODE_RULES, 2))
             starts_a = jax.device_put(starts_a, batch_sharding(mesh, DECODE_RULES, 1))
             beta_arr = jax.device_put(beta_arr, batch_sharding(mesh, DECODE_RULES, 2))
-    args = (ids_a, starts_a, beta_arr, key, jnp.float32(temperature), jnp.float32(top_p))
+    rule_arr = jnp.full((b * num_samples,), rule == "soft")
+    args = (ids_a, starts_a, beta_arr, rule_arr, key, jnp.float32(temperature), jnp.float32(top_p))
     return DecodePlan(tuple(g for g, _ in splits), tuple(st for _, st in splits), args, spec)
 
 
@@ -593,6 +514,7 @@ def vas_decode(
     check_every: int = 8,
     attention: str = "xla",
     topk_method: str = "lax",
+    rule: str = "mean",
     run: bool = True,
 ) -> DecodeResult:
     """Value Augmented Sampling: guide `base` with one or several value models.
@@ -603,7 +525,9 @@ def vas_decode(
     recompilation when it changes). top_k: the number of base candidates the values re-rank.
     topk_method: how they are picked: "lax" (`lax.top_k` of the row), "chunked" or "rounds" -- the
     same tokens by other routes (`vas_jax.sampling.top_k`; on GPUs `lax.top_k` with k > 16 sorts
-    the row). Other arguments as for `generate`.
+    the row). rule: "mean" (beta times each candidate's expected value: VAS) or "soft" (log E[exp(beta
+    r)] from a distributional head, the KL-regularised optimum's tilt; `vas_jax.guidance`). Other
+    arguments as for `generate`.
     """
     if isinstance(values, Transformer):
         values = [values]
@@ -629,6 +553,7 @@ def vas_decode(
         check_every=check_every,
         attention=attention,
         topk_method=topk_method,
+        rule=rule,
     )
     return plan.run() if run else plan
 

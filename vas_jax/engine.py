@@ -5,7 +5,7 @@ per-row write index), its own beta vector, temperature, top-p, top-k and PRNG st
 queues a prompt for a free slot; `step()` first moves one chunk of a queued prompt into its slot
 (prefill in chunks, so a long prompt never stalls running rows for more than one chunk), then
 advances every live slot by `tokens_per_step` tokens (one, by default) with the VAS rule
-(`decode.vas_logits`), on device, and reports what each emitted. Per-request parameters are
+(`vas_jax.guidance`, mean or soft per row), on device, and reports what each emitted. Per-request parameters are
 arrays: changing them never recompiles; the programs are one step per variant (with or without
 value models, with or without top-p) and one prefill per chunk bucket.
 
@@ -26,10 +26,12 @@ import numpy as np
 from flax import nnx, struct
 from tqdm import tqdm
 
+from . import guidance
 from .cache import KVCache, init_cache
-from .decode import _value_kind, bucket_length, vas_logits
+from .decode import bucket_length
 from .errors import VasError
-from .sampling import top_p_filter
+from .guidance import value_kind, vas_logits
+from .sampling import eos_tuple, top_p_filter
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,7 @@ class RequestParams:
     top_k: int = 20  # candidates the value models re-rank, at most the engine's max_top_k
     seed: int = 0
     max_new_tokens: int = 64
+    rule: str = "mean"  # "mean" or "soft" (a distributional head's log E[exp(beta r)]; vas_jax.guidance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +70,14 @@ class SlotState:
     temperature: jax.Array  # float32[S]
     top_p: jax.Array  # float32[S]
     top_k: jax.Array  # int32[S]
+    soft: jax.Array  # bool[S]: rows guided by the soft rule
     keys: jax.Array  # uint32[S, 2]: each row's PRNG key data
 
 
 @dataclasses.dataclass(frozen=True)
 class _Spec:
     value_kinds: tuple
+    atoms: tuple  # per value model: a distributional head's atoms, () for the others
     max_top_k: int
     eos_ids: tuple
     pad_id: int
@@ -110,9 +115,9 @@ class Engine:
             raise VasError(f"top_logprobs must be in [0, 20], got {top_logprobs}")
         if max_len > min([base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]):
             raise VasError(f"max_len {max_len} exceeds the models' context")
-        eos = () if eos_token_id is None else (eos_token_id,) if isinstance(eos_token_id, int) else eos_token_id
-        kinds = tuple(_value_kind(v, base, i) for i, v in enumerate(values))
-        spec = _Spec(kinds, int(max_top_k), tuple(int(e) for e in eos), int(pad_id), int(top_logprobs))
+        kinds = tuple(value_kind(v, base, i) for i, v in enumerate(values))
+        atoms = tuple(guidance.value_atoms(v.config) for v in values)
+        spec = _Spec(kinds, atoms, int(max_top_k), eos_tuple(eos_token_id), int(pad_id), int(top_logprobs))
         self.slots, self.max_len, self.chunk = int(slots), int(max_len), int(prefill_chunk)
         if tokens_per_step < 1:
             raise VasError(f"tokens_per_step must be at least 1, got {tokens_per_step}")
@@ -139,6 +144,7 @@ class Engine:
             temperature=jnp.ones((S,), jnp.float32),
             top_p=jnp.ones((S,), jnp.float32),
             top_k=jnp.full((S,), spec.max_top_k, jnp.int32),
+            soft=jnp.zeros((S,), bool),
             keys=jnp.zeros((S, 2), jnp.uint32),
         )
         if mesh is not None:  # parameters tensor-parallel, slots over data (DECODE_RULES)
@@ -177,6 +183,7 @@ class Engine:
             raise VasError(f"temperature must be a finite number >= 0, got {params.temperature}")
         if not 0 < params.top_p <= 1:
             raise VasError(f"top_p must be in (0, 1], got {params.top_p}")
+        guidance.check_rule(params.rule, self.spec.value_kinds)
 
     def submit(self, prompt: Sequence[int], params: RequestParams = RequestParams()) -> int:
         """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`."""
@@ -313,12 +320,11 @@ class Engine:
 def _slot_shardings(state: SlotState, models, mesh) -> SlotState:
     """Every slot array split over the mesh's data axis by rows (where the slots divide), and each
     KV cache's kv heads over tensor, as `vas_decode` lays out its batch."""
-    from .decode import _cache_shardings
-    from .sharding import DECODE_RULES, fitted_sharding
+    from .sharding import DECODE_RULES, fitted_sharding, kv_cache_shardings
 
     S = state.live.shape[0]
     size = state.caches[0].k[0].shape[2]
-    kv = _cache_shardings(mesh, models, S, size)
+    kv = kv_cache_shardings(mesh, models, S, size)
 
     def rows(x):
         return fitted_sharding(mesh, DECODE_RULES, ("batch",) + (None,) * (x.ndim - 1), x.shape)
@@ -361,6 +367,7 @@ def _row_params(p: RequestParams) -> tuple:
         np.float32(p.temperature),
         np.float32(p.top_p),
         np.int32(p.top_k),
+        np.bool_(p.rule == "soft"),
         key,
         np.int32(p.max_new_tokens),
     )
@@ -406,6 +413,7 @@ def _prefill_chunk(
     temperature,
     top_p,
     top_k,
+    soft,
     key,
     max_new,
     *,
@@ -424,7 +432,7 @@ def _prefill_chunk(
         row = _row(caches[i], slot)
         if first:  # a new request: the row starts empty
             row = row.replace(index=jnp.zeros_like(row.index))
-        scalar = i > 0 and spec.value_kinds[i - 1] == "scalar"
+        scalar = i > 0 and spec.value_kinds[i - 1] != "vocab"  # scalar or distributional: a candidate call
         take = n - (1 if scalar and last else 0)
         # only a last chunk's logits are read (at its last real token); the rest only fill caches
         out, new = m.forward(ids, row, mode="extend", outputs="all" if last and not scalar else "none")
@@ -444,6 +452,7 @@ def _prefill_chunk(
         temperature=st.temperature.at[slot].set(temperature),
         top_p=st.top_p.at[slot].set(top_p),
         top_k=st.top_k.at[slot].set(top_k),
+        soft=st.soft.at[slot].set(soft),
         keys=st.keys.at[slot].set(key),
     )
     return _pin(st, spec)
@@ -487,18 +496,18 @@ def _decode_one(models, state: SlotState, spec: _Spec, with_values: bool, with_t
     logits = state.logits
     if with_values:
         top_vals, top_idx = jax.lax.top_k(logits, spec.max_top_k)
-        scores = []
-        for i, (vm, kind) in enumerate(zip(values, spec.value_kinds)):
-            if kind == "scalar":
-                toks = jnp.concatenate([state.pending[:, None], top_idx], axis=1)
-                v, c = vm.forward(toks, caches[i + 1], mode="candidates", n_pending=1)
-                caches[i + 1] = _keep_index(c, caches[i + 1], state.live)
-            else:  # a vocabulary-wide head's Q(s, .) at the candidates
-                v = jnp.take_along_axis(state.q_logits[i], top_idx, axis=1)
-            # rows with beta 0 never fed this model, so its cache rows for them are stale: keep them out
-            scores.append(jnp.where(state.beta[:, i, None] != 0, v.astype(jnp.float32), 0.0))
+        readouts, new = guidance.score_candidates(
+            values, spec.value_kinds, caches[1:], state.q_logits, state.pending, top_idx
+        )
+        for i, kind in enumerate(spec.value_kinds):
+            if kind != "vocab":
+                caches[i + 1] = _keep_index(new[i], caches[i + 1], state.live)
+        soft = state.soft if "distributional" in spec.value_kinds else None
+        cand, weights = guidance.candidate_values(readouts, spec.value_kinds, spec.atoms, state.beta, soft)
+        # rows with beta 0 never fed the value models, so their cache rows are stale: keep them out
+        cand = jnp.where(state.beta[:, :, None] != 0, cand, 0.0)
         mask = jnp.arange(spec.max_top_k)[None, :] < state.top_k[:, None]
-        aug, _ = vas_logits(logits, top_vals, top_idx, jnp.stack(scores, axis=1), state.beta, False, mask)
+        aug, _ = vas_logits(logits, top_vals, top_idx, cand, weights, False, mask)
     else:
         aug = logits
     tok = _sample_rows(state.keys, state.generated, aug, state.temperature, state.top_p, with_top_p)

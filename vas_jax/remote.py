@@ -4,7 +4,7 @@ Only the value models run here. At each step the endpoint is asked for the next 
 log-probabilities on the prompt plus the tokens so far (`/v1/completions`, the prompt as token ids,
 `max_tokens=1`, `logprobs=k`, token ids in the answer: vLLM's and `vas serve`'s
 `return_tokens_as_token_ids`); the value models score those k candidates in one call, with their
-KV caches kept across steps as in `vas_decode`; the VAS rule (`decode.vas_logits`) moves them; a
+KV caches kept across steps as in `vas_decode`; the VAS rule (`guidance.vas_logits`) moves them; a
 token is drawn here and appended.
 
 The mass outside the k candidates is never seen (the API shows only the top k), so the guided
@@ -56,8 +56,10 @@ import numpy as np
 from flax import nnx
 
 from .cache import init_cache
-from .decode import _eos_tuple, _normalize_beta, bucket_length, prepare_prompts, vas_logits
+from .decode import bucket_length, prepare_prompts
 from .errors import VasError
+from .guidance import normalize_beta, vas_logits
+from .sampling import eos_tuple
 
 TOKEN_ID = "token_id:"  # how `return_tokens_as_token_ids` spells a token
 
@@ -461,9 +463,12 @@ def remote_vas(
         raise VasError("speculative and max_new_tokens must be at least 1, temperature at least 0")
     for i, v in enumerate(values):
         if v.config.head != "score" or v.config.num_labels != 1:
-            raise VasError(f"value model {i}: remote VAS takes scalar value heads (*ForSequenceClassification)")
+            raise VasError(
+                f"value model {i}: remote VAS takes scalar value heads (*ForSequenceClassification, one label), "
+                "not vocabulary-wide or distributional ones"
+            )
     vocab = min(v.config.vocab_size for v in values)
-    eos = set(_eos_tuple(eos_token_id))
+    eos = set(eos_tuple(eos_token_id))
     rows = [list(map(int, p)) for p in prompts]
     text = messages is not None
     if (text or retokenize) and (tokenizer is None or messages is None or len(messages) != len(rows)):
@@ -479,7 +484,7 @@ def remote_vas(
     round_trip = [None if retokenize else True] * len(rows)
     ids, starts, _ = prepare_prompts(rows, pad_id=pad_id)
     B, tb = ids.shape
-    beta_arr = _normalize_beta(beta, B, len(values))
+    beta_arr = normalize_beta(beta, B, len(values))
     splits = [nnx.split(v) for v in values]
     graphdefs, states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
     caches = None  # retokenising mode keeps none

@@ -16,6 +16,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEG_INF = -jnp.inf
 
@@ -28,6 +29,15 @@ class SamplerSpec:
     top_k: int = 0  # filter; 0 = off
     use_top_p: bool = False
     one_pass: bool = False  # `sample_scored`: one fused pass over the vocabulary (see `one_pass_pays`)
+
+
+def eos_tuple(eos_token_id) -> tuple:
+    """An end token, a list of them, or None -> a tuple of ids (a static, hashable spec field)."""
+    if eos_token_id is None:
+        return ()
+    if isinstance(eos_token_id, (int, np.integer)):
+        return (int(eos_token_id),)
+    return tuple(int(e) for e in eos_token_id)
 
 
 def one_pass_pays() -> bool:

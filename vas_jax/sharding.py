@@ -169,3 +169,16 @@ def train_hints(mesh: Mesh, embed_shape: tuple) -> dict:
         "residual": batch_sharding(mesh, TRAIN_RULES, 3),
         "embed_table": fitted_sharding(mesh, TRAIN_RULES, ("vocab", None), embed_shape),
     }
+
+
+def kv_cache_shardings(mesh, models, rows: int, size: int) -> tuple:
+    """Per model, its KV cache's [rows, kv heads, size, head dim] sharding on `mesh` by DECODE_RULES
+    (rows over data, kv heads over tensor, where they divide); () without a mesh."""
+    if mesh is None:
+        return ()
+    return tuple(
+        fitted_sharding(
+            mesh, DECODE_RULES, ("batch", "kv", None, None), (rows, m.config.num_kv_heads, size, m.config.head_dim)
+        )
+        for m in models
+    )

@@ -26,9 +26,10 @@ import optax
 from flax import nnx
 
 from .errors import VasError
+from .guidance import distribution_mean, value_atoms
 from .model import Transformer
 from .rollout_batches import Batch, RolloutShards, load_rollouts, process_block, rollout_arrays  # noqa: F401
-from .td import lambda_returns, sparse_rewards
+from .td import distributional_lambda_returns, lambda_returns, sparse_rewards, two_hot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,16 +110,25 @@ def resolve_defaults(cfg: TrainConfig, hidden_size: int, n_rollouts: int) -> Tra
 # ----------------------------------------------------------------------------- the value model
 
 
-def init_value_model(lm: Transformer, *, head: str = "scalar", layers: int | None = None) -> Transformer:
+def init_value_model(
+    lm: Transformer, *, head: str = "scalar", layers: int | None = None, atoms: tuple | None = None
+) -> Transformer:
     """A value model from an LM: its trunk (or its first `layers` layers), with a zero-initialised head.
 
     head="scalar": a `score` head (num_labels=1), saved as `*ForSequenceClassification`;
-    head="vocab": a vocabulary-wide head Q(s, .) (untied from the embeddings), saved as `*ForCausalLM`.
+    head="vocab": a vocabulary-wide head Q(s, .) (untied from the embeddings), saved as `*ForCausalLM`;
+    head="distributional": a `score` head with one label per atom (`td.make_atoms`: the normalised
+    rewards' span), logits of the final reward's categorical distribution, saved as
+    `*ForSequenceClassification` with the atoms in its `vas_value` entry (a zero head: uniform).
     layers: keep only the first N layers (then the final norm): a small value model made from the
     base itself, sharing its tokenizer, for a base with no small sibling.
     """
-    if head not in ("scalar", "vocab"):
-        raise VasError(f"unknown value head {head!r}; use scalar or vocab")
+    if head not in ("scalar", "vocab", "distributional"):
+        raise VasError(f"unknown value head {head!r}; use scalar, vocab or distributional")
+    if (head == "distributional") != (atoms is not None):
+        raise VasError("a distributional head needs its atoms (td.make_atoms), and only it takes them")
+    if atoms is not None and (len(atoms) < 2 or any(b <= a for a, b in zip(atoms, atoms[1:]))):
+        raise VasError(f"a distributional head needs at least 2 increasing atoms, got {atoms}")
     if layers is not None and not 1 <= layers <= lm.config.num_layers:
         raise VasError(f"--init-layers must be between 1 and the model's {lm.config.num_layers} layers, got {layers}")
     from .model import is_fused
@@ -130,12 +140,11 @@ def init_value_model(lm: Transformer, *, head: str = "scalar", layers: int | Non
         cfg = cfg.replace(num_layers=layers, sliding_windows=cfg.sliding_windows[:layers])
     from .values import mark_value_config
 
-    new_cfg = mark_value_config(
-        cfg.replace(head="score", num_labels=1)
-        if head == "scalar"
-        else cfg.replace(head="lm", tie_word_embeddings=False),
-        head,
-    )
+    if head == "vocab":
+        new_cfg = mark_value_config(cfg.replace(head="lm", tie_word_embeddings=False), head)
+    else:
+        n = 1 if head == "scalar" else len(atoms)
+        new_cfg = mark_value_config(cfg.replace(head="score", num_labels=n), head, atoms=atoms)
     vm = nnx.eval_shape(lambda: Transformer(new_cfg, dtype=lm.dtype, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(vm)
     src = dict(nnx.to_flat_state(nnx.state(lm, nnx.Param)))
@@ -149,9 +158,10 @@ def init_value_model(lm: Transformer, *, head: str = "scalar", layers: int | Non
 
 
 def value_readout(model: Transformer, ids, mask):
-    """V(prompt + y<=t) at every position t: float32[B, T].
+    """V(prompt + y<=t) at every position t: float32[B, T]; a distributional head's logits over its
+    atoms, float32[B, T, A].
 
-    A scalar head reads its score at t; a vocabulary-wide head reads Q at t-1 for token t.
+    A scalar or distributional head reads its score at t; a vocabulary-wide head reads Q at t-1 for token t.
     """
     out = model(ids, attention_mask=mask)
     if model.config.head == "score":
@@ -183,12 +193,20 @@ def trainable_filter(cfg: TrainConfig):
     return nnx.Param
 
 
-def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None):
+def value_mean(model: Transformer, ids, mask):
+    """V(prompt + y<=t) as a number at every position, float32[B, T]: a distributional head's mean."""
+    out = value_readout(model, ids, mask)
+    atoms = value_atoms(model.config)
+    return distribution_mean(out, atoms) if atoms else out
+
+
+def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None, atoms: tuple = ()):
     """(targets_fn, train_step): plain functions of pytrees, jitted once (nnx.merge inside).
 
     `params` is (trainable, frozen) as split by `trainable_filter` (`graphdef` is that split's);
     only the first is differentiated and updated. shard_hints: `sharding.train_hints(mesh)`, the
-    shardings the model pins its residual stream and embedding table to on a mesh.
+    shardings the model pins its residual stream and embedding table to on a mesh. atoms: a
+    distributional head's (its targets are distributional λ-returns, its loss cross-entropy).
     """
     bf16 = cfg.compute_dtype == "bfloat16"
 
@@ -202,14 +220,21 @@ def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None):
     @jax.jit
     def targets_fn(params, ids, mask, resp, reward):
         v = values(params, ids, mask)
+        if atoms:
+            return distributional_lambda_returns(jax.nn.softmax(v, axis=-1), reward, resp, atoms=atoms, lam=cfg.lam)
         return lambda_returns(v, sparse_rewards(reward, resp), resp, gamma=cfg.gamma, lam=cfg.lam)
 
     def loss_fn(trainable, frozen, ids, mask, resp, tgt):
         v = values((trainable, frozen), ids, mask)
         w = resp.astype(jnp.float32)
-        err = (v - tgt) * w
         n = jnp.maximum(w.sum(), 1.0)
-        loss = jnp.sum(err * err) / n
+        if atoms:  # cross-entropy to the target distribution; the explained variance of its mean
+            loss = -jnp.sum(jnp.sum(tgt * jax.nn.log_softmax(v, axis=-1), axis=-1) * w) / n
+            v, tgt = distribution_mean(v, atoms), jnp.sum(tgt * jnp.asarray(atoms, jnp.float32), axis=-1)
+            err = (v - tgt) * w
+        else:
+            err = (v - tgt) * w
+            loss = jnp.sum(err * err) / n
         mean_t = jnp.sum(tgt * w) / n
         var_t = jnp.sum(((tgt - mean_t) * w) ** 2) / n
         mean_e = jnp.sum(err) / n
@@ -252,12 +277,21 @@ def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64) -> dict:
-    """Correlation and error of V against observed (Monte-Carlo, discounted) returns on held-out rollouts."""
-    vs, gs, last_v = [], [], []
+def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64, atoms: tuple = ()) -> dict:
+    """Correlation and error of V against observed (Monte-Carlo, discounted) returns on held-out rollouts.
+
+    For a distributional head (`atoms`), V is the distribution's mean, and `eval_nll` is the
+    cross-entropy of the observed final reward (two-hot on the atoms) under the predicted
+    distribution, per response position."""
+    vs, gs, last_v, nll = [], [], [], []
     for s in range(0, len(data), batch):
         d = data.take(np.arange(s, min(s + batch, len(data))))
         v = np.asarray(values_fn(params, d.ids, d.mask))
+        if atoms:
+            logp = np.asarray(jax.nn.log_softmax(v, axis=-1))
+            target = np.asarray(two_hot(d.reward, atoms))[:, None, :]
+            nll.append(-(target * logp).sum(-1)[d.resp])
+            v = (np.exp(logp) * np.asarray(atoms, np.float32)).sum(-1)
         g = np.asarray(
             lambda_returns(np.zeros_like(v), sparse_rewards(d.reward, d.resp), d.resp, gamma=cfg.gamma, lam=1.0)
         )
@@ -270,12 +304,22 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64) 
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant V or return has no correlation: 0
         corr = float(np.corrcoef(v, g)[0, 1]) if v.std() > 0 and g.std() > 0 else 0.0
     corr = corr if math.isfinite(corr) else 0.0
-    return {
+    out = {
         "eval_corr": corr,
         "eval_rmse": float(np.sqrt(np.mean((v - g) ** 2))),
         "eval_final_rmse": float(np.sqrt(np.mean((lv - data.reward) ** 2))),
         "eval_explained_variance": float(1 - np.var(g - v) / max(np.var(g), 1e-8)),
     }
+    if atoms:
+        out["eval_nll"] = float(np.concatenate(nll).mean())
+    return out
+
+
+def clipped_share(rewards, atoms: tuple) -> float:
+    """The share of (normalised) rewards outside a distributional head's atoms: their targets are
+    clipped to the end atoms, which cuts the upper tail that the soft rule reads."""
+    r = np.asarray(rewards, np.float64)
+    return float(np.mean((r < atoms[0]) | (r > atoms[-1]))) if len(r) else 0.0
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -452,7 +496,7 @@ class _Placement:
             return tgt
         from .sharding import TRAIN_RULES, batch_sharding
 
-        return jax.device_put(tgt, batch_sharding(self.mesh, TRAIN_RULES, 3, axis=1))
+        return jax.device_put(tgt, batch_sharding(self.mesh, TRAIN_RULES, tgt.ndim, axis=1))
 
     def step_count(self, step: int):
         return jnp.int32(step) if self.replicated is None else jax.device_put(np.int32(step), self.replicated)
@@ -551,6 +595,10 @@ def train_value(
     from tqdm import tqdm
 
     cfg.validate()
+    atoms = value_atoms(model.config)
+    if atoms and cfg.gamma != 1:
+        # with a discount the return's support shrinks at every step and would need projecting onto the atoms
+        raise VasError(f"a distributional value head trains with --gamma 1 (no discount), got {cfg.gamma}")
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     d = _split_data(data, cfg, mesh)
@@ -567,7 +615,7 @@ def train_value(
         model = add_lora(model, cfg.lora_rank, alpha=cfg.lora_alpha or None, seed=cfg.seed)
     graphdef, trainable, frozen = nnx.split(model, trainable_filter(cfg), ...)
     place = _Placement(mesh, cfg, d, model)
-    targets_fn, train_step = make_steps(graphdef, tx, cfg, shard_hints=place.hints)
+    targets_fn, train_step = make_steps(graphdef, tx, cfg, shard_hints=place.hints, atoms=atoms)
     if place.replicated is not None:
         targets_fn = jax.jit(targets_fn, out_shardings=place.replicated)
     # a copy: the train step donates its parameters, and the caller's model must survive it
@@ -578,7 +626,7 @@ def train_value(
             "params": params,
             "opt_state": tx.init(params[0]),
             "ema": jax.tree.map(jnp.copy, params[0]) if cfg.ema > 0 else {},
-            "targets": jnp.zeros((sched.bs * S, width), jnp.float32),
+            "targets": jnp.zeros((sched.bs * S, width) + ((len(atoms),) if atoms else ()), jnp.float32),
             "step": jnp.int32(0),
         }
     )
@@ -596,7 +644,7 @@ def train_value(
         main_process,
         on_step,
         cfg,
-        lambda p: evaluate(values_fn, p, d.eval, cfg) if d.eval is not None else {},
+        lambda p: evaluate(values_fn, p, d.eval, cfg, atoms=atoms) if d.eval is not None else {},
     )
     metrics: dict = {}
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))

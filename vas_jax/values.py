@@ -18,14 +18,18 @@ from pathlib import Path
 
 from .errors import VasError
 
-CONFIG_KEY = "vas_value"  # in config.json: {"head": "scalar" | "vocab"}
-HEADS = ("scalar", "vocab")
+CONFIG_KEY = "vas_value"  # in config.json: {"head": "scalar" | "vocab" | "distributional", "atoms": [...]}
+HEADS = ("scalar", "vocab", "distributional")
 
 
-def mark_value_config(cfg, head: str):
-    """`cfg` with the value-model entry that `load_value` reads back from config.json."""
+def mark_value_config(cfg, head: str, atoms=None):
+    """`cfg` with the value-model entry that `load_value` reads back from config.json (a
+    distributional head's atoms with it)."""
     d = json.loads(cfg.hf_config_json)
-    d[CONFIG_KEY] = {**d.get(CONFIG_KEY, {}), "head": head}
+    entry = {**d.get(CONFIG_KEY, {}), "head": head}
+    if atoms is not None:
+        entry["atoms"] = [float(a) for a in atoms]
+    d[CONFIG_KEY] = entry
     return cfg.replace(hf_config_json=json.dumps(d))
 
 
@@ -69,7 +73,8 @@ def check_value_tokenizer(base_tok, path: str | Path) -> None:
 def load_value(path: str | Path, base_tok, *, head: str | None = None, **load_kw):
     """Load a value model for guiding a base whose tokenizer is `base_tok`.
 
-    head: None (what the checkpoint says), "scalar" or "vocab" (accept a causal LM as a Q head).
+    head: None (what the checkpoint says), "scalar", "distributional" or "vocab" (accept a causal LM
+    as a Q head).
     load_kw: passed to `load_model` (dtype, mesh, fuse).
     """
     from .hf import load_model, read_config
@@ -81,10 +86,19 @@ def load_value(path: str | Path, base_tok, *, head: str | None = None, **load_kw
     cfg = config_from_hf(d)  # the head is checked before any weight is read
     marked = (d.get(CONFIG_KEY) or {}).get("head")
     if cfg.head == "score":
+        atoms = (d.get(CONFIG_KEY) or {}).get("atoms") if marked == "distributional" else None
+        kind = "distributional" if atoms else "scalar"
         if head == "vocab":
-            raise VasError(f"{path} has a scalar score head (*ForSequenceClassification), not a vocabulary-wide one")
-        if cfg.num_labels != 1:
-            raise VasError(f"{path} has {cfg.num_labels} score labels; a value model has one")
+            raise VasError(f"{path} has a {kind} score head (*ForSequenceClassification), not a vocabulary-wide one")
+        if head is not None and head != kind:
+            raise VasError(f"{path} has a {kind} value head, not a {head} one")
+        if atoms and len(atoms) != cfg.num_labels:
+            raise VasError(f"{path} has {cfg.num_labels} score labels but {len(atoms)} atoms in its vas_value entry")
+        if not atoms and cfg.num_labels != 1:
+            raise VasError(
+                f"{path} has {cfg.num_labels} score labels and no atoms; a scalar value model has one label "
+                "(a distributional one lists its atoms in config.json's vas_value entry)"
+            )
     elif marked != "vocab" and head != "vocab":
         raise VasError(
             f"{path} is a causal LM (*ForCausalLM), not a trained value model; train one with `vas train "

@@ -50,8 +50,17 @@ def add_arguments(p):
     p.add_argument(
         "--head",
         default="scalar",
-        choices=["scalar", "vocab"],
-        help="scalar: V(prefix) head, saved as *ForSequenceClassification; vocab: Q(s, .) head",
+        choices=["scalar", "vocab", "distributional"],
+        help="scalar: V(prefix) head, saved as *ForSequenceClassification; vocab: Q(s, .) head; distributional: "
+        "the final reward's distribution over --atoms atoms (needed by the soft guidance rule), saved as "
+        "*ForSequenceClassification with one label per atom",
+    )
+    p.add_argument(
+        "--atoms",
+        type=positive_int,
+        default=51,
+        help="--head distributional: the number of atoms, evenly spaced over the normalised rewards' span "
+        "widened by a quarter of it on each side (--init-value keeps its stored atoms)",
     )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     g = p.add_argument_group("TD(lambda)")
@@ -130,9 +139,11 @@ def run(args):
 
     import vas_jax
     from vas_jax.errors import VasError
+    from vas_jax.guidance import value_atoms
     from vas_jax.rollout_batches import normalize_rewards
+    from vas_jax.td import make_atoms
     from vas_jax.tokenizer import default_pad_id, tokenizer_hash
-    from vas_jax.train import TrainConfig, init_value_model, load_rollouts, train_value
+    from vas_jax.train import TrainConfig, clipped_share, init_value_model, load_rollouts, train_value
     from vas_jax.values import load_value, value_meta, write_value_meta
 
     cfg = TrainConfig(
@@ -188,15 +199,23 @@ def run(args):
 
         mesh = make_mesh(args.mesh)
     data = load_rollouts(ds, pad_id=default_pad_id(tok), shards=args.data_shards, mesh=mesh)
+    if args.head == "distributional" and args.gamma != 1:
+        raise VasError(f"--head distributional trains with --gamma 1 (no discount), got --gamma {args.gamma}")
     if args.init_value:
-        vm = load_value(args.init_value, tok, head=None if args.head == "scalar" else args.head)
-        if (vm.config.head == "score") != (args.head == "scalar"):
-            raise VasError(f"--init-value {args.init_value} has another head than --head {args.head}")
+        vm = load_value(args.init_value, tok, head=args.head)
     else:
         lm = vas_jax.load_model(args.init)
         if lm.config.head != "lm":
             raise VasError(f"--init {args.init} is not a causal LM checkpoint")
-        vm = init_value_model(lm, head=args.head, layers=args.init_layers)
+        atoms = make_atoms(ds["reward"], args.atoms) if args.head == "distributional" else None
+        vm = init_value_model(lm, head=args.head, layers=args.init_layers, atoms=atoms)
+    atoms = value_atoms(vm.config)
+    clipped = clipped_share(ds["reward"], atoms) if atoms else 0.0
+    if atoms:
+        print(
+            f"distributional head: {len(atoms)} atoms on [{atoms[0]:.2f}, {atoms[-1]:.2f}] (normalised reward); "
+            f"{clipped:.1%} of the rewards lie outside them and are clipped to the end atoms"
+        )
     trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
     import jax
 
@@ -219,6 +238,8 @@ def run(args):
         print("no held-out rollouts (--eval-fraction 0): the value model's quality is unmeasured")
         return
     print(f"held-out correlation of V with the returns: {corr:.3f} (RMSE {metrics['eval_rmse']:.3f})")
+    if "eval_nll" in metrics:
+        print(f"held-out NLL of the final reward under the predicted distribution: {metrics['eval_nll']:.3f} nats")
     if corr < LOW_CORRELATION:
         print(
             f"vas train: warning: a held-out correlation of {corr:.2f} is low: this value model will guide little; "
