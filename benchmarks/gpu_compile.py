@@ -102,7 +102,13 @@ def _as_gpu():
 
 
 def compile_for(device, call):
-    """Compile for `device` the decode program of `call()`: a `generate` / `vas_decode` call on
+    """Compile for `device` the decode program of `call()` (see `lower_for`)."""
+    with _as_gpu():
+        return lower_for(device, call).compile()
+
+
+def lower_for(device, call):
+    """Lower for `device` the decode program of `call()`: a `generate` / `vas_decode` call on
     abstract models with run=False (it returns its `DecodePlan`); every argument becomes an abstract
     array placed on that device."""
     sharding = jax.sharding.SingleDeviceSharding(device)
@@ -115,7 +121,7 @@ def compile_for(device, call):
         states, args = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), (plan.states, plan.args)
         )
-        return plan.lower(states, args).compile()
+        return plan.lower(states, args)
 
 
 def kernel_builds(device, dtype) -> bool:
@@ -170,6 +176,19 @@ def step_stats(compiled) -> dict:
     )
 
 
+def _dump(folder, name, lowered, stats) -> None:
+    import json
+    import pathlib
+    import re
+
+    d = pathlib.Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    hist = {"kernels": sum(stats["ops"].values()), "triton": stats["triton"], "ops": dict(sorted(stats["ops"].items()))}
+    (d / f"{name}.ops.json").write_text(json.dumps(hist, indent=1) + "\n")
+    text = re.sub(r"\s*loc\([^()]*(\([^()]*\)[^()]*)*\)", "", lowered.as_text())
+    (d / f"{name}.stablehlo.txt").write_text("\n".join(ln for ln in text.splitlines() if not ln.startswith("#loc")))
+
+
 def main(argv=None):
     from benchmarks.bench import PRESETS, make
 
@@ -182,6 +201,12 @@ def main(argv=None):
     ap.add_argument("--attention", nargs="+", default=["xla", "pallas"], choices=["xla", "pallas"])
     ap.add_argument("--topk-method", nargs="+", default=["lax"], choices=TOPK_METHODS)
     ap.add_argument("--no-fuse", action="store_true", help="keep q/k/v and gate/up projections separate")
+    ap.add_argument(
+        "--dump",
+        metavar="DIR",
+        help="write each program's per-step op histogram (JSON) and its StableHLO without source locations, "
+        "to compare two versions of the code (diff -r)",
+    )
     a = ap.parse_args(argv)
     device = gpu_device(a.target)
     p = PRESETS[a.preset]
@@ -228,7 +253,11 @@ def main(argv=None):
         for name, call in runs:
             for att in a.attention:
                 try:
-                    s = step_stats(compile_for(device, lambda: call(att)))
+                    lowered = lower_for(device, lambda: call(att))
+                    with _as_gpu():
+                        s = step_stats(lowered.compile())
+                    if a.dump:
+                        _dump(a.dump, f"b{b}_{name.replace(' ', '_').replace('=', '')}_{att}", lowered, s)
                 except Exception as e:  # noqa: BLE001 -- report the failing build, go on with the others
                     failed = True
                     print(

@@ -25,6 +25,10 @@ from vas_jax.demo import FULL, run_demo
 
 VARIANTS = {
     "default": {},
+    # the soft-values issue: the same rollouts, a distributional head, each rule
+    "dist+mean": {"head": "distributional", "rule": "mean"},
+    "dist+soft": {"head": "distributional", "rule": "soft"},
+    "dist+soft+rounds1β2": {"head": "distributional", "rule": "soft", "rounds": 1, "round_beta": 2.0},
     "rollouts=16": {"samples_per_prompt": 16},
     "value=base:2": {"value_init": "base:2"},
     "lam=0.5": {"lam": 0.5},

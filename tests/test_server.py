@@ -469,3 +469,36 @@ def test_server_thread_leaves_the_process_logging_alone():
         assert not closed and probe in root.handlers
     finally:
         root.removeHandler(probe)
+
+
+def test_the_rule_field_reaches_the_engine_and_soft_needs_distributional_values(models):
+    """`vas.rule` becomes each choice's RequestParams.rule (the engine's soft rows equal vas_decode's:
+    tests/test_distributional.py); /v1/models lists each value's head; a soft request that weighs a
+    value model without a distribution is refused (400, param vas.rule) before it is queued."""
+    from vas_jax.openai_api import CompletionRequest
+    from vas_jax.server import _params
+
+    meta = ({"reward": "positivity", "head": "distributional", "atoms": [-1.0, 0.0, 1.0]}, {"reward": "brevity"})
+    cfg = ServerConfig(model_name=MODEL, value_names=("pos", "alt"), value_meta=meta)
+    req = CompletionRequest(model=MODEL, prompt="review :", n=2, vas={"values": {"pos": 2.0}, "rule": "soft"})
+    got = _params(req, 3, 5, cfg, MAX_LEN)
+    assert [p.rule for p in got] == ["soft", "soft"] and got[0].beta == (2.0, 0.0)
+    assert _params(req.model_copy(update={"vas": None}), 3, 5, cfg, MAX_LEN)[0].rule == "mean"
+    srv, sched = start(models, value_meta=meta, max_queue=0, run=False)
+    try:
+        listed = httpx.get(srv.url + "/v1/models").json()["data"][0]
+        assert listed["vas_heads"] == {"pos": "distributional", "alt": "scalar"}
+        c = client(srv)
+        with pytest.raises(openai.BadRequestError, match="'alt' has a scalar head") as e:
+            c.completions.create(
+                model=MODEL,
+                prompt="review :",
+                max_tokens=2,
+                extra_body={"vas": {"values": {"pos": 1, "alt": 1}, "rule": "soft"}},
+            )
+        assert e.value.body["param"] == "vas.rule"
+        with pytest.raises(openai.UnprocessableEntityError, match="mean") as e:  # a rule the server does not know
+            c.completions.create(model=MODEL, prompt="review :", max_tokens=2, extra_body={"vas": {"rule": "max"}})
+        assert e.value.body["param"] == "vas.rule"
+    finally:
+        srv.stop()

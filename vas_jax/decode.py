@@ -307,7 +307,7 @@ class DecodePlan:
 
     graphdefs: tuple
     states: tuple
-    args: tuple  # ids, starts, beta, rule, key, temperature, top_p
+    args: tuple  # ids, starts, beta, rule (None without a distributional head), key, temperature, top_p
     spec: DecodeSpec
 
     def run(self) -> DecodeResult:
@@ -437,7 +437,8 @@ def _plan(
             ids_a = jax.device_put(ids_a, batch_sharding(mesh, DECODE_RULES, 2))
             starts_a = jax.device_put(starts_a, batch_sharding(mesh, DECODE_RULES, 1))
             beta_arr = jax.device_put(beta_arr, batch_sharding(mesh, DECODE_RULES, 2))
-    rule_arr = jnp.full((b * num_samples,), rule == "soft")
+    # only a distributional head reads the rule: without one the program takes none (and stays as it was)
+    rule_arr = jnp.full((b * num_samples,), rule == "soft") if "distributional" in kinds else None
     args = (ids_a, starts_a, beta_arr, rule_arr, key, jnp.float32(temperature), jnp.float32(top_p))
     return DecodePlan(tuple(g for g, _ in splits), tuple(st for _, st in splits), args, spec)
 

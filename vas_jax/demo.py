@@ -32,6 +32,11 @@ class DemoSize:
     rounds: int = 1
     round_beta: float = 2.0
     seed: int = 0  # of sampling, training and the comparison (the prompts stay the same)
+    # the value head and the guidance rule (vas_jax.guidance): "scalar" + "mean" is VAS as published;
+    # a "distributional" head (with `atoms` atoms) also allows the "soft" rule, log E[exp(beta r)]
+    head: str = "scalar"
+    atoms: int = 51
+    rule: str = "mean"
 
 
 FULL = DemoSize()
@@ -57,6 +62,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     from .rewards import score_dataset
     from .rollout_batches import normalize_rewards
     from .rollouts import sample_rollouts
+    from .td import make_atoms
     from .tokenizer import tokenizer_hash
     from .train import TrainConfig, init_value_model, rollout_arrays, train_value
     from .values import write_value_meta
@@ -103,10 +109,9 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     for name, fn in rewards.items():
         log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small, `vas train`'s defaults)")
         d, mean, scale = normalize_rewards(ds, f"reward_{name}")  # as `vas train --reward-column` does
-        if size.value_init == "small":
-            init = init_value_model(small)
-        else:
-            init = init_value_model(base, layers=int(size.value_init.split(":")[1]))
+        atoms = make_atoms(d["reward"], size.atoms) if size.head == "distributional" else None
+        lm, layers = (small, None) if size.value_init == "small" else (base, int(size.value_init.split(":")[1]))
+        init = init_value_model(lm, head=size.head, layers=layers, atoms=atoms)
         vm, m = train(init, d, out / f"train-{name}")
         for r in range(1, size.rounds + 1):
             log(f"    on-policy round {r}: rollouts from VAS at beta {size.round_beta:g}, then training continues")
@@ -157,6 +162,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         max_new_tokens=size.max_new_tokens,
         top_k=size.top_k,
         temperature=size.vas_temperature,
+        rule=size.rule,
         seed=size.seed,
         progress=progress,
     )

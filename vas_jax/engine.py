@@ -183,7 +183,8 @@ class Engine:
             raise VasError(f"temperature must be a finite number >= 0, got {params.temperature}")
         if not 0 < params.top_p <= 1:
             raise VasError(f"top_p must be in (0, 1], got {params.top_p}")
-        guidance.check_rule(params.rule, self.spec.value_kinds)
+        # the soft rule needs distributional heads where it is used: the models this request weighs
+        guidance.check_rule(params.rule, [k for k, b in zip(self.spec.value_kinds, params.beta) if b != 0])
 
     def submit(self, prompt: Sequence[int], params: RequestParams = RequestParams()) -> int:
         """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`."""

@@ -115,6 +115,7 @@ def run_comparison(
     soft_taus: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
     prompt_texts: Sequence[str] | None = None,
     temperature: float = 1.0,
+    rule: str = "mean",
 ) -> dict:
     """Run Best-of-N for n = 1, 2, 4 ... bon_max, soft Best-of-bon_max at temperatures `soft_taus`
     (times the standard deviation of the base's rewards), VAS (sampling its augmented distribution at
@@ -125,7 +126,8 @@ def run_comparison(
     KL estimate come from all those calls' samples together, a pool of 2 bon_max - 1 base samples
     per prompt (`vas_jax.best_of_n_stats`); the base row is the pool's mean, timed by the n = 1 call.
     attention: the decode attention of every run (`generate`). prompt_texts: the prompts as the
-    rewards and the report see them (default: the ids decoded; give the texts before a chat template)."""
+    rewards and the report see them (default: the ids decoded; give the texts before a chat template).
+    rule: VAS's guidance rule, "mean" or "soft" (distributional value heads; `vas_jax.guidance`)."""
     from tqdm import tqdm
 
     from .rewards import call_reward
@@ -177,7 +179,16 @@ def run_comparison(
     def vas_row(vms, beta, **extra):
         res, dt = decode(
             lambda ps: vas_decode(
-                base, vms, ps, beta=beta, key=key, top_k=top_k, num_samples=samples, temperature=temperature, **common
+                base,
+                vms,
+                ps,
+                beta=beta,
+                key=key,
+                top_k=top_k,
+                num_samples=samples,
+                temperature=temperature,
+                rule=rule,
+                **common,
             ),
             samples,
             [base, *vms],
@@ -188,6 +199,7 @@ def run_comparison(
         means, ses = stats(sc)
         row = dict(
             method="vas",
+            rule=rule,
             beta=[float(b) for b in beta],
             n=1,
             reward_mean=means[primary],

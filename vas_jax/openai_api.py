@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,12 +44,14 @@ def error_body(status: int, message: str, *, param=None, code=None) -> dict:
 
 
 class VasOptions(BaseModel):
-    """{"values": {"sentiment": 2.0, "readability": 0.5}, "top_k": 20}: a beta per named value model
-    (unnamed ones get 0) and how many of the base's likeliest tokens the values re-rank."""
+    """{"values": {"sentiment": 2.0, "readability": 0.5}, "top_k": 20, "rule": "soft"}: a beta per
+    named value model (unnamed ones get 0), how many of the base's likeliest tokens the values
+    re-rank, and the guidance rule: "mean" (VAS) or "soft" (distributional value models only)."""
 
     model_config = ConfigDict(extra="forbid")
     values: dict[str, float] = Field(default_factory=dict)
     top_k: int | None = None
+    rule: Literal["mean", "soft"] = "mean"
 
 
 class StreamOptions(BaseModel):

@@ -37,6 +37,12 @@ from .scheduler import Event, QueueFull, Scheduler, ShuttingDown
 from .text_stream import TextStream
 from .tokenizer import token_bytes
 
+
+def value_head(meta: dict | None) -> str:
+    """A loaded value model's head kind, from its `vas_value` entry (a score head without one is scalar)."""
+    return (meta or {}).get("head") or "scalar"
+
+
 MAX_BETA = 1000.0  # larger betas only turn guidance into an argmax over values, and risk overflow
 
 
@@ -86,6 +92,12 @@ def _check_common(req, cfg: ServerConfig, max_top_k: int, chat: bool | None) -> 
                 raise APIError(400, f"the value model {name!r} was trained on prompts "
                                f"{'in' if trained else 'without'} the chat template; use it through {where}",
                                param="vas.values")  # fmt: skip
+        if vas.rule == "soft":
+            for name, beta in vas.values.items():
+                head = value_head(metas.get(name))
+                if beta != 0 and head != "distributional":
+                    raise APIError(400, f"the soft rule needs distributional value models, and {name!r} has a "
+                                   f"{head} head; use \"rule\": \"mean\"", param="vas.rule")  # fmt: skip
         if vas.top_k is not None and not 1 <= vas.top_k <= max_top_k:
             raise APIError(400, f"vas.top_k must be in [1, {max_top_k}], got {vas.top_k}", param="vas.top_k")
 
@@ -109,9 +121,9 @@ def _params(req, prompt_len: int, max_tokens: int | None, cfg: ServerConfig, max
     top_k = req.vas.top_k if req.vas and req.vas.top_k is not None else cfg.default_top_k
     temperature = 1.0 if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
-    return [
-        RequestParams(beta, temperature, top_p, top_k, (seed + i) % 2**31, max_tokens)  # choice i: its own stream
-        for i in range(req.n)
+    rule = req.vas.rule if req.vas else "mean"
+    return [  # choice i: its own stream
+        RequestParams(beta, temperature, top_p, top_k, (seed + i) % 2**31, max_tokens, rule) for i in range(req.n)
     ]
 
 
@@ -288,6 +300,7 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
             "id": cfg.model_name, "object": "model", "created": now(), "owned_by": "vas-jax",
             "max_model_len": max_len, "vas_values": list(cfg.value_names),
             "vas_rewards": {n: (m or {}).get("reward") for n, m in zip(cfg.value_names, cfg.value_meta)},
+            "vas_heads": {n: value_head(m) for n, m in zip(cfg.value_names, cfg.value_meta)},
         }]}  # fmt: skip
 
     @app.post("/v1/completions", dependencies=[Depends(check_key)])

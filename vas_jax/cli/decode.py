@@ -25,8 +25,15 @@ def add_arguments(p):
         help="value model directory; repeat to compose several (none: plain sampling)",
     )
     p.add_argument(
+        "--rule",
+        choices=["mean", "soft"],
+        default="mean",
+        help="how values move the logits: mean (beta x each candidate's expected reward: VAS) or soft "
+        "(log E[exp(beta x reward)], the KL-optimal tilt; needs distributional value heads)",
+    )
+    p.add_argument(
         "--value-head",
-        choices=["scalar", "vocab"],
+        choices=["scalar", "vocab", "distributional"],
         help="accept a *ForCausalLM --value as a vocabulary-wide Q head (vocab); by default only "
         "value models trained by `vas train` are accepted",
     )
@@ -181,6 +188,8 @@ def run(args):
         raise VasError("--remote-mode retokenize reads the value models' own tokenizer: drop --tokenizer")
     if args.end_text and not (remote and args.remote_mode == "retokenize"):
         raise VasError("--end-text is for --remote-mode retokenize (the other modes know the end token's id)")
+    if remote and args.rule != "mean":
+        raise VasError("--rule soft needs distributional value heads, which remote VAS does not take: use --rule mean")
     if remote and args.top_p < 1:
         raise VasError("--top-p is not supported with a remote base: VAS samples among the top-k candidates")
     base = None if remote else vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
@@ -218,6 +227,8 @@ def run(args):
                 )
             for (i, s), rec in zip(batch, records):
                 rec = {"index": i, "prompt": texts[i], "sample": s, **rec, "beta": betas}
+                if values:
+                    rec["rule"] = args.rule
                 out.write(json.dumps(rec, allow_nan=False) + "\n")
             out.flush()
     finally:
@@ -251,6 +262,7 @@ def _local_batch(args, base, values, prompts, betas, tok, pad, mesh, key) -> lis
             beta=np.asarray(betas, np.float32),
             top_k=args.top_k,
             restrict_to_topk=args.restrict_to_topk,
+            rule=args.rule,
             **common,
         )
     else:
