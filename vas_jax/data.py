@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,66 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+OLD_SUFFIX = ".old-swap"  # `replace_dir`'s name for the copy it moves aside
+NEW_SUFFIX = ".tmp-swap"  # ... and for the new copy before it moves in
+
+
+def replace_dir(new: str | Path, target: str | Path) -> None:
+    """Put directory `new` in place of `target` with no moment where neither is there: the old one is
+    renamed aside, the new one renamed in, and only then the old one deleted. A crash at any point
+    leaves a state that `recover_dir` finishes or undoes."""
+    import os
+    import shutil
+
+    new, target = Path(new), Path(target)
+    old = target.with_name(target.name + OLD_SUFFIX)
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def recover_dir(target: str | Path, log=None) -> None:
+    """Finish or undo a `replace_dir` that a crash cut short: with the target in place, the copy moved
+    aside is deleted (the swap was done); without it, the copy moved aside is moved back (the swap is
+    undone, and the work that made the new copy is redone). A new copy that never moved in is deleted."""
+    import os
+    import shutil
+
+    target = Path(target)
+    old, new = target.with_name(target.name + OLD_SUFFIX), target.with_name(target.name + NEW_SUFFIX)
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, target)
+            if log is not None:
+                log(f"{target} was being replaced when a run stopped; the earlier copy is back in place")
+    if new.exists():
+        shutil.rmtree(new)
+
+
+def drop_torn_tail(path: str | Path, log=None) -> bool:
+    """Truncate a JSON-lines file to its last complete line. An append cut short (a kill, a full disk)
+    leaves a last line without its newline: skipping it when reading is not enough, since the next
+    append would join the torn text. Returns whether anything was cut."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    keep = data.rfind(b"\n") + 1
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+    if log is not None:
+        log(f"{path}: its last line was cut off mid-write ({len(data) - keep} bytes); dropped it, continuing")
+    return True
+
+
 def load_table(path: str | Path):
     """A local JSONL/JSON, CSV or Parquet file, or a `datasets.save_to_disk` directory, as a Dataset.
 
@@ -44,6 +105,7 @@ def load_table(path: str | Path):
     import pyarrow as pa
 
     path = Path(path)
+    recover_dir(path, log=lambda m: print(f"vas: {m}", file=sys.stderr))
     if not path.exists():
         raise VasError(f"{str(path)!r} does not exist")
     datasets.disable_progress_bars()

@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -416,10 +417,23 @@ def _split_data(data: "Batch | RolloutShards", cfg: TrainConfig, mesh) -> _Split
     return _SplitData(train_parts, eval_data, n_train, S, multi)
 
 
-def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool, *, write: bool) -> None:
+def data_fingerprint(data: "Batch | RolloutShards") -> str:
+    """A short hash of the rollouts training reads (tokens, masks and rewards of every shard): a run
+    resumed on other data, or on the same rollouts scored with another reward, is refused."""
+    import hashlib
+
+    parts = data.local if isinstance(data, RolloutShards) else {0: data}
+    h = hashlib.sha256()
+    for s in sorted(parts):
+        for f in Batch.FIELDS:
+            h.update(np.ascontiguousarray(getattr(parts[s], f)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool, *, write: bool, run_info: dict | None = None) -> None:
     """A run directory holds one run: refuse to start over its checkpoints, or to resume it with other
-    settings; record the settings (automatic ones resolved)."""
-    settings = dataclasses.asdict(cfg)
+    settings or on other data; record the settings (automatic ones resolved) and the data's identity."""
+    settings = {**dataclasses.asdict(cfg), **(run_info or {})}
     settings_file = out / "train_settings.json"
     ckpt_dir = out / "checkpoints"
     if ckpt_dir.exists() and any(ckpt_dir.iterdir()) and not resume:
@@ -427,7 +441,14 @@ def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool, *, write: bool) ->
     if resume and settings_file.exists():
         old = json.loads(settings_file.read_text())
         free = ("save_every", "keep", "eval_every", "log_every")  # may change between a run and its resume
-        diff = [k for k in settings if k not in free and old.get(k) != settings[k]]
+        # what identifies the run beyond its settings is compared where the run recorded it
+        known = [k for k in settings if k in dataclasses.asdict(cfg) or k in old]
+        diff = [k for k in known if k not in free and old.get(k) != settings[k]]
+        if "data" in diff:
+            raise VasError(
+                f"--resume on other rollouts than the run in {str(out)!r} trained on (or on the same ones with "
+                "other rewards); resume with its --data and --reward-column, or start a new --out"
+            )
         if diff:
             raise VasError(f"--resume with settings that differ from the run in {str(out)!r}: {', '.join(diff)}")
     if write:
@@ -516,6 +537,9 @@ def _restore(mngr, state: dict, resume: bool, log_path: Path, write: bool) -> tu
         state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
         start = int(state["step"])
         if log_path.exists() and write:
+            from .data import drop_torn_tail
+
+            drop_torn_tail(log_path, log=lambda m: print(f"vas train: {m}", file=sys.stderr))
             keep = [ln for ln in log_path.read_text().splitlines() if json.loads(ln).get("step", 0) <= start]
             log_path.write_text("".join(k + "\n" for k in keep))
         return state, start
@@ -582,6 +606,7 @@ def train_value(
     on_step: Callable[[int, dict], None] | None = None,
     max_steps: int | None = None,
     mesh=None,
+    run_info: dict | None = None,
 ) -> tuple[Transformer, dict]:
     """Train `model` (a value model from `init_value_model`) on `data`; checkpoints under OUT/checkpoints.
 
@@ -590,6 +615,8 @@ def train_value(
     Returns the trained model and the last metrics. `on_step(step, metrics)` runs after each update.
     mesh: a `vas_jax.sharding.make_mesh` mesh: parameters and optimizer state are sharded by
     TRAIN_RULES (FSDP + tensor parallel), each update's batch over (data, fsdp). The step is the same.
+    run_info: what else identifies the run (`vas train` passes the reward column), recorded with the
+    settings and the data's fingerprint; a resume must match it.
     """
     import orbax.checkpoint as ocp
     from tqdm import tqdm
@@ -605,7 +632,7 @@ def train_value(
     S, ga = d.shards, cfg.grad_accum
     cfg = resolve_defaults(cfg, model.config.hidden_size, d.n_train * S)
     main_process = jax.process_index() == 0  # multi-host: only process 0 writes logs and files
-    _check_run_dir(out, cfg, resume, write=main_process)
+    _check_run_dir(out, cfg, resume, write=main_process, run_info={**(run_info or {}), "data": data_fingerprint(data)})
     sched = _Schedule(d.n_train, cfg, S)
     total = sched.total if max_steps is None else min(sched.total, max_steps)
     tx = make_optimizer(cfg, sched.total)
@@ -647,49 +674,55 @@ def train_value(
         lambda p: evaluate(values_fn, p, d.eval, cfg, atoms=atoms) if d.eval is not None else {},
     )
     metrics: dict = {}
+    if start >= total:  # a resumed run that had finished: nothing to train, its last metrics stand
+        metrics = _last_logged(out / "metrics.jsonl")
+        print(f"vas train: the run in {out} had finished ({start} of {total} updates); nothing left to train",
+              file=sys.stderr)  # fmt: skip
     bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not (progress and main_process))
-    for step in range(start, total):
-        p, b, e, m = sched.locate(step)
-        rows = {s: sched.batch_rows(p, b, s) for s in d.train}
-        if e == 0 and m == 0:  # a new TD batch (equal parts of every shard): freeze its targets
-            td = {s: part.take(rows[s]) for s, part in d.train.items()}
-            src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
-            state["targets"] = targets_fn(
-                src, *(place.batch({s: getattr(x, f) for s, x in td.items()}, 0) for f in Batch.FIELDS)
-            )
-        mbs = {s: sched.minibatch(p, b, e, m, s) for s in range(S)}
-        # [grad_accum, micro]: each micro-batch holds equal parts of every shard, shard s's at
-        # rows s*bs.. of the TD batch (targets) and in block s of the micro-batch
-        idx = np.concatenate([s * sched.bs + mbs[s].reshape(ga, -1) for s in range(S)], axis=1)
-        tgt = place.targets(state["targets"][idx])
-        mine = {s: part.take(rows[s][mbs[s]]) for s, part in d.train.items()}
+    try:
+        for step in range(start, total):
+            p, b, e, m = sched.locate(step)
+            rows = {s: sched.batch_rows(p, b, s) for s in d.train}
+            if e == 0 and m == 0:  # a new TD batch (equal parts of every shard): freeze its targets
+                td = {s: part.take(rows[s]) for s, part in d.train.items()}
+                src = (state["ema"], state["params"][1]) if cfg.ema > 0 else state["params"]
+                state["targets"] = targets_fn(
+                    src, *(place.batch({s: getattr(x, f) for s, x in td.items()}, 0) for f in Batch.FIELDS)
+                )
+            mbs = {s: sched.minibatch(p, b, e, m, s) for s in range(S)}
+            # [grad_accum, micro]: each micro-batch holds equal parts of every shard, shard s's at
+            # rows s*bs.. of the TD batch (targets) and in block s of the micro-batch
+            idx = np.concatenate([s * sched.bs + mbs[s].reshape(ga, -1) for s in range(S)], axis=1)
+            tgt = place.targets(state["targets"][idx])
+            mine = {s: part.take(rows[s][mbs[s]]) for s, part in d.train.items()}
 
-        def fold(f):
-            return place.batch(
-                {s: getattr(x, f).reshape((ga, -1) + getattr(x, f).shape[1:]) for s, x in mine.items()}, 1
-            )
+            def fold(f):
+                return place.batch(
+                    {s: getattr(x, f).reshape((ga, -1) + getattr(x, f).shape[1:]) for s, x in mine.items()}, 1
+                )
 
-        state["params"], state["opt_state"], state["ema"], mtr = train_step(
-            state["params"], state["opt_state"], state["ema"], fold("ids"), fold("mask"), fold("resp"), tgt
-        )
-        if step == start:  # throughput excludes the first update, which compiles
-            jax.block_until_ready(mtr)
-            log.t0 = time.perf_counter()
-        log.add(step + 1, mtr)
-        saving = (step + 1) % cfg.save_every == 0 or step + 1 == total
-        evaluating = bool(cfg.eval_every and (step + 1) % cfg.eval_every == 0 and d.eval is not None)
-        last = step + 1 == total
-        if on_step is not None or saving or evaluating or last or (step + 1) % cfg.log_every == 0:
-            metrics = log.flush(step + 1, evaluating=evaluating, last=last, params=state["params"])
-            if saving:  # after the metrics are checked: a checkpoint never holds a diverged model
-                state["step"] = place.step_count(step + 1)
-                mngr.save(step + 1, args=ocp.args.StandardSave(state))
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
-        bar.update(1)
-    bar.close()
-    log.close()
-    mngr.wait_until_finished()
-    mngr.close()
+            state["params"], state["opt_state"], state["ema"], mtr = train_step(
+                state["params"], state["opt_state"], state["ema"], fold("ids"), fold("mask"), fold("resp"), tgt
+            )
+            if step == start:  # throughput excludes the first update, which compiles
+                jax.block_until_ready(mtr)
+                log.t0 = time.perf_counter()
+            log.add(step + 1, mtr)
+            saving = (step + 1) % cfg.save_every == 0 or step + 1 == total
+            evaluating = bool(cfg.eval_every and (step + 1) % cfg.eval_every == 0 and d.eval is not None)
+            last = step + 1 == total
+            if on_step is not None or saving or evaluating or last or (step + 1) % cfg.log_every == 0:
+                metrics = log.flush(step + 1, evaluating=evaluating, last=last, params=state["params"])
+                if saving:  # after the metrics are checked: a checkpoint never holds a diverged model
+                    state["step"] = place.step_count(step + 1)
+                    mngr.save(step + 1, args=ocp.args.StandardSave(state))
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", ev=f"{metrics['explained_variance']:.2f}")
+            bar.update(1)
+    finally:  # on an exception too: the checkpoint being written in the background is finished
+        bar.close()
+        log.close()
+        mngr.wait_until_finished()
+        mngr.close()
     final = place.gathered(state["params"])
     trained = nnx.merge(graphdef, *jax.tree.map(lambda x: x.astype(model.dtype), final))
     if cfg.lora_rank > 0:
@@ -697,6 +730,15 @@ def train_value(
 
         trained = merge_lora(trained)
     return trained, metrics
+
+
+def _last_logged(log_path: Path) -> dict:
+    """Each metric's last logged value (the final line carries the evaluation too)."""
+    rows = [json.loads(ln) for ln in log_path.read_text().splitlines()] if log_path.exists() else []
+    merged: dict = {}
+    for r in rows:
+        merged.update(r)
+    return merged
 
 
 def _check_finite(metrics: dict, cfg: TrainConfig) -> None:

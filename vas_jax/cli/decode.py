@@ -127,6 +127,11 @@ def _done_jobs(path: str, resume: bool) -> set:
         return set()
     if not resume:
         raise VasError(f"--out {path} exists; pass --resume to continue it, or name another file")
+    import sys
+
+    from vas_jax.data import drop_torn_tail
+
+    drop_torn_tail(f, log=lambda m: print(f"vas decode: {m}", file=sys.stderr))
     done = set()
     for n, line in enumerate(f.read_text().splitlines(), 1):
         try:
@@ -195,7 +200,14 @@ def run(args):
     base = None if remote else vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
     values = [load_value(d, tok, head=args.value_head, dtype=args.dtype, mesh=mesh, fuse=True) for d in args.value]
     ids = encode_prompts(tok, texts, chat_template=args.chat_template)
-    jobs = [(i, s) for i in range(len(texts)) for s in range(args.samples) if (i, s) not in finished]
+    # batches are fixed slices of every job, each keyed by its position: a resumed run decodes the
+    # batches left exactly as an uninterrupted run would (same rows, same key), so nothing repeats
+    every = [(i, s) for i in range(len(texts)) for s in range(args.samples)]
+    batches = [
+        (start, every[start : start + args.batch_size])
+        for start in range(0, len(every), args.batch_size)
+        if any(j not in finished for j in every[start : start + args.batch_size])
+    ]
     pad = default_pad_id(tok)
     out = sys.stdout if args.out == "-" else open(args.out, "a")
     key = jax.random.key(args.seed)
@@ -213,10 +225,7 @@ def run(args):
             max_retries=args.max_retries,
         )
     try:
-        for start in tqdm(
-            range(0, len(jobs), args.batch_size), desc="decode", unit="batch", disable=len(jobs) <= args.batch_size
-        ):
-            batch = jobs[start : start + args.batch_size]
+        for start, batch in tqdm(batches, desc="decode", unit="batch", disable=len(batches) <= 1):
             prompts = [ids[i] for i, _ in batch]
             if remote:
                 msgs = [[{"role": "user", "content": texts[i]}] for i, _ in batch]
@@ -226,6 +235,8 @@ def run(args):
                     args, base, values, prompts, betas, tok, pad, mesh, jax.random.fold_in(key, start)
                 )
             for (i, s), rec in zip(batch, records):
+                if (i, s) in finished:  # a batch cut short by a torn write: only its missing records
+                    continue
                 rec = {"index": i, "prompt": texts[i], "sample": s, **rec, "beta": betas}
                 if values:
                     rec["rule"] = args.rule

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import nonnegative_float, nonnegative_int, positive_int, probability
+    from vas_jax.cli.args import finite_float, nonnegative_float, nonnegative_int, positive_int, probability
     from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", required=True, help="base model directory (*ForCausalLM with its tokenizer)")
@@ -52,7 +52,7 @@ def add_arguments(p):
         help="a value model guiding the samples (repeat); score them and continue its training with "
         "`vas train --data BASE_ROLLOUTS --data THESE --init-value DIR`",
     )
-    g.add_argument("--beta", type=float, nargs="+", help="guidance strength, one or one per --value")
+    g.add_argument("--beta", type=finite_float, nargs="+", help="guidance strength, one or one per --value")
 
 
 def run(args):

@@ -33,11 +33,10 @@ def add_arguments(p):
 
 def run(args):
     import json
-    import os
     import shutil
     from pathlib import Path
 
-    from vas_jax.data import load_table
+    from vas_jax.data import NEW_SUFFIX, load_table, replace_dir
     from vas_jax.rewards import RewardModel, TorchRewardModel, load_reward_function, score_dataset
 
     if args.out:
@@ -60,7 +59,7 @@ def run(args):
         )
     ds = score_dataset(ds, reward, batch_size=args.batch_size, column=args.column)
     out = Path(args.out or args.data)
-    tmp = out.with_name(out.name + ".tmp-score")
+    tmp = out.with_name(out.name + NEW_SUFFIX)
     if tmp.exists():
         shutil.rmtree(tmp)
     ds.save_to_disk(str(tmp))
@@ -70,8 +69,6 @@ def run(args):
     name = args.reward_fn or args.reward_model or args.reward_torch
     settings["rewards"] = {**settings.get("rewards", {}), args.column: name}
     (tmp / settings_file.name).write_text(json.dumps(settings, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)  # never a moment without the rollouts in place
     r = ds[args.column]
     print(f"scored {len(r)} responses: mean {sum(r) / len(r):.4f}, min {min(r):.4f}, max {max(r):.4f} -> {out}")

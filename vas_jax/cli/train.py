@@ -216,7 +216,9 @@ def run(args):
             f"distributional head: {len(atoms)} atoms on [{atoms[0]:.2f}, {atoms[-1]:.2f}] (normalised reward); "
             f"{clipped:.1%} of the rewards lie outside them and are clipped to the end atoms"
         )
-    trained, metrics = train_value(vm, data, args.out, cfg, resume=args.resume, mesh=mesh)
+    trained, metrics = train_value(
+        vm, data, args.out, cfg, resume=args.resume, mesh=mesh, run_info={"reward_column": args.reward_column}
+    )
     import jax
 
     if jax.process_index() != 0:  # multi-host: process 0 exports
@@ -230,8 +232,10 @@ def run(args):
         base_tokenizer=tokenizer_hash(tok),
         chat_template=settings.get("chat_template"),
     )
+    loss = metrics.get("loss")
     print(
-        f"value model saved to {out}; final loss {metrics['loss']:.4f}, {metrics.get('tokens_per_s', 0):.0f} tokens/s"
+        f"value model saved to {out}; final loss {'-' if loss is None else f'{loss:.4f}'}, "
+        f"{metrics.get('tokens_per_s', 0):.0f} tokens/s"
     )
     corr = metrics.get("eval_corr")
     if corr is None:
