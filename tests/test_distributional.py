@@ -228,3 +228,29 @@ def test_soft_value_in_jnp_is_stable_in_the_decoders_dtype():
     )
     assert np.isfinite(np.asarray(cand)).all()
     np.testing.assert_array_equal(np.asarray(w), [[1.0], [1000.0]])
+
+
+def test_cli_trains_a_distributional_head_and_decodes_with_the_soft_rule(tiny_dirs, tmp_path, monkeypatch, capsys):
+    from vas_jax.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    ds = random_rollouts(32, lambda rng, n: rng.normal(size=n), high=60)
+    ds.save_to_disk("roll")
+    base = str(tiny_dirs["base"])
+    train = ["train", "--data", "roll", "--init", base, "--init-layers", "1", "--batch-size", "16",
+             "--minibatch-size", "8", "--passes", "1", "--eval-fraction", "0.25"]  # fmt: skip
+    assert main(train + ["--out", "g", "--head", "distributional", "--gamma", "0.9"]) == 2
+    assert "--head distributional trains with --gamma 1" in capsys.readouterr().err
+    assert main(train + ["--out", "v", "--head", "distributional", "--atoms", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "9 atoms on [" in out and "0.0% of the rewards lie outside them" in out and "held-out NLL" in out
+    assert main(train + ["--out", "s"]) == 0  # a scalar head beside it
+    decode = ["decode", "--base", base, "--prompt", "w1 w2", "--max-new-tokens", "3", "--beta", "2"]
+    assert main(decode + ["--value", "v/value", "--rule", "soft", "--out", "soft.jsonl"]) == 0
+    rec = json.loads((tmp_path / "soft.jsonl").read_text())
+    assert rec["rule"] == "soft" and rec["beta"] == [2.0]
+    capsys.readouterr()
+    assert main(decode + ["--value", "s/value", "--rule", "soft"]) == 2
+    err = capsys.readouterr().err
+    assert "soft rule needs a distributional value head, and value model 0 has a scalar head" in err
+    assert err.count("\n") == 1

@@ -18,7 +18,7 @@ def add_arguments(p):
     p.add_argument("--value", action="append", required=True, metavar="DIR", help="value model directory (repeat)")
     p.add_argument(
         "--value-head",
-        choices=["scalar", "vocab"],
+        choices=["scalar", "vocab", "distributional"],
         help="accept a *ForCausalLM --value as a vocabulary-wide Q head (vocab)",
     )
     p.add_argument(
@@ -57,6 +57,13 @@ def add_arguments(p):
     p.add_argument("--bon-max", type=positive_int, default=128, help="largest N of Best-of-N (N = 1, 2, 4, ...)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest response, in tokens")
     p.add_argument("--top-k", type=positive_int, default=20, help="candidates the value model scores per step")
+    p.add_argument(
+        "--rule",
+        choices=["mean", "soft"],
+        default="mean",
+        help="VAS's guidance rule: mean (beta x expected reward) or soft (log E[exp(beta x reward)]; "
+        "distributional value heads)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
     p.add_argument(
@@ -121,6 +128,7 @@ def run(args):
         reward_flops=reward_flops,
         attention=args.attention,
         prompt_texts=texts,
+        rule=args.rule,
     )
     write_report(report, args.out)
     print(format_table(report))
