@@ -244,13 +244,12 @@ def test_cli_trains_a_distributional_head_and_decodes_with_the_soft_rule(tiny_di
     assert main(train + ["--out", "v", "--head", "distributional", "--atoms", "9"]) == 0
     out = capsys.readouterr().out
     assert "9 atoms on [" in out and "0.0% of the rewards lie outside them" in out and "held-out NLL" in out
-    assert main(train + ["--out", "s"]) == 0  # a scalar head beside it
     decode = ["decode", "--base", base, "--prompt", "w1 w2", "--max-new-tokens", "3", "--beta", "2"]
     assert main(decode + ["--value", "v/value", "--rule", "soft", "--out", "soft.jsonl"]) == 0
     rec = json.loads((tmp_path / "soft.jsonl").read_text())
     assert rec["rule"] == "soft" and rec["beta"] == [2.0]
     capsys.readouterr()
-    assert main(decode + ["--value", "s/value", "--rule", "soft"]) == 2
+    assert main(decode + ["--value", str(tiny_dirs["value"]), "--rule", "soft"]) == 2  # a scalar head
     err = capsys.readouterr().err
     assert "soft rule needs a distributional value head, and value model 0 has a scalar head" in err
     assert err.count("\n") == 1
