@@ -9,7 +9,8 @@ Best-of-N and the base do not change between variants, so they are read from the
 (`bench/report.json`) rather than decoded again; each variant decodes only its VAS rows, on the
 same held-out prompts, seed and sizes. Variants that need other value models make them through the
 CLI in the demo directory (kept, so a rerun reuses them): more rollouts, a deeper value model, λ,
-epochs, and an on-policy round (rollouts from VAS at `ROUND_BETA`, scored, training continued on both).
+epochs, an on-policy round (rollouts from VAS at `ROUND_BETA`, scored, training continued on both),
+and a distributional head (`+dist`) read by the mean or the soft rule.
 Printed per variant as `benchmarks/levers.py` prints it.
 """
 
@@ -43,6 +44,11 @@ VARIANTS = {
     "epochs=4": ("epochs=4", {}),
     "lr=1e-4": ("lr=1e-4", {}),
     "lr=3e-5": ("lr=3e-5", {}),
+    # the soft-values issue: a distributional head on the same rollouts, each rule
+    "dist+mean": ("dist", {"rule": "mean"}),
+    "dist+soft": ("dist", {"rule": "soft"}),
+    "rollouts=32+dist+mean": ("rollouts=32+dist", {"rule": "mean"}),
+    "rollouts=32+dist+soft": ("rollouts=32+dist", {"rule": "soft"}),
 }
 
 
@@ -86,7 +92,12 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
     sample = ["sample", "--base", base, "--prompts", demo / "prompts-train.jsonl", "--chat-template"]
     sample += ["--max-new-tokens", settings["max_new_tokens"], "--batch-size", 256]
     train = ["train", "--reward-column", column, "--out", out / "train"]
-    if name.startswith("rollouts="):
+    if name.endswith("dist"):  # the same recipe with a distributional head
+        train += ["--head", "distributional"]
+        name = name.removesuffix("+dist")
+    if name == "dist":
+        run(*train, "--data", roll, "--init", base, "--init-layers", settings["value_layers"])
+    elif name.startswith("rollouts="):
         data = []
         for where, n, seed in ROLLOUT_SETS[name]:  # each set sampled and scored once, shared by the larger ones
             d = demo / where

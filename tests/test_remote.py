@@ -376,3 +376,79 @@ def test_vas_decode_retokenize_mode(tiny, tmp_path, capsys):
         )
     finally:
         srv.stop()
+
+
+def fake_llama_cpp(base, seen: list):
+    """A completions endpoint that answers as llama.cpp's server does: token-id prompts, and the
+    log-probabilities in the chat layout (`content[]` entries with `id`, `token`, `bytes`, `logprob`,
+    `top_logprobs[]`), `return_tokens_as_token_ids` ignored. Its tokens are the tiny base's greedy ones."""
+    from fastapi import FastAPI
+    from flax import nnx
+
+    graphdef, state = nnx.split(base)
+    forward = jax.jit(lambda st, ids: jax.nn.log_softmax(nnx.merge(graphdef, st)(ids)[0, -1]))
+    app = FastAPI()
+
+    @app.post("/v1/completions")
+    async def completions(body: dict):
+        seen.append(body)
+        ids, k = list(body["prompt"]), body["logprobs"]
+        content = []
+        for _ in range(body["max_tokens"]):
+            lp = np.asarray(forward(state, np.asarray([ids], np.int32)))
+            top = np.argsort(-lp, kind="stable")[: max(k, 1)]
+
+            def entry(i):
+                return {"id": int(i), "token": f"w{i}", "bytes": list(f"w{i}".encode()), "logprob": float(lp[i])}
+
+            content.append({**entry(top[0]), "top_logprobs": [entry(i) for i in top]})
+            ids.append(int(top[0]))
+        choice = {"text": "", "index": 0, "logprobs": {"content": content}, "finish_reason": "length"}
+        return {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": [choice]}
+
+    return app
+
+
+def test_llama_cpp_logprobs_layout_is_read_and_sampled_speculative_mode_refused(tiny):
+    base, vm, tok = tiny
+    seen = []
+    srv = ServerThread(fake_llama_cpp(base, seen))
+    try:
+        ids = [tok(p)["input_ids"] for p in PROMPTS[:2]]
+        want = vas_jax.vas_decode(
+            base, vm, ids, beta=2.0, top_k=5, restrict_to_topk=True, key=jax.random.key(0), max_new_tokens=5,
+            temperature=0.0,
+        ).token_lists()  # fmt: skip
+        for speculative in (1, 3):  # one token a request, and drafts of three
+            got = remote_vas(Endpoint(srv.url + "/v1", "m"), [vm], ids, beta=2.0, top_k=5, max_new_tokens=5,
+                             temperature=0.0, speculative=speculative)  # fmt: skip
+            assert [r.tokens for r in got] == want, speculative
+        assert seen[0]["prompt"] == ids[0] or seen[0]["prompt"] == ids[1]  # token ids went out
+        with pytest.raises(vas_jax.VasError, match="llama.cpp's layout.*--speculative 1") as e:
+            remote_vas(Endpoint(srv.url + "/v1", "m"), [vm], ids, beta=2.0, top_k=5, max_new_tokens=5,
+                       temperature=1.0, speculative=3)  # fmt: skip
+        assert "\n" not in str(e.value)
+    finally:
+        srv.stop()
+
+
+def test_an_unknown_logprobs_layout_says_what_it_received():
+    from vas_jax.remote import completion_positions
+
+    body = {"choices": [{"logprobs": {"tokens": [], "probs": [0.5]}}]}
+    with pytest.raises(vas_jax.VasError, match=r"a layout exact mode does not read \(fields: probs, tokens"):
+        completion_positions(body, 2, "http://x")
+    entry = {"token": "a", "logprob": -1.0, "top_logprobs": [{"token": "a", "logprob": -1.0}] * 2}
+    with pytest.raises(vas_jax.VasError, match="without a token id at position 0"):
+        completion_positions({"choices": [{"logprobs": {"content": [entry]}}]}, 2, "http://x")
+    # the real answer the issue quotes (llama.cpp, prompt [1, 9690, 198, 19161, 1243, 2], logprobs 3)
+    tops = [
+        {"id": 198, "token": "\n", "bytes": [10], "logprob": -0.0511},
+        {"id": 1, "token": "", "bytes": [], "logprob": -3.7648},
+        {"id": 520, "token": "ass", "logprob": -4.0},
+    ]
+    real = {"choices": [{"text": "\n", "index": 0, "logprobs": {"content": [
+        {"id": 198, "token": "\n", "bytes": [10], "logprob": -0.0511, "top_logprobs": tops}]}}]}  # fmt: skip
+    (pos,), layout = completion_positions(real, 3, "http://x")
+    assert layout == "llama.cpp" and pos.token == 198 and pos.ids == (198, 1, 520)
+    assert pos.logprobs == (-0.0511, -3.7648, -4.0)

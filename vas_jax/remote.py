@@ -146,7 +146,15 @@ class Endpoint:
                 extra_body={"return_tokens_as_token_ids": True},
             ),
         )
-        return _positions(r, k, self.base_url)
+        body = r.to_dict() if hasattr(r, "to_dict") else r
+        positions, layout = completion_positions(body, k, self.base_url)
+        if layout == "llama.cpp" and not greedy and m > 1:
+            raise VasError(
+                f"{self.base_url} answers in llama.cpp's layout, and llama.cpp filters its draft with its own default "
+                "samplers (top-k 40, top-p 0.95, min-p 0.05): sampled speculative mode needs the unfiltered "
+                "temperature-1 draft; use --speculative 1, or greedy decoding (--temperature 0)"
+            )
+        return positions
 
     async def next_positions_text(
         self, client, sem, messages: list, partial: str, m: int, k: int, greedy: bool, tokens
@@ -218,23 +226,68 @@ def _check_count(base_url: str, k: int, got: int, j: int) -> None:
         )
 
 
-def _positions(r, k: int, base_url: str) -> list[Position]:
+def completion_positions(body: dict, k: int, base_url: str) -> tuple[list[Position], str]:
+    """Exact mode's reading of a /v1/completions answer (its JSON body): each position's token id
+    and its top k (id, log-probability), best first; and the layout it came in.
+
+    - "openai" (OpenAI's legacy layout, vLLM's): `logprobs.tokens` and `logprobs.top_logprobs`
+      ([{"token_id:N": lp}], with `return_tokens_as_token_ids`);
+    - "llama.cpp": the chat layout on the completions route, `logprobs.content[]`, each entry with
+      `id`, `token`, `logprob` and `top_logprobs[]` of the same objects (it ignores
+      `return_tokens_as_token_ids`; the ids are in the entries).
+    Anything else is refused in one line that says what was received."""
     try:
-        lp = r.choices[0].logprobs
-    except (AttributeError, IndexError, TypeError):
+        lp = body["choices"][0].get("logprobs")
+    except (KeyError, IndexError, TypeError, AttributeError):
         raise VasError(f"{base_url} sent a malformed answer: no choices") from None
-    if lp is None or not lp.top_logprobs:
+    if not lp:
         raise VasError(f"{base_url} returned no log-probabilities: it cannot be guided (it must honour `logprobs`)")
+    if not isinstance(lp, dict):
+        raise VasError(f"{base_url} sent log-probabilities as {type(lp).__name__}, not an object: {str(lp)[:80]}")
+    if lp.get("content"):
+        return _content_positions(lp["content"], k, base_url), "llama.cpp"
+    if lp.get("top_logprobs"):
+        out = []
+        for j, (tok, top) in enumerate(zip(lp.get("tokens") or [], lp["top_logprobs"])):
+            _check_count(base_url, k, len(top) if isinstance(top, dict) else 0, j)
+            items = [(_token_id(t, base_url), v) for t, v in top.items()]
+            out.append(_position(_token_id(tok, base_url), items, k, base_url, j))
+        if not out:
+            raise VasError(f"{base_url} sent a malformed answer: log-probabilities without tokens")
+        return out, "openai"
+    raise VasError(
+        f"{base_url} sent log-probabilities in a layout exact mode does not read (fields: "
+        f"{', '.join(sorted(map(str, lp))) or 'none'}, all empty or unknown); it reads OpenAI's "
+        "(tokens, top_logprobs) and llama.cpp's (content[] with ids)"
+    )
+
+
+def _content_positions(content, k: int, base_url: str) -> list[Position]:
     out = []
-    for j, (tok, top) in enumerate(zip(lp.tokens or [], lp.top_logprobs)):
-        _check_count(base_url, k, len(top) if isinstance(top, dict) else 0, j)
-        items = sorted(((_token_id(t, base_url), float(v)) for t, v in top.items()), key=lambda x: -x[1])[:k]
-        if not all(np.isfinite(v) for _, v in items):
-            raise VasError(f"{base_url} sent a non-finite log-probability at position {j}")
-        out.append(Position(_token_id(tok, base_url), tuple(i for i, _ in items), tuple(v for _, v in items)))
-    if not out:
-        raise VasError(f"{base_url} sent a malformed answer: log-probabilities without tokens")
+    for j, c in enumerate(content):
+        top = c.get("top_logprobs") if isinstance(c, dict) else None
+        _check_count(base_url, k, len(top or []), j)
+        try:
+            items = [(int(t["id"]), t["logprob"]) for t in top]
+            out.append(_position(int(c["id"]), items, k, base_url, j))
+        except (KeyError, TypeError, ValueError):
+            raise VasError(
+                f"{base_url} sent a log-probability entry without a token id at position {j} "
+                f"({str(c)[:120]}); exact mode needs ids"
+            ) from None
     return out
+
+
+def _position(token: int, items, k: int, base_url: str, j: int) -> Position:
+    """A position's top k, best first; twins (one id listed twice) are one candidate, their mass added."""
+    merged: dict = {}
+    for i, v in items:
+        v = float(v)
+        if not np.isfinite(v):
+            raise VasError(f"{base_url} sent a non-finite log-probability at position {j}")
+        merged[i] = float(np.logaddexp(merged[i], v)) if i in merged else v
+    ids = sorted(merged, key=lambda i: -merged[i])[:k]
+    return Position(token, tuple(ids), tuple(merged[i] for i in ids))
 
 
 def _bytes_key(entry, base_url: str) -> bytes:
