@@ -20,6 +20,7 @@ from .config import ModelConfig, parse_dtype
 from .errors import VasError
 from .gguf_file import GGUFCheckpoint, find_gguf
 from .hf_config import config_from_hf, config_to_hf
+from .hub import resolve_model
 from .model import Transformer
 
 PICKLE_NAMES = (
@@ -34,7 +35,7 @@ PICKLE_NAMES = (
 
 def read_config(path: str | os.PathLike) -> dict:
     """The checkpoint's config.json as a dict (for a GGUF file: translated from its metadata)."""
-    path = Path(path)
+    path = resolve_model(path)
     if not path.exists():
         raise VasError(f"model directory {str(path)!r} does not exist")
     gguf = find_gguf(path)
@@ -271,8 +272,9 @@ def load_model(
     vas_jax.sharding.DECODE_RULES): no device ever holds a full copy of a sharded tensor.
     fuse: merge each layer's q/k/v and gate/up projections (`fuse_projections`): faster decoding,
     the same outputs; such a model cannot be trained or saved.
+    A path may also be a hub id, ORG/NAME or ORG/NAME/FILE.gguf (`vas_jax.hub.resolve_model`).
     """
-    path = Path(path)
+    path = resolve_model(path)
     gguf = find_gguf(path) if path.exists() else None
     if gguf is not None:  # dequantized by the gguf library, read through the same key map
         reader = GGUFCheckpoint(gguf)

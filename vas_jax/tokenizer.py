@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-from pathlib import Path
 
 from .errors import VasError
 
@@ -15,8 +14,9 @@ def load_tokenizer(path: str | os.PathLike):
     from transformers import AutoTokenizer
 
     from .gguf_file import find_gguf, load_gguf_tokenizer
+    from .hub import resolve_model
 
-    path = Path(path)
+    path = resolve_model(path)
     gguf = find_gguf(path) if path.exists() else None
     if gguf is not None:  # the tokenizer and chat template in the file's metadata
         return load_gguf_tokenizer(gguf)

@@ -23,7 +23,6 @@ def add_arguments(p):
 def run(args):
     import dataclasses
     from collections import Counter
-    from pathlib import Path
 
     from ..config import SUPPORTED_MODEL_TYPES
     from ..errors import VasError
@@ -38,7 +37,10 @@ def run(args):
     if args.model is None:
         raise VasError("give a checkpoint (a directory or a .gguf file), or --supported")
 
-    gguf = find_gguf(args.model) if Path(args.model).exists() else None
+    from ..hub import resolve_model
+
+    model = resolve_model(args.model)  # a hub id (ORG/NAME, ORG/NAME/FILE.gguf) resolves to its cached copy
+    gguf = find_gguf(model) if model.exists() else None
     storage = ""
     if gguf is not None:  # one parse of the file: its config, its tensors and how they are stored
         ckpt = GGUFCheckpoint(gguf)
@@ -46,8 +48,8 @@ def run(args):
         kinds = Counter(t.tensor_type.name for t in ckpt.reader.tensors)
         storage = "; GGUF tensors " + ", ".join(f"{k} x{n}" for k, n in kinds.most_common())
     else:
-        cfg = config_from_hf(read_config(args.model))
-        check_weights(args.model)  # a pickle or a truncated file is refused here, not at the first load
+        cfg = config_from_hf(read_config(model))
+        check_weights(model)  # a pickle or a truncated file is refused here, not at the first load
     d = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "hf_config_json"}
     if args.json:
         print(json.dumps(d, indent=2))

@@ -98,25 +98,27 @@ def run(args):
         raise VasError("vas serve needs FastAPI and uvicorn: pip install 'vas-jax[serve]'") from None
     import vas_jax
     from vas_jax.engine import Engine
+    from vas_jax.hub import resolve_model
     from vas_jax.openai_api import MAX_LOGPROBS
     from vas_jax.scheduler import Scheduler
     from vas_jax.server import ServerConfig, create_app, serve
     from vas_jax.tokenizer import default_pad_id, end_of_turn_ids
     from vas_jax.values import load_value, value_meta
 
-    values = parse_values(args.value)
+    values = [(name, resolve_model(path)) for name, path in parse_values(args.value)]  # hub ids resolve here
     for name, path in values:
-        if not Path(path).exists():
+        if not path.exists():
             raise VasError(f"--value {name}={path}: no such directory")
-    if not Path(args.base).exists():
+    base_path = resolve_model(args.base)
+    if not base_path.exists():
         raise VasError(f"--base {args.base}: no such file or directory")
     mesh = None
     if args.mesh:
         from vas_jax.sharding import make_mesh
 
         mesh = make_mesh(args.mesh)
-    tok = vas_jax.load_tokenizer(args.base)
-    base = vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
+    tok = vas_jax.load_tokenizer(base_path)
+    base = vas_jax.load_model(base_path, dtype=args.dtype, mesh=mesh, fuse=True)
     models = [load_value(p, tok, dtype=args.dtype, mesh=mesh, fuse=True) for _, p in values]
     context = min(m.config.max_position_embeddings for m in [base, *models])
     if args.max_len is not None and args.max_len > context:

@@ -190,7 +190,9 @@ def run(args):
         base_dir = settings.get("base")
     tok = vas_jax.load_tokenizer(args.init or args.init_value)
     if base_dir:
-        if not Path(base_dir).exists():
+        from vas_jax.hub import resolve_model
+
+        if args.base is None and not resolve_model(base_dir).exists():
             raise VasError(f"base model directory {base_dir!r} (named by the rollouts) does not exist; pass --base")
         vas_jax.check_same_tokenizer(vas_jax.load_tokenizer(base_dir), tok, names=("base", "value (--init)"))
     mesh = None
