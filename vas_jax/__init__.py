@@ -1,5 +1,10 @@
 """vas-jax: Value Augmented Sampling in JAX/Flax."""
 
+import os as _os
+
+# transformers advises at import that without PyTorch "models won't be available": ours are JAX models
+_os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
 from .cache import KVCache, init_cache
 from .config import SUPPORTED_MODEL_TYPES, ModelConfig
 from .decode import (

@@ -95,6 +95,20 @@ def drop_torn_tail(path: str | Path, log=None) -> bool:
     return True
 
 
+def _records(rows: list, path: Path) -> list[dict]:
+    """JSON rows as records: objects as they are, and a list of plain strings as prompts (the
+    `prompt` field); anything else is refused, naming the first row that is neither."""
+    if rows and all(isinstance(r, str) for r in rows):
+        return [{"prompt": r} for r in rows]
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise VasError(
+                f"{str(path)!r}: row {i + 1} is a JSON {type(r).__name__}; rows must be objects "
+                '({"prompt": "..."}), or all of them prompt strings'
+            )
+    return rows
+
+
 def load_table(path: str | Path):
     """A local JSONL/JSON, CSV or Parquet file, or a `datasets.save_to_disk` directory, as a Dataset.
 
@@ -120,13 +134,11 @@ def load_table(path: str | Path):
         if path.stat().st_size == 0:
             raise VasError(f"{str(path)!r} is empty")
         suffix = path.suffix.lower()
-        if suffix == ".jsonl":
-            return datasets.Dataset.from_list(_read_jsonl(path))
-        if suffix == ".json":
-            data = json.loads(_read_text(path))
+        if suffix in (".jsonl", ".json"):
+            data = _read_jsonl(path) if suffix == ".jsonl" else json.loads(_read_text(path))
             if not isinstance(data, list):
-                raise VasError(f"{str(path)!r} must hold a JSON list of objects")
-            return datasets.Dataset.from_list(data)
+                raise VasError(f"{str(path)!r} must hold a JSON list (of objects, or of prompt strings)")
+            return datasets.Dataset.from_list(_records(data, path))
         if suffix == ".csv":
             import pyarrow.csv as pcsv
 
@@ -165,7 +177,13 @@ def read_prompts(path: str | Path, field: str = "prompt") -> list[str]:
     missing = [i for i, x in enumerate(col) if x is None]
     if missing:
         raise VasError(f"{str(path)!r}: row {missing[0] + 1} has no {field!r} value")
-    return [str(x) for x in col]
+    bad = [i for i, x in enumerate(col) if not isinstance(x, str)]
+    if bad:  # a number or a list would become its repr, silently
+        raise VasError(
+            f"{str(path)!r}: the {field!r} column holds {type(col[bad[0]]).__name__} values (row {bad[0] + 1}), "
+            "not text; prompts are strings"
+        )
+    return col
 
 
 def pad_rows(rows, length: int, pad_id: int = 0, side: str = "right"):

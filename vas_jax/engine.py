@@ -113,6 +113,8 @@ class Engine:
         values = list(values)
         if not 0 <= top_logprobs <= 20:
             raise VasError(f"top_logprobs must be in [0, 20], got {top_logprobs}")
+        if not 1 <= max_top_k <= base.config.vocab_size:
+            raise VasError(f"max_top_k must be in [1, the vocabulary's {base.config.vocab_size}], got {max_top_k}")
         if max_len > min([base.config.max_position_embeddings] + [v.config.max_position_embeddings for v in values]):
             raise VasError(f"max_len {max_len} exceeds the models' context")
         kinds = tuple(value_kind(v, base, i) for i, v in enumerate(values))

@@ -47,9 +47,12 @@ def read_config(path: str | os.PathLike) -> dict:
     if not cfg.exists():
         raise VasError(f"{str(path)!r} has no config.json; is it a Hugging Face checkpoint directory?")
     try:
-        return json.loads(cfg.read_text())
+        d = json.loads(cfg.read_text())
     except json.JSONDecodeError as e:
         raise VasError(f"{cfg} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(d, dict):
+        raise VasError(f"{cfg} holds a JSON {type(d).__name__}, not an object; is it a model's config.json?")
+    return d
 
 
 class _Reader:
@@ -371,6 +374,10 @@ def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, token
         out[names[0]] = to(x)[0]
     out = {k: np.ascontiguousarray(v.astype(dt)) for k, v in out.items()}
     save_file(out, str(path / "model.safetensors"), metadata={"format": "pt"})
+    # safetensors writes through a private temporary file (mode 0600): give it the mode every other file has
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path / "model.safetensors", 0o666 & ~umask)
     hf = config_to_hf(cfg)
     hf["torch_dtype"] = hf["dtype"] = "bfloat16" if dt == jnp.bfloat16 else "float32"
     (path / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))

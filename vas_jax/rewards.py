@@ -30,6 +30,16 @@ def load_reward_function(spec: str) -> RewardFn:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
         raise VasError(f"cannot import module {mod_name!r} for the reward function: {e}") from None
+    except Exception as e:  # the module's own code failed: say where
+        import traceback
+
+        where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        if isinstance(e, SyntaxError):
+            at = f" ({e.filename}, line {e.lineno})"
+        else:
+            at = f" ({where.filename}, line {where.lineno})" if where else ""
+        msg = e.msg if isinstance(e, SyntaxError) else str(e)
+        raise VasError(f"importing {mod_name} failed: {type(e).__name__}: {msg}{at}") from None
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise VasError(f"module {mod_name!r} has no function {fn_name!r}")

@@ -471,10 +471,29 @@ class _BodyLimit:
         await JSONResponse(error_body(413, msg), status_code=413)(scope, None, send)
 
 
-def serve(app: FastAPI, scheduler: Scheduler, *, host: str, port: int, drain_timeout: float, log_level="info"):
-    """Run the app on uvicorn until SIGINT or SIGTERM. Then no new request is taken, requests in
-    flight finish (or end with finish_reason "abort" after drain_timeout seconds, with a final event
-    in their streams), and the process exits normally."""
+def bind(host: str, port: int):
+    """A listening socket on host:port, or one line saying why there is none (a port in use, an
+    address this machine does not have)."""
+    import errno
+    import socket
+
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(2048)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise VasError(f"port {port} on {host} is in use (another server?); pass another --port") from None
+        raise VasError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    return sock
+
+
+def serve(app: FastAPI, scheduler: Scheduler, *, sock, drain_timeout: float, log_level="info"):
+    """Run the app on uvicorn, on the listening socket `sock` (`bind`), until SIGINT or SIGTERM. Then
+    no new request is taken, requests in flight finish (or end with finish_reason "abort" after
+    drain_timeout seconds, with a final event in their streams), and the process exits normally."""
     import signal
 
     import uvicorn
@@ -487,10 +506,8 @@ def serve(app: FastAPI, scheduler: Scheduler, *, host: str, port: int, drain_tim
             else:
                 self.should_exit = True
 
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(drain_timeout) + 5
-    )
-    _Server(config).run()
+    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=int(drain_timeout) + 5)
+    _Server(config).run(sockets=[sock])
     scheduler.stop()
 
 

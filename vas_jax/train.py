@@ -76,6 +76,10 @@ class TrainConfig:
             raise VasError(
                 f"--minibatch-size ({self.minibatch_size}) must be a multiple of --grad-accum ({self.grad_accum})"
             )
+        if not 0 <= self.eval_fraction < 1:
+            raise VasError(
+                f"--eval-fraction must be in [0, 1) (a share held out, the rest trained on), got {self.eval_fraction}"
+            )
         if not (0 <= self.lam <= 1 and 0 < self.gamma <= 1):
             raise VasError(f"need 0 <= lambda <= 1 and 0 < gamma <= 1, got lambda={self.lam}, gamma={self.gamma}")
         if self.compute_dtype not in ("float32", "bfloat16"):

@@ -35,14 +35,18 @@ def mark_value_config(cfg, head: str, atoms=None):
 
 def value_meta(path: str | Path) -> dict:
     """The `vas_value` entry of a value model directory's config.json ({} when there is none)."""
+    from .hf import read_config
+
     f = Path(path) / "config.json"
-    return (json.loads(f.read_text()).get(CONFIG_KEY) or {}) if f.exists() else {}
+    return (read_config(path).get(CONFIG_KEY) or {}) if f.exists() else {}
 
 
 def write_value_meta(path: str | Path, **meta) -> None:
     """Add `meta` to the `vas_value` entry of an exported value model's config.json."""
+    from .hf import read_config
+
     f = Path(path) / "config.json"
-    d = json.loads(f.read_text())
+    d = read_config(path)
     d[CONFIG_KEY] = {**(d.get(CONFIG_KEY) or {}), **meta}
     f.write_text(json.dumps(d, indent=2, sort_keys=True))
 

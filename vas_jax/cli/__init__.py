@@ -31,7 +31,9 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         h = action.help or ""
-        shown = action.default not in (None, False, argparse.SUPPRESS, [])
+        # by identity: a default of 0 or 0.0 is worth showing (0 == False would hide it)
+        d = action.default
+        shown = not (d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, list) and not d))
         if shown and "default" not in h and action.option_strings:
             h += " (default: %(default)s)"
         return h

@@ -59,6 +59,33 @@ def positive_int(text: str) -> int:
     return x
 
 
+def power_of_two(text: str) -> int:
+    """A power of two (Best-of-N runs N = 1, 2, 4, ...: another largest N would silently stop short)."""
+    x = positive_int(text)
+    if x & (x - 1):
+        lo = 1 << (x.bit_length() - 1)
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a power of two (Best-of-N runs N = 1, 2, 4, ...): {lo} or {2 * lo}"
+        )
+    return x
+
+
+def held_out_fraction(text: str) -> float:
+    """A share in [0, 1): 0 holds nothing out; 1 would leave nothing to train on."""
+    x = finite_float(text)
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in [0, 1): the share held out, the rest trained on")
+    return x
+
+
+def port(text: str) -> int:
+    """A TCP port, 1-65535 (a larger number would wrap around to another port)."""
+    x = _whole(text)
+    if not 1 <= x <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: ports are 1 to 65535")
+    return x
+
+
 def nonnegative_int(text: str) -> int:
     x = _whole(text)
     if x < 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import finite_float, positive_int
+    from vas_jax.cli.args import finite_float, positive_int, power_of_two
     from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", required=True, help="base model directory")
@@ -54,7 +54,9 @@ def add_arguments(p):
         help="flattened (beta_1, beta_2) pairs for the composed grid of the first two value models",
     )
     p.add_argument("--samples", type=positive_int, default=8, help="samples per prompt for base and VAS")
-    p.add_argument("--bon-max", type=positive_int, default=128, help="largest N of Best-of-N (N = 1, 2, 4, ...)")
+    p.add_argument(
+        "--bon-max", type=power_of_two, default=128, help="largest N of Best-of-N (N = 1, 2, 4, ...: a power of two)"
+    )
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest response, in tokens")
     p.add_argument("--top-k", type=positive_int, default=20, help="candidates the value model scores per step")
     p.add_argument(

@@ -13,7 +13,7 @@ from vas_jax.errors import VasError
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import positive_float, positive_int
+    from vas_jax.cli.args import port, positive_float, positive_int
     from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", required=True, help="base model: a Hugging Face directory or a GGUF file")
@@ -57,7 +57,7 @@ def add_arguments(p):
     p.add_argument("--max-queue", type=positive_int, default=256, help="requests waiting for a slot before 429s")
     p.add_argument("--max-body", type=positive_int, default=1 << 20, help="largest request body, in bytes (413 over)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; give 0.0.0.0 to serve beyond this machine")
-    p.add_argument("--port", type=positive_int, default=8000, help="port to listen on")
+    p.add_argument("--port", type=port, default=8000, help="port to listen on (1-65535)")
     p.add_argument(
         "--api-key",
         default=os.environ.get("VAS_API_KEY"),
@@ -101,10 +101,12 @@ def run(args):
     from vas_jax.hub import resolve_model
     from vas_jax.openai_api import MAX_LOGPROBS
     from vas_jax.scheduler import Scheduler
-    from vas_jax.server import ServerConfig, create_app, serve
+    from vas_jax.server import ServerConfig, bind, create_app, serve
     from vas_jax.tokenizer import default_pad_id, end_of_turn_ids
     from vas_jax.values import load_value, value_meta
 
+    # the port first: one in use is one line now, not after minutes of compiling; uvicorn takes this socket
+    sock = bind(args.host, args.port)
     values = [(name, resolve_model(path)) for name, path in parse_values(args.value)]  # hub ids resolve here
     for name, path in values:
         if not path.exists():
@@ -152,4 +154,4 @@ def run(args):
     app = create_app(scheduler, tok, cfg)
     shown = ", ".join(n for n, _ in values) or "none (plain sampling only)"
     print(f"vas serve: {name!r} on http://{args.host}:{args.port}/v1 with value models: {shown}", file=sys.stderr)
-    serve(app, scheduler, host=args.host, port=args.port, drain_timeout=args.drain_timeout, log_level=args.log_level)
+    serve(app, scheduler, sock=sock, drain_timeout=args.drain_timeout, log_level=args.log_level)

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import nonnegative_float, nonnegative_int, positive_float, positive_int, probability
+    from vas_jax.cli.args import (
+        held_out_fraction,
+        nonnegative_float,
+        nonnegative_int,
+        positive_float,
+        positive_int,
+        probability,
+    )
     from vas_jax.config import DTYPE_NAMES
 
     p.add_argument(
@@ -118,7 +125,9 @@ def add_arguments(p):
     c = p.add_argument_group("checkpoints and evaluation")
     c.add_argument("--save-every", type=positive_int, default=50, help="updates between checkpoints")
     c.add_argument("--keep", type=positive_int, default=3, help="checkpoints kept")
-    c.add_argument("--eval-fraction", type=probability, default=0.1, help="fraction of rollouts held out to evaluate V")
+    c.add_argument(
+        "--eval-fraction", type=held_out_fraction, default=0.1, help="fraction of rollouts held out to evaluate V"
+    )
     c.add_argument(
         "--eval-every", type=nonnegative_int, default=0, help="also evaluate every N updates (0: at the end)"
     )
@@ -219,7 +228,18 @@ def run(args):
             f"{clipped:.1%} of the rewards lie outside them and are clipped to the end atoms"
         )
     trained, metrics = train_value(
-        vm, data, args.out, cfg, resume=args.resume, mesh=mesh, run_info={"reward_column": args.reward_column}
+        vm,
+        data,
+        args.out,
+        cfg,
+        resume=args.resume,
+        mesh=mesh,
+        run_info={
+            "reward_column": args.reward_column,
+            "init": str(args.init or args.init_value),
+            "init_layers": args.init_layers,
+            "head": args.head,
+        },
     )
     import jax
 
@@ -241,7 +261,10 @@ def run(args):
     )
     corr = metrics.get("eval_corr")
     if corr is None:
-        print("no held-out rollouts (--eval-fraction 0): the value model's quality is unmeasured")
+        why = (
+            "--eval-fraction 0" if args.eval_fraction == 0 else "too few rollouts to hold any out and fill a minibatch"
+        )
+        print(f"no held-out rollouts ({why}): the value model's quality is unmeasured")
         return
     print(f"held-out correlation of V with the returns: {corr:.3f} (RMSE {metrics['eval_rmse']:.3f})")
     if "eval_nll" in metrics:
