@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -235,8 +236,46 @@ def test_api_key_queue_limit_and_body_limit(models):
         with pytest.raises(openai.APIStatusError, match="over this server's limit") as e:
             good.completions.create(model=MODEL, prompt="review " * 100, max_tokens=2)
         assert e.value.status_code == 413
+        # a request that can never fit (more choices than slots and queue together) is a 400, not a
+        # 429 that clients would retry for ever
+        with pytest.raises(openai.BadRequestError, match="asks for 10 choices .* more than this server holds at once"):
+            good.completions.create(model=MODEL, prompt=["review :"] * 2, n=5, max_tokens=2)
+        # with a key, the API's description is not served to whoever asks
+        assert httpx.get(srv.url + "/docs").status_code == 404
+        assert httpx.get(srv.url + "/openapi.json").status_code == 404
     finally:
         srv.stop()
+
+
+def test_a_body_that_stops_arriving_is_dropped_and_others_are_served(models):
+    srv, sched = start(models, max_queue=0, run=False, body_timeout=1.0)
+    try:
+        host, port = srv.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"")  # fmt: skip
+            assert httpx.get(srv.url + "/health").status_code == 200  # served meanwhile
+            s.settimeout(10)
+            answer = s.recv(4096).decode()
+        assert answer.startswith("HTTP/1.1 408") and "stopped arriving (2 bytes in 1 s" in answer
+    finally:
+        srv.stop()
+
+
+def test_chat_content_it_cannot_use_is_refused_not_dropped(server):
+    c = client(server[0])
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    cases = [
+        (dict(messages=[{"role": "user", "content": [image]}]), r"messages\[0\] has a image_url content part"),
+        (dict(messages=[{"role": "user", "content": [{"text": "hi"}]}]), r"messages\[0\] has a untyped content part"),
+        (dict(messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {"name": "f"}}]),
+         "tools not supported"),
+        (dict(messages=[{"role": "user", "content": "hi"}], response_format={"type": "json_object"}),
+         "response_format not supported"),
+    ]  # fmt: skip
+    for kw, message in cases:
+        with pytest.raises(openai.BadRequestError, match=message):
+            c.chat.completions.create(model=MODEL, max_tokens=2, **kw)
 
 
 def test_load_nothing_lost_and_nothing_compiled(server):

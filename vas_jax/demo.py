@@ -35,7 +35,7 @@ class DemoSize:
     # the value head and the guidance rule (vas_jax.guidance): "scalar" + "mean" is VAS as published;
     # a "distributional" head (with `atoms` atoms) also allows the "soft" rule, log E[exp(beta r)]
     head: str = "scalar"
-    atoms: int = 51
+    atoms: int = 21
     rule: str = "mean"
 
 

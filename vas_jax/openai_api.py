@@ -20,6 +20,7 @@ ERROR_TYPES = {
     401: "authentication_error",
     404: "invalid_request_error",
     413: "invalid_request_error",
+    408: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -108,6 +109,14 @@ class ChatRequest(_Common):
     logprobs: bool = False
     top_logprobs: int | None = None
     max_completion_tokens: int | None = None
+    tools: list | None = None
+    tool_choice: Any = None
+    response_format: dict | None = None
+
+    def unsupported(self) -> list[str]:
+        bad = super().unsupported() + [f for f in ("tools", "tool_choice") if getattr(self, f)]
+        fmt = self.response_format
+        return bad + (["response_format"] if fmt and fmt.get("type") != "text" else [])
 
 
 def new_id(prefix: str) -> str:

@@ -55,6 +55,7 @@ class ServerConfig:
     max_n: int = 16
     api_key: str | None = None
     max_body_bytes: int = 1 << 20
+    body_timeout: float = 30.0  # seconds a request body may pause before the request is dropped (408)
 
 
 # ---------------------------------------------------------------------- checking a request
@@ -162,6 +163,11 @@ class _Run:
         self.scheduler = scheduler
         self.queue: asyncio.Queue = asyncio.Queue()
         self.choices: list[_Choice] = []
+        room = scheduler.max_queue + scheduler.engine.slots
+        if len(jobs) > room:  # it could never be taken whole: no retry would help (so not a 429)
+            raise APIError(400, f"this request asks for {len(jobs)} choices (prompts x n), more than this server "
+                           f"holds at once ({room}: --max-batch slots and --max-queue); send fewer per request",
+                           param="n")  # fmt: skip
         try:
             for i, (prompt, params) in enumerate(jobs):
 
@@ -257,8 +263,10 @@ def _chat_logprobs(tokens: list, name: _TokenText, n: int) -> list[dict]:
 def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
     eng = scheduler.engine
     max_len, max_top_k = eng.max_len, eng.spec.max_top_k
-    app = FastAPI(title="vas serve", summary="The OpenAI API with a per-request mix of value models (VAS)")
-    app.add_middleware(_BodyLimit, limit=cfg.max_body_bytes)
+    # with an API key, the docs go too: they would describe the API to anyone without one
+    docs = {} if cfg.api_key is None else dict(docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="vas serve", summary="The OpenAI API with a per-request mix of value models (VAS)", **docs)
+    app.add_middleware(_BodyLimit, limit=cfg.max_body_bytes, timeout=cfg.body_timeout)
 
     async def check_key(request: Request) -> None:
         if cfg.api_key is None:
@@ -322,7 +330,7 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
         if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_LOGPROBS:
             raise APIError(400, f"top_logprobs must be in [0, {MAX_LOGPROBS}], got {req.top_logprobs}",
                            param="top_logprobs")  # fmt: skip
-        messages = [{"role": m.role, "content": _content_text(m.content)} for m in req.messages]
+        messages = [{"role": m.role, "content": _content_text(m.content, i)} for i, m in enumerate(req.messages)]
         if not messages:
             raise APIError(400, "messages is empty", param="messages")
         if req.continue_final_message and (messages[-1]["role"] != "assistant" or req.add_generation_prompt):
@@ -342,10 +350,16 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
     return app
 
 
-def _content_text(content) -> str:
+def _content_text(content, i: int) -> str:
+    """A message's text; a part that is not text (an image, an untyped part) is refused, not dropped."""
     if content is None or isinstance(content, str):
         return content or ""
-    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+    for part in content:
+        if part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = part.get("type") or "untyped"
+            raise APIError(400, f"messages[{i}] has a {kind} content part; this model reads text parts only",
+                           param=f"messages.{i}.content")  # fmt: skip
+    return "".join(part["text"] for part in content)
 
 
 def _completion_prompts(prompt, tokenizer) -> list[list[int]]:
@@ -437,8 +451,8 @@ class _BodyLimit:
     it is parsed, with an OpenAI-style error body. (FastAPI's own `max_body_size` answers a declared
     length with a plain-text 413, which OpenAI clients cannot read as an error object.)"""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float = 30.0):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -448,7 +462,11 @@ class _BodyLimit:
             return await self._too_large(scope, send)
         body, more = b"", True
         while more:
-            msg = await receive()
+            try:  # a body that stops arriving must not hold its connection for ever
+                msg = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                text = f"the request body stopped arriving ({len(body)} bytes in {self.timeout:g} s without more)"
+                return await JSONResponse(error_body(408, text), status_code=408)(scope, None, send)
             if msg["type"] == "http.disconnect":
                 return
             body += msg.get("body", b"")
