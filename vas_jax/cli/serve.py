@@ -56,6 +56,12 @@ def add_arguments(p):
     p.add_argument("--max-n", type=positive_int, default=16, help="largest `n` (choices per request)")
     p.add_argument("--max-queue", type=positive_int, default=256, help="requests waiting for a slot before 429s")
     p.add_argument("--max-body", type=positive_int, default=1 << 20, help="largest request body, in bytes (413 over)")
+    p.add_argument(
+        "--body-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a request body may stop arriving before the request is dropped (408)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind; give 0.0.0.0 to serve beyond this machine")
     p.add_argument("--port", type=port, default=8000, help="port to listen on (1-65535)")
     p.add_argument(
@@ -149,6 +155,7 @@ def run(args):
         max_n=args.max_n,
         api_key=args.api_key,
         max_body_bytes=args.max_body,
+        body_timeout=args.body_timeout,
     )
     scheduler = Scheduler(engine, max_queue=args.max_queue).start()
     app = create_app(scheduler, tok, cfg)
