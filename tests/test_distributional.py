@@ -253,3 +253,16 @@ def test_cli_trains_a_distributional_head_and_decodes_with_the_soft_rule(tiny_di
     err = capsys.readouterr().err
     assert "soft rule needs a distributional value head, and value model 0 has a scalar head" in err
     assert err.count("\n") == 1
+
+
+def test_tail_calibration_is_zero_for_the_true_distribution_and_positive_for_a_heavy_tail():
+    from vas_jax.train import tail_calibration
+
+    rng = np.random.default_rng(0)
+    atoms = (-1.0, 0.0, 1.0)
+    p = np.array([0.5, 0.3, 0.2])
+    rewards = rng.choice(atoms, size=200000, p=p)
+    exact = tail_calibration(np.log(np.tile(p, (8, 1))), rewards, atoms)
+    assert all(abs(v) < 0.05 for v in exact.values()), exact  # sampling error only
+    heavy = tail_calibration(np.log(np.tile([0.45, 0.3, 0.25], (8, 1))), rewards, atoms)
+    assert all(v > 0.05 for v in heavy.values()), heavy

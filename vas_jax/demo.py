@@ -36,6 +36,7 @@ class DemoSize:
     # a "distributional" head (with `atoms` atoms) also allows the "soft" rule, log E[exp(beta r)]
     head: str = "scalar"
     atoms: int = 21
+    atom_margin: float = 0.25  # the atoms' span beyond the training rewards', as a share of theirs (td.make_atoms)
     rule: str = "mean"
 
 
@@ -109,7 +110,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     for name, fn in rewards.items():
         log(f"3/4 training a value model for {name} (TD(0.95), from tiny-review-small, `vas train`'s defaults)")
         d, mean, scale = normalize_rewards(ds, f"reward_{name}")  # as `vas train --reward-column` does
-        atoms = make_atoms(d["reward"], size.atoms) if size.head == "distributional" else None
+        atoms = make_atoms(d["reward"], size.atoms, size.atom_margin) if size.head == "distributional" else None
         lm, layers = (small, None) if size.value_init == "small" else (base, int(size.value_init.split(":")[1]))
         init = init_value_model(lm, head=size.head, layers=layers, atoms=atoms)
         vm, m = train(init, d, out / f"train-{name}")

@@ -288,7 +288,7 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64, 
     For a distributional head (`atoms`), V is the distribution's mean, and `eval_nll` is the
     cross-entropy of the observed final reward (two-hot on the atoms) under the predicted
     distribution, per response position."""
-    vs, gs, last_v, nll = [], [], [], []
+    vs, gs, last_v, nll, first_logp = [], [], [], [], []
     for s in range(0, len(data), batch):
         d = data.take(np.arange(s, min(s + batch, len(data))))
         v = np.asarray(values_fn(params, d.ids, d.mask))
@@ -296,6 +296,7 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64, 
             logp = np.asarray(jax.nn.log_softmax(v, axis=-1))
             target = np.asarray(two_hot(d.reward, atoms))[:, None, :]
             nll.append(-(target * logp).sum(-1)[d.resp])
+            first_logp.append(logp[np.arange(len(d)), np.argmax(d.resp, axis=1)])  # at each first response token
             v = (np.exp(logp) * np.asarray(atoms, np.float32)).sum(-1)
         g = np.asarray(
             lambda_returns(np.zeros_like(v), sparse_rewards(d.reward, d.resp), d.resp, gamma=cfg.gamma, lam=1.0)
@@ -317,6 +318,30 @@ def evaluate(values_fn, params, data: Batch, cfg: TrainConfig, batch: int = 64, 
     }
     if atoms:
         out["eval_nll"] = float(np.concatenate(nll).mean())
+        out.update(tail_calibration(np.concatenate(first_logp), data.reward, atoms))
+    return out
+
+
+TAIL_BETAS = (1.0, 2.0, 4.0, 8.0)
+
+
+def tail_calibration(first_logp, rewards, atoms: tuple, betas=TAIL_BETAS) -> dict:
+    """How well a distributional head knows the upper tail that the soft rule reads: at each
+    rollout's first response token (a draw from the base), the predicted log E[exp(beta r)], pooled
+    over the rollouts as a log-mean-exp, minus the empirical log-mean-exp of beta times their
+    rewards. Positive: the head's tail is too heavy (the soft rule over-rewards long shots)."""
+
+    def logsumexp(x, axis=None):
+        m = np.max(x, axis=axis, keepdims=True)
+        return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(x - m), axis=axis))
+
+    z = np.asarray(atoms, np.float64)
+    out = {}
+    for b in betas:
+        predicted = logsumexp(first_logp.astype(np.float64) + b * z, axis=-1)
+        empirical = logsumexp(b * np.asarray(rewards, np.float64))
+        gap = (logsumexp(predicted) - np.log(len(predicted))) - (empirical - np.log(len(rewards)))
+        out[f"eval_tail_gap_beta{b:g}"] = float(gap)
     return out
 
 

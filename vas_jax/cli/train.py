@@ -270,6 +270,11 @@ def run(args):
     print(f"held-out correlation of V with the returns: {corr:.3f} (RMSE {metrics['eval_rmse']:.3f})")
     if "eval_nll" in metrics:
         print(f"held-out NLL of the final reward under the predicted distribution: {metrics['eval_nll']:.3f} nats")
+        gaps = {k.removeprefix("eval_tail_gap_beta"): v for k, v in metrics.items() if k.startswith("eval_tail_gap")}
+        print(
+            "tail calibration, predicted minus observed log E[exp(beta r)] at the first token (0 is exact, > 0 "
+            "a tail too heavy for the soft rule): " + ", ".join(f"beta {b}: {v:+.2f}" for b, v in gaps.items())
+        )
     if corr < LOW_CORRELATION:
         print(
             f"vas train: warning: a held-out correlation of {corr:.2f} is low: this value model will guide little; "
