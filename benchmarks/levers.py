@@ -32,6 +32,7 @@ VARIANTS = {
     "dist+soft,m0": {"head": "distributional", "rule": "soft", "atom_margin": 0.0},
     "dist+mean,m0": {"head": "distributional", "rule": "mean", "atom_margin": 0.0},
     "dist11+soft,m0": {"head": "distributional", "rule": "soft", "atom_margin": 0.0, "atoms": 11},
+    "dist+mean,mse0": {"head": "distributional", "rule": "mean", "mean_loss": 0.0},
     "rollouts=16": {"samples_per_prompt": 16},
     "value=base:2": {"value_init": "base:2"},
     "lam=0.5": {"lam": 0.5},

@@ -52,7 +52,7 @@ def test_replacing_a_directory_never_leaves_neither_copy(tmp_path, monkeypatch, 
 
 def test_vas_score_killed_between_the_renames_keeps_the_rollouts(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "toy_rewards.py").write_text(
+    (tmp_path / "nothing_lost_rewards.py").write_text(
         "def length(prompts, responses):\n    return [len(r) for r in responses]\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -70,10 +70,10 @@ def test_vas_score_killed_between_the_renames_keeps_the_rollouts(tmp_path, monke
 
     monkeypatch.setattr(os, "replace", kill_second)
     with pytest.raises(Killed):
-        main(["score", "--data", "roll", "--reward-fn", "toy_rewards:length"])
+        main(["score", "--data", "roll", "--reward-fn", "nothing_lost_rewards:length"])
     monkeypatch.setattr(os, "replace", real)
     assert not (tmp_path / "roll").exists()  # the window the issue found: only the copies aside
-    assert main(["score", "--data", "roll", "--reward-fn", "toy_rewards:length"]) == 0  # finds, undoes, redoes
+    assert main(["score", "--data", "roll", "--reward-fn", "nothing_lost_rewards:length"]) == 0  # finds, undoes, redoes
     assert "the earlier copy is back in place" in capsys.readouterr().err
     assert load_table("roll")["reward"] == [2.0, 1.0]
 

@@ -37,6 +37,7 @@ class DemoSize:
     head: str = "scalar"
     atoms: int = 21
     atom_margin: float = 0.25  # the atoms' span beyond the training rewards', as a share of theirs (td.make_atoms)
+    mean_loss: float = 1.0  # a distributional head's mean's squared error beside its cross-entropy (TrainConfig)
     rule: str = "mean"
 
 
@@ -100,7 +101,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         ds = score_dataset(ds, fn, column=f"reward_{name}", progress=False)
     values = []
     # the CLI's defaults (but for the levers), so the demo shows what `vas train` gives
-    cfg = TrainConfig(save_every=10**6, lam=size.lam, epochs=size.epochs, seed=size.seed)
+    cfg = TrainConfig(save_every=10**6, lam=size.lam, epochs=size.epochs, seed=size.seed, mean_loss=size.mean_loss)
 
     def train(vm, d, run: Path):
         if run.exists():

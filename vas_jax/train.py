@@ -56,6 +56,9 @@ class TrainConfig:
     log_every: int = 10  # updates between fetches of the metrics (log lines are still one per update)
     eval_fraction: float = 0.1
     eval_every: int = 0  # 0: evaluate at the end only
+    # a distributional head's loss adds this times its mean's squared error to the cross-entropy: with
+    # it the mean guides as well as a scalar head's (BENCHMARKS.md); without, it trails
+    mean_loss: float = 1.0
 
     def validate(self):
         lr, passes = self.learning_rate, self.passes
@@ -63,7 +66,7 @@ class TrainConfig:
             raise VasError(f"the learning rate must be a finite number above 0, got {lr}")
         if passes is not None and passes < 1:
             raise VasError(f"--passes must be at least 1, got {passes}")
-        for name in ("gamma", "lam", "ema", "weight_decay", "clip_norm", "eval_fraction"):
+        for name in ("gamma", "lam", "ema", "weight_decay", "clip_norm", "eval_fraction", "mean_loss"):
             if not math.isfinite(getattr(self, name)):
                 raise VasError(f"{name} must be a finite number, got {getattr(self, name)}")
         if self.minibatch_size > self.batch_size or self.batch_size % self.minibatch_size:
@@ -233,10 +236,12 @@ def make_steps(graphdef, tx, cfg: TrainConfig, shard_hints: dict | None = None, 
         v = values((trainable, frozen), ids, mask)
         w = resp.astype(jnp.float32)
         n = jnp.maximum(w.sum(), 1.0)
-        if atoms:  # cross-entropy to the target distribution; the explained variance of its mean
+        if atoms:  # cross-entropy to the target distribution, plus (mean_loss) its mean's squared error
             loss = -jnp.sum(jnp.sum(tgt * jax.nn.log_softmax(v, axis=-1), axis=-1) * w) / n
             v, tgt = distribution_mean(v, atoms), jnp.sum(tgt * jnp.asarray(atoms, jnp.float32), axis=-1)
             err = (v - tgt) * w
+            if cfg.mean_loss:
+                loss = loss + cfg.mean_loss * jnp.sum(err * err) / n
         else:
             err = (v - tgt) * w
             loss = jnp.sum(err * err) / n
@@ -471,7 +476,7 @@ def _check_run_dir(out: Path, cfg: TrainConfig, resume: bool, *, write: bool, ru
         old = json.loads(settings_file.read_text())
         free = ("save_every", "keep", "eval_every", "log_every")  # may change between a run and its resume
         # what identifies the run beyond its settings is compared where the run recorded it
-        known = [k for k in settings if k in dataclasses.asdict(cfg) or k in old]
+        known = [k for k in settings if k in old]  # (a run recorded before a setting existed is not held to it)
         diff = [k for k in known if k not in free and old.get(k) != settings[k]]
         if "data" in diff:
             raise VasError(

@@ -83,6 +83,12 @@ def add_arguments(p):
     )
     g.add_argument("--epochs", type=positive_int, default=2, help="epochs over each batch with its targets frozen")
     g.add_argument(
+        "--mean-loss",
+        type=nonnegative_float,
+        default=1.0,
+        help="--head distributional: weight of the mean's squared error beside the cross-entropy (0: none)",
+    )
+    g.add_argument(
         "--passes",
         type=positive_int,
         default=None,
@@ -169,6 +175,7 @@ def run(args):
         epochs=args.epochs,
         passes=args.passes,
         ema=args.ema,
+        mean_loss=args.mean_loss,
         compute_dtype=args.compute_dtype,
         seed=args.seed,
         lora_rank=args.lora_rank,
