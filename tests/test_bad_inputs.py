@@ -118,3 +118,26 @@ def test_train_resume_with_another_init_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(train + ["--init-layers", "2", "--resume"]) == 2
     _one_line(capsys, "--resume with settings that differ from the run in")
+
+
+@pytest.mark.parametrize("errno_name", ["EROFS", "EACCES", "ENOSPC"])
+def test_an_output_place_that_cannot_be_written_is_refused_before_any_work(tmp_path, monkeypatch, capsys, errno_name):
+    """As root, chmod does not make a read-only directory: the fault is injected where the probe writes."""
+    import errno
+    import tempfile
+
+    def refuse(*a, **kw):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)))
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    out = tmp_path / "o.jsonl"
+    assert main(["decode", "--base", str(tmp_path / "no-model"), "--prompt", "x", "--out", str(out)]) == 2
+    err = _one_line(capsys, f"--out: cannot write in {str(tmp_path)!r} ({os.strerror(getattr(errno, errno_name))})")
+    assert "no-model" not in err and not out.exists()  # refused before the model was looked for
+
+
+def test_a_disk_that_fills_mid_run_is_one_line(tmp_path, capsys):
+    """/dev/full takes the opening and fails every write with ENOSPC."""
+    assert main(["decode", "--base", str(BASE_DIR), "--prompt", "review :", "--max-new-tokens", "2",
+                 "--out", "/dev/full"]) == 2  # fmt: skip
+    _one_line(capsys, "no space left writing under --out '/dev/full'; free space or choose another --out")

@@ -85,6 +85,12 @@ def main(argv=None) -> int:
     except VasError as e:
         print(f"vas {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a disk that fills or turns read-only mid-run (maybe in a background writer)
+        disk = _disk_error(e, getattr(args, "out", None))
+        if disk is None:
+            raise
+        print(f"vas {args.command}: error: {disk}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"vas {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -96,6 +102,26 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         _silence_stdout()
     return 0
+
+
+_DISK_ERRNOS = {"ENOSPC": "no space left", "EROFS": "read-only file system", "EACCES": "permission denied",
+                "EDQUOT": "disk quota exceeded"}  # fmt: skip
+
+
+def _disk_error(e: BaseException, out=None) -> str | None:
+    """One line for an OSError of a full, read-only or forbidden place, found in `e` or what caused
+    it (Orbax's background writer wraps its own), naming the file or else the command's --out;
+    None for anything else."""
+    import errno
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and errno.errorcode.get(e.errno) in _DISK_ERRNOS:
+            where = f" writing {e.filename!r}" if e.filename else f" writing under --out {out!r}" if out else ""
+            return f"{_DISK_ERRNOS[errno.errorcode[e.errno]]}{where}; free space or choose another --out, then resume"
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _silence_stdout() -> None:

@@ -48,6 +48,10 @@ def run(args):
             from vas_jax.errors import VasError
 
             raise VasError(f"--out {args.out!r} exists and is not empty; name a new directory (or none: add to --data)")
+    if not args.out:  # the scored copy is written beside --data, then swapped in
+        from vas_jax.cli.args import check_writable
+
+        check_writable(Path(args.data).absolute().parent, "--data")
     ds = load_table(args.data)
     if args.reward_fn:
         reward = load_reward_function(args.reward_fn)
