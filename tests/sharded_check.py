@@ -92,7 +92,8 @@ def main(base_dir, value_dir, out):
         print("decode ok", spec, flush=True)
 
     # the step engine (what `vas serve` runs) on a mesh: the tokens one device gets, sampled rows too
-    from vas_jax.engine import Engine, RequestParams
+    from vas_jax.engine import Engine
+    from vas_jax.params import SamplingParams
 
     def engine_tokens(b, v, mesh):
         e = Engine(b, [v], slots=4, max_len=32, prefill_chunk=16, mesh=mesh)
@@ -100,7 +101,7 @@ def main(base_dir, value_dir, out):
         while todo or e.busy():
             while todo and e.free:
                 i, p = todo.pop(0)
-                rp = RequestParams(beta=(2.0,), temperature=0.0 if i % 2 else 1.0, seed=i, max_new_tokens=6)
+                rp = SamplingParams(beta=(2.0,), temperature=0.0 if i % 2 else 1.0, seed=i, max_new_tokens=6)
                 slot_of[e.submit(p, rp)] = i
             for r in e.step():
                 out.setdefault(slot_of[r.slot], []).append(r.token)

@@ -13,7 +13,8 @@ from rollout_factory import random_rollouts
 import vas_jax
 from vas_jax import VasError
 from vas_jax.demo import BASE_DIR, SMALL_DIR
-from vas_jax.engine import Engine, RequestParams, _prefill_chunk, _step
+from vas_jax.engine import Engine, _prefill_chunk, _step
+from vas_jax.params import SamplingParams
 from vas_jax.td import distributional_lambda_returns, lambda_returns, make_atoms, sparse_rewards, two_hot
 from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value, value_mean
 
@@ -165,7 +166,7 @@ def test_engine_soft_and_mean_rows_equal_vas_decode_and_compile_nothing_new(setu
     sizes = (_step._cache_size(), _prefill_chunk._cache_size())
     work = [(prompts[0], 3.0, "soft"), (prompts[1], 3.0, "mean"), (prompts[2], -5.0, "soft")]
     slot_of = {
-        e.submit(p, RequestParams(beta=(b,), rule=r, temperature=0.0, top_k=20, max_new_tokens=8)): i
+        e.submit(p, SamplingParams(beta=(b,), rule=r, temperature=0.0, top_k=20, max_new_tokens=8)): i
         for i, (p, b, r) in enumerate(work)
     }
     got = {slot_of[s]: t for s, t in e.run().items()}
@@ -177,7 +178,7 @@ def test_engine_soft_and_mean_rows_equal_vas_decode_and_compile_nothing_new(setu
         )  # fmt: skip
         assert got[i] == want.token_lists()[0], (i, r)
     with pytest.raises(VasError, match="unknown guidance rule"):
-        e.submit(prompts[0], RequestParams(beta=(1.0,), rule="max", max_new_tokens=8))
+        e.submit(prompts[0], SamplingParams(beta=(1.0,), rule="max", max_new_tokens=8))
 
 
 def test_distributional_head_trains_exports_and_loads(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 
 import vas_jax
 from vas_jax.demo import BASE_DIR, SMALL_DIR
-from vas_jax.engine import Engine, RequestParams, _prefill_chunk, _step
+from vas_jax.engine import Engine, _prefill_chunk, _step
+from vas_jax.params import SamplingParams
 from vas_jax.train import init_value_model
 
 PROMPTS = ["review : the film", "review : i", "review : the acting was", "review :"]
@@ -32,7 +33,7 @@ def test_greedy_rows_equal_vas_decode_and_generate_per_row_beta(setup, tokens_pe
     eng = engine(setup, tokens_per_step=tokens_per_step)
     betas = [2.0, 0.0, -1.0, 4.0]
     for p, b in zip(prompts, betas):
-        eng.submit(p, RequestParams(beta=(b,), temperature=0.0, max_new_tokens=10))
+        eng.submit(p, SamplingParams(beta=(b,), temperature=0.0, max_new_tokens=10))
     out = eng.run()
     common = dict(key=jax.random.key(0), max_new_tokens=10, temperature=0.0, eos_token_id=tok.eos_token_id)
     for i, (p, b) in enumerate(zip(prompts, betas)):
@@ -55,13 +56,13 @@ def test_vocabulary_wide_heads_beside_scalar_ones_equal_vas_decode(setup):
     work = [(prompts[0], (0.0, 2.0)), (prompts[1], (1.0, -1.5)), (long, (0.0, 1.0)), (prompts[3], (0.0, 0.0))]
     e = Engine(base, [vm, q], slots=4, max_len=96, eos_token_id=tok.eos_token_id, prefill_chunk=16, tokens_per_step=2)
     slot_of = {
-        e.submit(p, RequestParams(beta=b, temperature=0.0, max_new_tokens=9)): i for i, (p, b) in enumerate(work[:2])
+        e.submit(p, SamplingParams(beta=b, temperature=0.0, max_new_tokens=9)): i for i, (p, b) in enumerate(work[:2])
     }
     got, steps = {}, 0
     while e.busy():
         if steps == 2:  # two requests have run for two calls; the others arrive
             for i in (2, 3):
-                slot_of[e.submit(work[i][0], RequestParams(beta=work[i][1], temperature=0.0, max_new_tokens=9))] = i
+                slot_of[e.submit(work[i][0], SamplingParams(beta=work[i][1], temperature=0.0, max_new_tokens=9))] = i
         for r in e.step():
             got.setdefault(slot_of[r.slot], []).append(r.token)
         steps += 1
@@ -81,7 +82,7 @@ def test_rows_inserted_later_produce_what_they_produce_alone(setup):
     and a freed slot refilled gives the new request's own result."""
     _, _, _, prompts = setup
     params = [
-        RequestParams(beta=(b,), temperature=t, top_p=tp, seed=s, max_new_tokens=8)
+        SamplingParams(beta=(b,), temperature=t, top_p=tp, seed=s, max_new_tokens=8)
         for b, t, tp, s in ((2.0, 1.0, 1.0, 7), (0.0, 0.8, 0.9, 3), (1.0, 1.2, 1.0, 11), (3.0, 0.0, 1.0, 5))
     ]
     alone = []
@@ -111,16 +112,16 @@ def test_long_prompts_enter_in_chunks_and_compile_once(setup):
     long = tok("review : " + " ".join(["the film was rather good ."] * 6))["input_ids"]  # > 2 chunks of 16
     assert len(long) > 32
     e = engine(setup)
-    e.submit(long, RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=6))
-    e.submit(prompts[1], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=6))
+    e.submit(long, SamplingParams(beta=(1.0,), temperature=0.0, max_new_tokens=6))
+    e.submit(prompts[1], SamplingParams(beta=(1.0,), temperature=0.0, max_new_tokens=6))
     out = e.run()
     common = dict(key=jax.random.key(0), max_new_tokens=6, temperature=0.0, eos_token_id=tok.eos_token_id)
     assert out[0] == vas_jax.vas_decode(base, vm, [long], beta=1.0, top_k=20, **common).token_lists()[0]
     assert out[1] == vas_jax.vas_decode(base, vm, [prompts[1]], beta=1.0, top_k=20, **common).token_lists()[0]
     # warm: another mixed workload (other prompts, betas, temperatures, seeds) compiles nothing
     sizes = (_step._cache_size(), _prefill_chunk._cache_size())
-    e.submit(long[:-3], RequestParams(beta=(3.0,), temperature=0.7, seed=9, max_new_tokens=5))
-    e.submit(prompts[2], RequestParams(beta=(0.5,), temperature=0.0, max_new_tokens=7))
+    e.submit(long[:-3], SamplingParams(beta=(3.0,), temperature=0.7, seed=9, max_new_tokens=5))
+    e.submit(prompts[2], SamplingParams(beta=(0.5,), temperature=0.0, max_new_tokens=7))
     e.run()
     assert (_step._cache_size(), _prefill_chunk._cache_size()) == sizes
 
@@ -128,8 +129,8 @@ def test_long_prompts_enter_in_chunks_and_compile_once(setup):
 def test_cancel_top_logprobs_and_bad_requests(setup):
     base, vm, tok, prompts = setup
     e = engine(setup, top_logprobs=3)
-    a = e.submit(prompts[0], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=8))
-    b = e.submit(prompts[1], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=8))
+    a = e.submit(prompts[0], SamplingParams(beta=(1.0,), temperature=0.0, max_new_tokens=8))
+    b = e.submit(prompts[1], SamplingParams(beta=(1.0,), temperature=0.0, max_new_tokens=8))
     first = e.step()
     r = next(x for x in first if x.slot == a)
     logp = np.asarray(jax.nn.log_softmax(base(np.array([prompts[0]]))[0, -1]))
@@ -140,11 +141,11 @@ def test_cancel_top_logprobs_and_bad_requests(setup):
     assert b not in rest and b in e.free  # the cancelled request emits nothing more; its slot is free
     assert len(rest[a]) == 7 or rest[a][-1] == tok.eos_token_id
     with pytest.raises(vas_jax.VasError, match="beta needs 1 finite value"):
-        e.submit(prompts[0], RequestParams(beta=(float("nan"),), max_new_tokens=8))
+        e.submit(prompts[0], SamplingParams(beta=(float("nan"),), max_new_tokens=8))
     with pytest.raises(vas_jax.VasError, match="top_k must be in"):
-        e.submit(prompts[0], RequestParams(beta=(1.0,), top_k=50, max_new_tokens=8))
+        e.submit(prompts[0], SamplingParams(beta=(1.0,), top_k=50, max_new_tokens=8))
     with pytest.raises(vas_jax.VasError, match="does not fit a slot"):
-        e.submit(prompts[0], RequestParams(beta=(1.0,), max_new_tokens=200))
+        e.submit(prompts[0], SamplingParams(beta=(1.0,), max_new_tokens=200))
 
 
 def test_warmup_compiles_every_program_a_mixed_workload_needs(setup):
@@ -157,11 +158,11 @@ def test_warmup_compiles_every_program_a_mixed_workload_needs(setup):
     assert sum(sizes) - sum(before) == n  # a shape no other test uses: every program is new
     assert not e.busy() and not np.asarray(e.state.live).any()
     work = [
-        (long, RequestParams(beta=(2.0,), temperature=0.9, top_p=0.8, seed=1, max_new_tokens=6)),
-        (prompts[0], RequestParams(beta=(0.0,), temperature=0, max_new_tokens=3)),  # an int 0: same program
-        (prompts[1], RequestParams(beta=(-1.0,), top_k=5, max_new_tokens=9)),
-        (long[:20], RequestParams(beta=(0.0,), top_p=0.5, max_new_tokens=4)),
-        (prompts[2], RequestParams(beta=(1.0,), temperature=0.0, max_new_tokens=5)),
+        (long, SamplingParams(beta=(2.0,), temperature=0.9, top_p=0.8, seed=1, max_new_tokens=6)),
+        (prompts[0], SamplingParams(beta=(0.0,), temperature=0, max_new_tokens=3)),  # an int 0: same program
+        (prompts[1], SamplingParams(beta=(-1.0,), top_k=5, max_new_tokens=9)),
+        (long[:20], SamplingParams(beta=(0.0,), top_p=0.5, max_new_tokens=4)),
+        (prompts[2], SamplingParams(beta=(1.0,), temperature=0.0, max_new_tokens=5)),
     ]
     for p, rp in work[:3]:
         e.submit(p, rp)
@@ -174,6 +175,6 @@ def test_warmup_compiles_every_program_a_mixed_workload_needs(setup):
     # the warm-up left nothing behind: a request on a freshly warmed engine equals vas_decode
     e = Engine(base, [vm], slots=3, max_len=80, eos_token_id=tok.eos_token_id, prefill_chunk=16, top_logprobs=2)
     e.warmup()
-    e.submit(long, RequestParams(beta=(2.0,), temperature=0.0, max_new_tokens=6))
+    e.submit(long, SamplingParams(beta=(2.0,), temperature=0.0, max_new_tokens=6))
     common = dict(key=jax.random.key(0), max_new_tokens=6, temperature=0.0, eos_token_id=tok.eos_token_id)
     assert e.run()[0] == vas_jax.vas_decode(base, vm, [long], beta=2.0, top_k=20, **common).token_lists()[0]

@@ -511,7 +511,7 @@ def test_server_thread_leaves_the_process_logging_alone():
 
 
 def test_the_rule_field_reaches_the_engine_and_soft_needs_distributional_values(models):
-    """`vas.rule` becomes each choice's RequestParams.rule (the engine's soft rows equal vas_decode's:
+    """`vas.rule` becomes each choice's SamplingParams.rule (the engine's soft rows equal vas_decode's:
     tests/test_distributional.py); /v1/models lists each value's head; a soft request that weighs a
     value model without a distribution is refused (400, param vas.rule) before it is queued."""
     from vas_jax.openai_api import CompletionRequest

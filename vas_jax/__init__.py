@@ -21,6 +21,7 @@ from .errors import VasError
 from .guidance import vas_logits
 from .hf import load_model, save_model
 from .model import Transformer, fuse_projections
+from .params import SamplingParams
 from .tokenizer import check_same_tokenizer, load_tokenizer
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "KVCache",
     "ModelConfig",
     "SUPPORTED_MODEL_TYPES",
+    "SamplingParams",
     "Transformer",
     "VasError",
     "check_same_tokenizer",

@@ -26,6 +26,7 @@ from .decode_attention import check_attention, padded_size
 from .errors import VasError
 from .guidance import normalize_beta, value_kind, vas_logits  # noqa: F401  (vas_logits: the package's name)
 from .model import Transformer
+from .params import SamplingParams
 from .sampling import TOPK_METHODS, SamplerSpec, eos_tuple, sample_scored, top_k
 from .sharding import kv_cache_shardings
 
@@ -323,15 +324,10 @@ class DecodePlan:
         return self.lower().compile()
 
 
-def _check_settings(base, *, max_new_tokens, temperature, top_p, num_samples, topk_method, check_every, attention):
+def _check_settings(base, *, num_samples, topk_method, check_every, attention):
+    """The decode call's own settings (the request's are SamplingParams.check's)."""
     if not isinstance(base, Transformer) or base.config.head != "lm":
         raise VasError("the base model must be a causal LM (load it with vas_jax.load_model)")
-    if max_new_tokens < 1:
-        raise VasError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise VasError(f"temperature must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
-        raise VasError(f"top_p must be in (0, 1], got {top_p}")
     if num_samples < 1:
         raise VasError(f"num_samples must be at least 1, got {num_samples}")
     if topk_method not in TOPK_METHODS:
@@ -383,15 +379,18 @@ def _plan(
 ) -> DecodePlan:
     """Check a decode call's inputs and build its spec and arguments."""
     _check_settings(
-        base,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        num_samples=num_samples,
-        topk_method=topk_method,
-        check_every=check_every,
-        attention=attention,
+        base, num_samples=num_samples, topk_method=topk_method, check_every=check_every, attention=attention
     )
+    # the request's parameters, checked where every entry point checks them (beta: normalize_beta, as
+    # it may be an array here; top_k: VAS's candidates, when there are value models)
+    SamplingParams(
+        temperature=float(temperature),
+        top_p=float(top_p),
+        top_k=int(top_k) if values else 1,
+        sample_top_k=int(sample_top_k),
+        max_new_tokens=int(max_new_tokens),
+        rule=rule,
+    ).check(base.config.vocab_size)
     ids, starts, lens = prepare_prompts(prompts, pad_id=pad_id)
     _check_prompts(base, values, ids, starts, lens, max_new_tokens)
     size = ids.shape[1] + max_new_tokens
@@ -399,10 +398,6 @@ def _plan(
         size = padded_size(size)
     kinds = tuple(value_kind(v, base, i) for i, v in enumerate(values))
     guidance.check_rule(rule, kinds)
-    if values and not 1 <= top_k <= base.config.vocab_size:
-        raise VasError(f"top_k must be in [1, vocab size {base.config.vocab_size}], got {top_k}")
-    if sample_top_k and not 0 < sample_top_k <= base.config.vocab_size:
-        raise VasError(f"top_k must be in [0, vocab size {base.config.vocab_size}], got {sample_top_k}")
     if key is None:
         raise VasError("a PRNG key is required: key=jax.random.key(0)")
     spec = DecodeSpec(

@@ -31,20 +31,8 @@ from .cache import KVCache, init_cache
 from .decode import bucket_length
 from .errors import VasError
 from .guidance import value_kind, vas_logits
+from .params import SamplingParams
 from .sampling import eos_tuple, top_p_filter
-
-
-@dataclasses.dataclass(frozen=True)
-class RequestParams:
-    """What one request asks for. beta: one per value model (zeros: plain sampling from the base)."""
-
-    beta: tuple = ()
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 20  # candidates the value models re-rank, at most the engine's max_top_k
-    seed: int = 0
-    max_new_tokens: int = 64
-    rule: str = "mean"  # "mean" or "soft" (a distributional head's log E[exp(beta r)]; vas_jax.guidance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,36 +147,27 @@ class Engine:
         self.spec = spec
         self.free = list(range(S))
         self.live: set[int] = set()  # slots whose rows are decoding (the host's copy of state.live)
-        self.params: dict[int, RequestParams] = {}
-        self.queue: list[tuple[int, list[int], RequestParams, int]] = []  # (slot, prompt, params, tokens done)
+        self.params: dict[int, SamplingParams] = {}
+        self.queue: list[tuple[int, list[int], SamplingParams, int]] = []  # (slot, prompt, params, tokens done)
 
     # ------------------------------------------------------------------ host side
-    def check(self, prompt: Sequence[int], params: RequestParams) -> None:
-        """Raise VasError, naming what is wrong, unless the engine can serve this request."""
+    def check(self, prompt: Sequence[int], params: SamplingParams) -> None:
+        """Raise VasError (a `params.ParamError` naming the field where a parameter is at fault)
+        unless the engine can serve this request."""
         vocab = self.models[0].config.vocab_size
         bad = [t for t in prompt if not 0 <= t < vocab]
         if bad:
             raise VasError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})")
-        if params.max_new_tokens < 1:
-            raise VasError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
+        params.check(vocab, n_values=len(self.models) - 1, max_top_k=self.spec.max_top_k)
         if not prompt or len(prompt) + params.max_new_tokens > self.max_len:
             raise VasError(
                 f"prompt of {len(prompt)} tokens plus max_new_tokens {params.max_new_tokens} does not "
                 f"fit a slot of {self.max_len}"
             )
-        n = len(self.models) - 1
-        if len(params.beta) != n or not all(np.isfinite(params.beta)):
-            raise VasError(f"beta needs {n} finite value(s), one per value model, got {params.beta}")
-        if not 1 <= params.top_k <= self.spec.max_top_k:
-            raise VasError(f"top_k must be in [1, {self.spec.max_top_k}], got {params.top_k}")
-        if not (np.isfinite(params.temperature) and params.temperature >= 0):
-            raise VasError(f"temperature must be a finite number >= 0, got {params.temperature}")
-        if not 0 < params.top_p <= 1:
-            raise VasError(f"top_p must be in (0, 1], got {params.top_p}")
         # the soft rule needs distributional heads where it is used: the models this request weighs
         guidance.check_rule(params.rule, [k for k, b in zip(self.spec.value_kinds, params.beta) if b != 0])
 
-    def submit(self, prompt: Sequence[int], params: RequestParams = RequestParams()) -> int:
+    def submit(self, prompt: Sequence[int], params: SamplingParams = SamplingParams()) -> int:
         """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`."""
         if not self.free:
             raise VasError("every slot is taken; wait for a request to finish")
@@ -259,7 +238,7 @@ class Engine:
             self.live.add(slot)
         return len(chunk)
 
-    def _prefill(self, slot: int, ids, n: int, params: RequestParams, *, first: bool, last: bool) -> None:
+    def _prefill(self, slot: int, ids, n: int, params: SamplingParams, *, first: bool, last: bool) -> None:
         """The prefill program on one chunk (ids [1, C], the first n real) of `slot`'s prompt."""
         self.state = _prefill_chunk(
             self.graphdefs,
@@ -304,7 +283,7 @@ class Engine:
             if kind == "prefill":
                 first, last, c = x
                 ids = np.full((1, c), self.spec.pad_id, np.int32)
-                self._prefill(0, ids, c, RequestParams(beta=(0.0,) * (len(self.models) - 1)), first=first, last=last)
+                self._prefill(0, ids, c, SamplingParams(beta=(0.0,) * (len(self.models) - 1)), first=first, last=last)
                 self._set_live(jnp.zeros_like(self.state.live))
             else:  # no row is live: a step changes nothing that a later request reads
                 self._decode(*x)
@@ -361,7 +340,7 @@ class _HashOnce:
         return iter(self.value)
 
 
-def _row_params(p: RequestParams) -> tuple:
+def _row_params(p: SamplingParams) -> tuple:
     """A request's parameters as the prefill program takes them, typed so that a 0 given for 0.0
     never makes a second program."""
     key = np.asarray(jax.random.key_data(jax.random.key(p.seed)), np.uint32)

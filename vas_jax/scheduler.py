@@ -15,8 +15,9 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from .engine import Engine, RequestParams
+from .engine import Engine
 from .errors import VasError
+from .params import SamplingParams
 
 
 class QueueFull(VasError):
@@ -43,7 +44,7 @@ class Event:
 class _Request:
     id: int
     prompt: list[int]
-    params: RequestParams
+    params: SamplingParams
     listener: Callable[[list[Event]], None]
     slot: int | None = None
 
@@ -71,7 +72,7 @@ class Scheduler:
         self._thread.start()
         return self
 
-    def submit(self, prompt: Sequence[int], params: RequestParams, listener: Callable[[list[Event]], None]) -> int:
+    def submit(self, prompt: Sequence[int], params: SamplingParams, listener: Callable[[list[Event]], None]) -> int:
         """Queue a request; returns its id. Raises VasError (bad request), QueueFull or ShuttingDown."""
         prompt = [int(t) for t in prompt]
         self.engine.check(prompt, params)  # reads only the engine's fixed configuration

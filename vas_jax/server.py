@@ -21,7 +21,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from .data import chat_ids
-from .engine import RequestParams
 from .errors import VasError
 from .openai_api import (
     MAX_LOGPROBS,
@@ -33,6 +32,7 @@ from .openai_api import (
     now,
     usage,
 )
+from .params import ParamError, SamplingParams
 from .scheduler import Event, QueueFull, Scheduler, ShuttingDown
 from .text_stream import TextStream
 from .tokenizer import token_bytes
@@ -103,8 +103,9 @@ def _check_common(req, cfg: ServerConfig, max_top_k: int, chat: bool | None) -> 
             raise APIError(400, f"vas.top_k must be in [1, {max_top_k}], got {vas.top_k}", param="vas.top_k")
 
 
-def _params(req, prompt_len: int, max_tokens: int | None, cfg: ServerConfig, max_len: int) -> list[RequestParams]:
-    """One RequestParams per choice (their seeds differ), after the length checks."""
+def _params(req, prompt_len: int, max_tokens: int | None, cfg: ServerConfig, max_len: int) -> list[SamplingParams]:
+    """The request's OpenAI fields mapped onto SamplingParams, once: one per choice (their seeds
+    differ), after the length checks."""
     if prompt_len >= max_len:
         raise APIError(400, f"the prompt has {prompt_len} tokens; this server's context is {max_len} tokens "
                        "(--max-len), prompt and completion together", param="prompt")  # fmt: skip
@@ -124,8 +125,22 @@ def _params(req, prompt_len: int, max_tokens: int | None, cfg: ServerConfig, max
     top_p = 1.0 if req.top_p is None else req.top_p
     rule = req.vas.rule if req.vas else "mean"
     return [  # choice i: its own stream
-        RequestParams(beta, temperature, top_p, top_k, (seed + i) % 2**31, max_tokens, rule) for i in range(req.n)
+        SamplingParams(
+            beta=beta,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            seed=(seed + i) % 2**31,
+            max_new_tokens=max_tokens,
+            stop=tuple(_stops(req)),
+            rule=rule,
+        )
+        for i in range(req.n)
     ]
+
+
+# SamplingParams' fields as a request names them
+_OPENAI_FIELD = {"max_new_tokens": "max_tokens", "top_k": "vas.top_k", "beta": "vas.values", "rule": "vas.rule"}
 
 
 def _stops(req) -> list[str]:
@@ -182,6 +197,9 @@ class _Run:
         except ShuttingDown as e:
             self.close()
             raise APIError(503, str(e)) from None
+        except ParamError as e:  # a field of SamplingParams: the 400 names the OpenAI field it came from
+            self.close()
+            raise APIError(400, str(e), param=_OPENAI_FIELD.get(e.field, e.field)) from None
         except VasError as e:
             self.close()
             raise APIError(400, str(e)) from None
