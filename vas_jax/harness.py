@@ -562,7 +562,7 @@ def plot(report: dict, out: Path):
             color="tab:gray",
             zorder=3,
         )
-        for r in bon:  # Best-of-N labels below-right of their points, VAS labels above-left: they never meet
+        for r in bon:  # Best-of-N labels below-right of their points (VAS's curve runs below Best-of-N's)
             ax.annotate(
                 f"N={r['n']}",
                 (r[xkey], r["reward_mean"]),
@@ -595,14 +595,13 @@ def plot(report: dict, out: Path):
                     ms=4,
                     capsize=2,
                     color="tab:green",
-                    label=f"soft Best-of-{soft[0]['n']} (τ)",
+                    label=f"soft Best-of-{soft[0]['n']} (temperature τ, in σ of the rewards)",
                     zorder=3,
                 )
-            # settings beyond Best-of-128's KL bound are not admissible in any comparison
-            bound = report.get("admissible_kl", ADMISSIBLE_KL)
-            right = max([bound * 1.1] + [r["kl"] for r in vas])
-            label = "not admissible (KL > Best-of-128)"
-            ax.axvspan(bound, right * 1.05, color="tab:red", alpha=0.08, lw=0, label=label)
+                for r in soft:  # each soft point says its τ, above-left (its curve runs above Best-of-N's)
+                    ax.annotate(f"τ={r['tau']:g}", (r["kl"], r["reward_mean"]), fontsize=7, xytext=(-6, 6),
+                                ha="right", textcoords="offset points", color="tab:green", annotation_clip=False,
+                                bbox=LABEL_BOX)  # fmt: skip
         ok = [r for r in vas if r.get("admissible", True)]
         bad = [r for r in vas if not r.get("admissible", True)]
         xerr = [r["kl_se"] for r in vas] if xkey == "kl" else None
@@ -628,13 +627,13 @@ def plot(report: dict, out: Path):
             label="VAS, not admissible" if bad else None,
             zorder=5,
         )
-        for r in vas:
+        for i, r in enumerate(vas):  # alternately above-left and below-right: neighbours' labels never meet
             ax.annotate(
                 f"β={r['beta'][0]:g}",
                 (r[xkey], r["reward_mean"]),
                 fontsize=7,
-                xytext=(-5, 7),
-                ha="right",
+                xytext=(-5, 7) if i % 2 == 0 else (5, -13),
+                ha="right" if i % 2 == 0 else "left",
                 textcoords="offset points",
                 color="tab:blue",
                 annotation_clip=False,
@@ -646,6 +645,13 @@ def plot(report: dict, out: Path):
             ax.xaxis.set_major_formatter(FuncFormatter(_flops_label))
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.1, y=0.12)  # room for the labels of the outermost points
+        if xkey == "kl":  # settings beyond Best-of-128's KL bound are not admissible: shaded to the edge
+            bound = report.get("admissible_kl", ADMISSIBLE_KL)
+            ax.autoscale_view()
+            lo, hi = ax.get_xlim()
+            hi = max(hi, bound * 1.1)
+            ax.axvspan(bound, hi, color="tab:red", alpha=0.08, lw=0, label="not admissible (KL > Best-of-128)")
+            ax.set_xlim(lo, hi)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{p} reward (mean ± se over prompts)")
         ax.set_title(f"{p}: VAS vs Best-of-N")
