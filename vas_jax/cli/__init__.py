@@ -54,12 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'vas COMMAND --help' for the flags of one command.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    from .args import parents
+
     for name, (mod, help_) in COMMANDS.items():
+        module = importlib.import_module(mod)
         sp = sub.add_parser(
-            name, help=help_, description=help_[0].upper() + help_[1:] + ".", formatter_class=_HelpFormatter
+            name,
+            help=help_,
+            description=help_[0].upper() + help_[1:] + ".",
+            formatter_class=_HelpFormatter,
+            parents=parents(getattr(module, "PARENTS", ())),  # the flags several commands share, defined once
         )
         sp.set_defaults(_module=mod)
-        importlib.import_module(mod).add_arguments(sp)
+        module.add_arguments(sp)
     return p
 
 

@@ -133,3 +133,48 @@ def check_out_file(path: str | Path, flag: str = "--out") -> Path:
     if not path.exists() or path.is_file():  # (a device such as /dev/stdout is written as it is)
         check_writable(path.absolute().parent, flag)
     return path
+
+
+# ---------------------------------------------------------------------- flags several commands share
+# Each is defined once, as an argparse parent parser; a command names the ones it takes in its
+# module's PARENTS, and `vas_jax.cli.build_parser` hands them to its parser. Flags that look alike
+# but mean another thing stay with their command (`vas convert --dtype` is the saved dtype; `vas
+# sample --top-k` is the sampler's filter).
+
+
+def _parent(add) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    add(p)
+    return p
+
+
+def _dtype(p):
+    from vas_jax.config import DTYPE_NAMES
+
+    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
+
+
+def _max_new_tokens(p):
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest response, in tokens")
+
+
+def _vas_top_k(p):
+    p.add_argument("--top-k", type=positive_int, default=20, help="candidates the value models re-rank per step")
+
+
+def _rule(p):
+    p.add_argument(
+        "--rule",
+        choices=["mean", "soft"],
+        default="mean",
+        help="how values move the logits: mean (beta x each candidate's expected reward: VAS) or soft "
+        "(log E[exp(beta x reward)], the KL-optimal tilt; needs distributional value heads)",
+    )
+
+
+SHARED = {"dtype": _dtype, "max_new_tokens": _max_new_tokens, "vas_top_k": _vas_top_k, "rule": _rule}
+
+
+def parents(names) -> list[argparse.ArgumentParser]:
+    """The parent parsers of these shared flags (keys of SHARED)."""
+    return [_parent(SHARED[n]) for n in names]

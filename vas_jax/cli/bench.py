@@ -9,10 +9,11 @@ composed grid of (beta_1, beta_2) is run too. Rewards are Python functions or re
 
 from __future__ import annotations
 
+PARENTS = ("dtype", "max_new_tokens", "vas_top_k", "rule")  # shared flags (vas_jax.cli.args)
+
 
 def add_arguments(p):
     from vas_jax.cli.args import finite_float, positive_int, power_of_two
-    from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", required=True, help="base model directory")
     p.add_argument("--value", action="append", required=True, metavar="DIR", help="value model directory (repeat)")
@@ -57,17 +58,7 @@ def add_arguments(p):
     p.add_argument(
         "--bon-max", type=power_of_two, default=128, help="largest N of Best-of-N (N = 1, 2, 4, ...: a power of two)"
     )
-    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest response, in tokens")
-    p.add_argument("--top-k", type=positive_int, default=20, help="candidates the value model scores per step")
-    p.add_argument(
-        "--rule",
-        choices=["mean", "soft"],
-        default="mean",
-        help="VAS's guidance rule: mean (beta x expected reward) or soft (log E[exp(beta x reward)]; "
-        "distributional value heads)",
-    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
     p.add_argument(
         "--attention",
         default="xla",

@@ -11,10 +11,11 @@ import sys
 
 from vas_jax.errors import VasError
 
+PARENTS = ("dtype", "max_new_tokens", "vas_top_k", "rule")  # shared flags (vas_jax.cli.args)
+
 
 def add_arguments(p):
     from vas_jax.cli.args import finite_float, nonnegative_float, nonnegative_int, positive_int, probability
-    from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", help="base model directory (a *ForCausalLM checkpoint with its tokenizer)")
     p.add_argument(
@@ -23,13 +24,6 @@ def add_arguments(p):
         default=[],
         metavar="DIR",
         help="value model directory; repeat to compose several (none: plain sampling)",
-    )
-    p.add_argument(
-        "--rule",
-        choices=["mean", "soft"],
-        default="mean",
-        help="how values move the logits: mean (beta x each candidate's expected reward: VAS) or soft "
-        "(log E[exp(beta x reward)], the KL-optimal tilt; needs distributional value heads)",
     )
     p.add_argument(
         "--value-head",
@@ -54,8 +48,6 @@ def add_arguments(p):
     )
     p.add_argument("--prompt-field", default="prompt", help="the field holding the prompt in a table file")
     p.add_argument("--chat-template", action="store_true", help="wrap each prompt in the tokenizer's chat template")
-    p.add_argument("--top-k", type=positive_int, default=20, help="candidates re-ranked by the value models per step")
-    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest completion, in tokens")
     p.add_argument(
         "--temperature",
         type=nonnegative_float,
@@ -67,7 +59,6 @@ def add_arguments(p):
     p.add_argument("--samples", type=positive_int, default=1, help="completions per prompt")
     p.add_argument("--batch-size", type=positive_int, default=16, help="completions decoded together")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
     p.add_argument("--mesh", help="device mesh, e.g. data=4,tensor=2 (parameters tensor-parallel, batch over data)")
     p.add_argument(
         "--attention",

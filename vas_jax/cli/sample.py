@@ -6,10 +6,11 @@ vas sample ... --value runs/v/value --beta 2 --out runs/rollouts-r1   # from VAS
 
 from __future__ import annotations
 
+PARENTS = ("dtype", "max_new_tokens")  # shared flags (vas_jax.cli.args)
+
 
 def add_arguments(p):
     from vas_jax.cli.args import finite_float, nonnegative_float, nonnegative_int, positive_int, probability
-    from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", required=True, help="base model directory (*ForCausalLM with its tokenizer)")
     p.add_argument(
@@ -21,7 +22,6 @@ def add_arguments(p):
     p.add_argument("--chat-template", action="store_true", help="wrap each prompt in the tokenizer's chat template")
     p.add_argument("--out", required=True, help="output dataset directory; rerun the same command to resume")
     p.add_argument("--n", type=positive_int, default=8, help="responses per prompt")
-    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest response, in tokens")
     p.add_argument(
         "--temperature",
         type=nonnegative_float,
@@ -42,7 +42,6 @@ def add_arguments(p):
         help="responses per sampling call; a shard holds max(1, batch-size / n) prompts",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same rollouts")
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
     g = p.add_argument_group("on-policy rounds: sample from VAS instead of the base")
     g.add_argument(
         "--value",

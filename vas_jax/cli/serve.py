@@ -11,10 +11,11 @@ from pathlib import Path
 
 from vas_jax.errors import VasError
 
+PARENTS = ("dtype",)  # shared flags (vas_jax.cli.args)
+
 
 def add_arguments(p):
     from vas_jax.cli.args import port, positive_float, positive_int
-    from vas_jax.config import DTYPE_NAMES
 
     p.add_argument("--base", required=True, help="base model: a Hugging Face directory or a GGUF file")
     p.add_argument(
@@ -75,7 +76,6 @@ def add_arguments(p):
         default=30.0,
         help="on SIGTERM, seconds requests in flight get to finish before they end with finish_reason 'abort'",
     )
-    p.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and compute dtype")
     p.add_argument("--mesh", help="device mesh, e.g. data=4,tensor=2 (parameters tensor-parallel, slots over data)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")  # fmt: skip
