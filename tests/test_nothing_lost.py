@@ -137,3 +137,29 @@ def test_training_resume_checks_its_data_survives_a_torn_log_and_says_when_it_ha
     assert "cut off mid-write" in capsys.readouterr().err
     _, again = train_value(init_value_model(lm), rollout_arrays(ds), tmp_path, cfg, resume=True, progress=False)
     assert "had finished (8 of 8 updates)" in capsys.readouterr().err and again["loss"] == m["loss"]
+
+
+@pytest.mark.slow
+def test_vas_decode_killed_for_real_resumes_to_the_uninterrupted_output(tmp_path):
+    """kill -9 at a fixed moment (once its output holds one batch), then resume: what an
+    uninterrupted run writes, record for record (benchmarks/kill_resume.py kills at random moments)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["decode", "--base", str(BASE_DIR), "--prompt", "review : the film", "--samples", "24", "--batch-size",
+            "4", "--max-new-tokens", "6", "--seed", "9"]  # fmt: skip
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "vas_jax.cli", *args, "--out", str(cut)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while p.poll() is None and time.monotonic() < deadline:
+        if cut.exists() and cut.read_text().count("\n") >= 4:
+            p.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run ended before the kill"  # (or the deadline passed)
+    assert main(args + ["--out", str(cut), "--resume"]) == 0
+    assert main(args + ["--out", str(full)]) == 0
+    assert cut.read_text() == full.read_text() and full.read_text().count("\n") == 24
