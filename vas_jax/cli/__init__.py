@@ -92,18 +92,18 @@ def main(argv=None) -> int:
     except VasError as e:
         print(f"vas {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a disk that fills or turns read-only mid-run (maybe in a background writer)
-        disk = _disk_error(e, getattr(args, "out", None))
-        if disk is None:
-            raise
-        print(f"vas {args.command}: error: {disk}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"vas {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `vas info --json | head`: the reader left; that is not an error
         _silence_stdout()
         return 0
+    except Exception as e:  # a disk that fills or turns read-only mid-run (maybe in a background writer)
+        disk = _disk_error(e, getattr(args, "out", None))
+        if disk is None:
+            raise
+        print(f"vas {args.command}: error: {disk}", file=sys.stderr)
+        return 2
     try:
         sys.stdout.flush()
     except BrokenPipeError:
