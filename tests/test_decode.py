@@ -224,6 +224,7 @@ def test_candidate_cache_over_steps_matches_full_sequence(models):
             seqs[b].append(int(pending[b]))
 
 
+@pytest.mark.slow
 def test_second_call_in_bucket_compiles_nothing(models):
     base, values = models["base"], [models["v_llama"], models["q_qwen"]]
     kw = dict(top_k=4, max_new_tokens=3, temperature=1.0)
@@ -261,6 +262,7 @@ def test_bad_inputs(models):
         vas_jax.vas_decode(base, small, [[1]], beta=1.0, key=key, max_new_tokens=2)
 
 
+@pytest.mark.slow
 def test_num_samples_share_one_prefill_and_best_of_n(models):
     base = models["base"]
     # greedy: every sample of a prompt is the same, and equals the prompt decoded alone
@@ -305,6 +307,7 @@ def test_num_samples_share_one_prefill_and_best_of_n(models):
         assert np.asarray(bon.tokens)[i, : int(bon.lengths[i])].tolist() == best[16 * i + j]
 
 
+@pytest.mark.slow
 def test_check_every_changes_nothing_but_the_exit_granularity(models):
     """The loop runs in chunks of steps between early-exit tests (the largest divisor of
     max_new_tokens up to check_every): per-step tests, chunks of 3 and one chunk of all 9 steps give
@@ -349,6 +352,7 @@ def test_check_every_changes_nothing_but_the_exit_granularity(models):
         vas_jax.generate(base, PROMPTS, key=key, max_new_tokens=2, check_every=0)
 
 
+@pytest.mark.slow
 def test_fused_models_decode_the_same(models):
     values = [models["v_llama"], models["q_qwen"]]
     kw = dict(beta=[2.0, 1.0], top_k=5, key=jax.random.key(2), max_new_tokens=6, temperature=0.0)
@@ -363,6 +367,7 @@ def test_fused_models_decode_the_same(models):
     np.testing.assert_allclose(np.asarray(got.guidance), np.asarray(ref.guidance), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_candidate_pick_methods_are_exact(models):
     """The chunked and round-wise top-k (sampling.top_k) equal lax.top_k, ties and a ragged last chunk
     included, and vas_decode with one of them (20 candidates: two rounds) decodes the same."""
@@ -384,6 +389,7 @@ def test_candidate_pick_methods_are_exact(models):
     np.testing.assert_array_equal(np.asarray(got.guidance), np.asarray(ref.guidance))
 
 
+@pytest.mark.slow
 def test_one_pass_vocabulary_scoring_matches_separate_passes(models, monkeypatch):
     """sample_scored's fused pass (the GPU path: both log-normalisers and the Gumbel-max pick in one
     variadic reduction) gives the tokens `sample` gives and the same log-probs, -inf entries

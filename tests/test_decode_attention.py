@@ -102,6 +102,7 @@ def test_kernel_lowers_to_triton_for_a_gpu():
         assert text.count("xla.gpu.triton") == 1
 
 
+@pytest.mark.slow
 def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # noqa: F811
     """vas_decode (a scalar and a vocabulary-wide value model, sampled, ragged batch) and generate with
     a sliding-window base (whose windowed layers keep XLA's attention) give the same tokens and, to

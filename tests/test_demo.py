@@ -31,6 +31,7 @@ def quick_report(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_demo_report_structure_and_guidance_beats_base(quick_report):
     rep = json.loads((quick_report / "report.json").read_text())
     rows = rep["rows"]
@@ -93,6 +94,7 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     assert meta["reward"] == "vas_jax.corpus:positivity" and meta["reward_scale"] > 0 and meta["chat_template"] is False
 
 
+@pytest.mark.slow
 def test_vas_bench_cli(tiny_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "bench_rewards.py").write_text(

@@ -102,6 +102,7 @@ def _pad(rows, side, t):
     return ids, mask
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma3_text", "gpt2"])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_batch_rows_equal_alone(hf_dir, arch, side):
@@ -118,6 +119,7 @@ def test_padded_batch_rows_equal_alone(hf_dir, arch, side):
         np.testing.assert_allclose(alone, torch_scores(ref_model, r[None], pos=pos)[0], atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ALL)
 def test_cached_decoding_matches_full_sequence(hf_dir, arch):
     """Prefill a left-padded ragged batch, then extend one token at a time (jitted, cache donated)."""
@@ -154,6 +156,7 @@ def test_cached_decoding_matches_full_sequence(hf_dir, arch):
         np.testing.assert_allclose(got, full, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma2", "gpt2"])
 def test_candidate_scoring_matches_full_sequence(hf_dir, arch):
     """K candidates as queries at one position see the cached prefix and themselves only."""
@@ -174,6 +177,7 @@ def test_candidate_scoring_matches_full_sequence(hf_dir, arch):
             np.testing.assert_allclose(vals[i, j], full, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ALL)
 def test_fused_projections_compute_the_same(hf_dir, tmp_path, arch):
     """fuse_projections (q/k/v grouped per kv head, gate/up interleaved) changes no output: full

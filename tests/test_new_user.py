@@ -130,6 +130,7 @@ def test_bad_numbers_are_refused_while_parsing(args, needle, capsys):
     one_line_error(capsys, needle)
 
 
+@pytest.mark.slow
 def test_diverging_training_stops_and_exports_nothing(tmp_path):
 
     from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value
@@ -286,6 +287,7 @@ def save_pickle(model, path):
     torch.save(model.state_dict(), path / "pytorch_model.bin")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["lm", "score"])
 def test_the_pickle_fix_keeps_the_head(hf_dir, tmp_path, head):
     import torch

@@ -23,6 +23,7 @@ def test_parse_mesh():
     assert param_axes(("embed",)) == ("vocab", "embed")
 
 
+@pytest.mark.slow
 def test_sharded_equals_single_device(hf_dir, tmp_path):
     root = str(Path(__file__).resolve().parents[1])  # sharded_check reads benchmarks/hlo_stats.py's machinery
     env = dict(
@@ -44,6 +45,7 @@ def test_sharded_equals_single_device(hf_dir, tmp_path):
     assert "Involuntary full rematerialization" not in p.stderr, p.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tiny_dirs, tmp_path):
     """Two processes with 4 fake CPU devices each, joined by jax.distributed on localhost, each reading
     only its own half of the rollouts, train on one (2, 2, 2) mesh and end with the parameters of a

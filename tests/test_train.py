@@ -21,6 +21,7 @@ def _toy_reward(resp):
     return float(sum(t == 2 for t in resp)) + (1.0 if resp[0] == 3 else 0.0)
 
 
+@pytest.mark.slow
 def test_td_training_recovers_exact_values_on_toy_problem(tmp_path):
     """4 tokens, horizon 3, no EOS: every prefix's true value E[R | prefix] is enumerated under the base
     policy. A value model trained by TD(0.9) on 4000 of the base's own samples gets within 0.15 of it at
@@ -105,6 +106,7 @@ def _flat(model):
     return {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema,accum,dtype,lora", [(0.0, 1, "float32", 0), (0.9, 2, "bfloat16", 4)])
 def test_interrupted_training_resumes_to_same_parameters(hf_dir, small_data, tmp_path, ema, accum, dtype, lora):
     lm = vas_jax.load_model(hf_dir("llama")[1])
@@ -220,6 +222,7 @@ def broken(prompts, responses):
 """
 
 
+@pytest.mark.slow
 def test_sample_score_train_decode_chain(tiny_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "toy_rewards.py").write_text(REWARD_MODULE)
@@ -393,6 +396,7 @@ def test_cli_input_errors(tiny_dirs, hf_dir, tmp_path, monkeypatch, capsys):
         assert "attention='pallas' is a GPU kernel and this backend is cpu" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_data_shards_split_like_datasets_and_train(hf_dir, small_data, tmp_path):
     """In one process, --data-shards N holds the N contiguous shards that N hosts would each read
     (datasets' split_dataset_by_node), padded to one length, and trains on them. (That a pod's hosts,
@@ -430,6 +434,7 @@ def test_torch_reward_model_matches_ours(tiny_dirs):
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_vocabulary_wide_value_head_trains_and_exports(hf_dir, small_data, tmp_path):
     lm = vas_jax.load_model(hf_dir("qwen2")[1])
     cfg = TrainConfig(
