@@ -515,14 +515,14 @@ def test_the_rule_field_reaches_the_engine_and_soft_needs_distributional_values(
     tests/test_distributional.py); /v1/models lists each value's head; a soft request that weighs a
     value model without a distribution is refused (400, param vas.rule) before it is queued."""
     from vas_jax.openai_api import CompletionRequest
-    from vas_jax.server import _params
+    from vas_jax.server import request_params
 
     meta = ({"reward": "positivity", "head": "distributional", "atoms": [-1.0, 0.0, 1.0]}, {"reward": "brevity"})
     cfg = ServerConfig(model_name=MODEL, value_names=("pos", "alt"), value_meta=meta)
     req = CompletionRequest(model=MODEL, prompt="review :", n=2, vas={"values": {"pos": 2.0}, "rule": "soft"})
-    got = _params(req, 3, 5, cfg, MAX_LEN)
+    got = request_params(req, 3, 5, cfg, MAX_LEN)
     assert [p.rule for p in got] == ["soft", "soft"] and got[0].beta == (2.0, 0.0)
-    assert _params(req.model_copy(update={"vas": None}), 3, 5, cfg, MAX_LEN)[0].rule == "mean"
+    assert request_params(req.model_copy(update={"vas": None}), 3, 5, cfg, MAX_LEN)[0].rule == "mean"
     srv, sched = start(models, value_meta=meta, max_queue=0, run=False)
     try:
         listed = httpx.get(srv.url + "/v1/models").json()["data"][0]

@@ -103,7 +103,9 @@ def _check_common(req, cfg: ServerConfig, max_top_k: int, chat: bool | None) -> 
             raise APIError(400, f"vas.top_k must be in [1, {max_top_k}], got {vas.top_k}", param="vas.top_k")
 
 
-def _params(req, prompt_len: int, max_tokens: int | None, cfg: ServerConfig, max_len: int) -> list[SamplingParams]:
+def request_params(
+    req, prompt_len: int, max_tokens: int | None, cfg: ServerConfig, max_len: int
+) -> list[SamplingParams]:
     """The request's OpenAI fields mapped onto SamplingParams, once: one per choice (their seeds
     differ), after the length checks."""
     if prompt_len >= max_len:
@@ -338,7 +340,7 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
             raise APIError(400, f"logprobs must be in [0, {MAX_LOGPROBS}], got {req.logprobs}", param="logprobs")
         prompts = _completion_prompts(req.prompt, tokenizer)
         max_tokens = 16 if req.max_tokens is None else req.max_tokens  # OpenAI's default for completions
-        jobs = [(p, rp) for p in prompts for rp in _params(req, len(p), max_tokens, cfg, max_len)]
+        jobs = [(p, rp) for p in prompts for rp in request_params(req, len(p), max_tokens, cfg, max_len)]
         run = _Run(scheduler, tokenizer, jobs, _stops(req))
         return await _respond(run, request, req, "completion", sum(map(len, prompts)), tokenizer)
 
@@ -361,7 +363,7 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
         except Exception as e:  # the template itself refused the conversation
             raise APIError(400, f"the chat template refused the messages: {e}", param="messages") from None
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-        jobs = [(prompt, rp) for rp in _params(req, len(prompt), max_tokens, cfg, max_len)]
+        jobs = [(prompt, rp) for rp in request_params(req, len(prompt), max_tokens, cfg, max_len)]
         run = _Run(scheduler, tokenizer, jobs, _stops(req))
         return await _respond(run, request, req, "chat", len(prompt), tokenizer)
 
