@@ -141,3 +141,24 @@ def test_a_disk_that_fills_mid_run_is_one_line(tmp_path, capsys):
     assert main(["decode", "--base", str(BASE_DIR), "--prompt", "review :", "--max-new-tokens", "2",
                  "--out", "/dev/full"]) == 2  # fmt: skip
     _one_line(capsys, "no space left writing under --out '/dev/full'; free space or choose another --out")
+
+
+def test_a_disk_error_raised_wrapped_in_a_background_writer_is_one_line(tmp_path, monkeypatch, capsys):
+    """Orbax writes checkpoints on a thread of its own and re-raises its failure wrapped in another
+    error: the OSError beneath is found and said in one line, with exit 2."""
+    import errno
+
+    import vas_jax.train
+
+    def full_disk(*a, **kw):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "checkpoints" / "4"))
+        except OSError as e:
+            raise RuntimeError("background save failed") from e
+
+    monkeypatch.setattr(vas_jax.train, "train_value", full_disk)
+    random_rollouts(16, lambda rng, n: rng.normal(size=n), high=60).save_to_disk(str(tmp_path / "d"))
+    args = ["train", "--data", str(tmp_path / "d"), "--init", str(BASE_DIR), "--init-layers", "1", "--out",
+            str(tmp_path / "r"), "--batch-size", "8", "--minibatch-size", "8"]  # fmt: skip
+    assert main(args) == 2
+    _one_line(capsys, "no space left writing '" + str(tmp_path / "r" / "checkpoints" / "4"))
