@@ -24,7 +24,7 @@ from . import guidance, sampling
 from .cache import KVCache, init_cache
 from .decode_attention import check_attention, padded_size
 from .errors import VasError
-from .guidance import normalize_beta, value_kind, vas_logits  # noqa: F401  (vas_logits: the package's name)
+from .guidance import normalize_beta, value_kind, vas_logits
 from .model import Transformer
 from .params import SamplingParams
 from .sampling import TOPK_METHODS, SamplerSpec, eos_tuple, sample_scored, top_k

@@ -44,10 +44,9 @@ class SamplingParams:
     def check(self, vocab_size: int, *, n_values: int | None = None, max_top_k: int | None = None) -> None:
         """Raise ParamError, naming the field, unless these parameters can be served by models with
         this vocabulary (and, given, this many value models; candidates up to max_top_k)."""
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)):
-            raise ParamError("temperature", f"temperature must be a finite number >= 0, got {self.temperature}")
-        if self.temperature < 0:
-            raise ParamError("temperature", f"temperature must be a finite number >= 0, got {self.temperature}")
+        t = self.temperature
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t >= 0):
+            raise ParamError("temperature", f"temperature must be a finite number >= 0, got {t}")
         if not 0 < self.top_p <= 1:
             raise ParamError("top_p", f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:

@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from . import guidance
 from .data import chat_ids
 from .errors import VasError
 from .openai_api import (
@@ -93,12 +94,11 @@ def _check_common(req, cfg: ServerConfig, max_top_k: int, chat: bool | None) -> 
                 raise APIError(400, f"the value model {name!r} was trained on prompts "
                                f"{'in' if trained else 'without'} the chat template; use it through {where}",
                                param="vas.values")  # fmt: skip
-        if vas.rule == "soft":
-            for name, beta in vas.values.items():
-                head = value_head(metas.get(name))
-                if beta != 0 and head != "distributional":
-                    raise APIError(400, f"the soft rule needs distributional value models, and {name!r} has a "
-                                   f"{head} head; use \"rule\": \"mean\"", param="vas.rule")  # fmt: skip
+        weighed = [name for name, beta in vas.values.items() if beta != 0]
+        try:  # the rule's own check (guidance), on the value models this request weighs, named as it names them
+            guidance.check_rule(vas.rule, [value_head(metas.get(n)) for n in weighed], names=list(map(repr, weighed)))
+        except VasError as e:
+            raise APIError(400, str(e), param="vas.rule") from None
         if vas.top_k is not None and not 1 <= vas.top_k <= max_top_k:
             raise APIError(400, f"vas.top_k must be in [1, {max_top_k}], got {vas.top_k}", param="vas.top_k")
 
@@ -126,6 +126,7 @@ def request_params(
     temperature = 1.0 if req.temperature is None else req.temperature
     top_p = 1.0 if req.top_p is None else req.top_p
     rule = req.vas.rule if req.vas else "mean"
+    stop = tuple(_stops(req))
     return [  # choice i: its own stream
         SamplingParams(
             beta=beta,
@@ -134,7 +135,7 @@ def request_params(
             top_k=top_k,
             seed=(seed + i) % 2**31,
             max_new_tokens=max_tokens,
-            stop=tuple(_stops(req)),
+            stop=stop,
             rule=rule,
         )
         for i in range(req.n)
