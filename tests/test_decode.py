@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
+from full_forward import last
 
 import vas_jax
 from vas_jax import VasError, init_cache
@@ -21,24 +21,6 @@ def models(hf_dir):
         "v_gpt2": vas_jax.load_model(hf_dir("gpt2", "score")[1]),
         "q_qwen": vas_jax.load_model(hf_dir("qwen2")[1]),
     }
-
-
-_FULL = {}
-
-
-def last(model, seq):
-    """The model's output at the last token of `seq`, by a full forward of the whole sequence (right-
-    padded to a fixed length so that one compiled program serves every call)."""
-    if id(model) not in _FULL:
-        graphdef, state = nnx.split(model)
-        _FULL[id(model)] = (state, jax.jit(lambda st, ids, mask: nnx.merge(graphdef, st)(ids, attention_mask=mask)))
-    state, fn = _FULL[id(model)]
-    width = 32
-    assert len(seq) <= width
-    ids = np.zeros((1, width), np.int32)
-    ids[0, : len(seq)] = seq
-    mask = np.arange(width)[None] < len(seq)
-    return np.asarray(fn(state, ids, mask))[0, len(seq) - 1]
 
 
 def ref_step_logits(base, values, kinds, seq, beta_row, k, restrict=False):

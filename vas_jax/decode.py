@@ -171,9 +171,11 @@ def _pin(cache, spec: "DecodeSpec", i: int):
     )
 
 
-def prefill(base, values, ids, starts, spec: "DecodeSpec") -> DecodeState:
+def prefill(base, values, ids, starts, spec: "DecodeSpec", *, hold_last: bool = True) -> DecodeState:
     """One batched forward per model over the left-padded prompts; each prompt's `num_samples` rows
-    share its prefill (the caches are repeated, not recomputed)."""
+    share its prefill (the caches are repeated, not recomputed). hold_last: a scalar or
+    distributional value model leaves the last prompt token pending, for the first step's candidate
+    call; without it (blockwise search, which reads values after a block) it takes the whole prompt."""
     b = ids.shape[0]
     cache = _pin(init_cache(base.config, b, spec.cache_size, base.dtype, starts), spec, 0)
     logits, cache = base.forward(ids, cache, mode="prefill", outputs="last")
@@ -183,6 +185,9 @@ def prefill(base, values, ids, starts, spec: "DecodeSpec") -> DecodeState:
         if kind == "vocab":
             out, vc = vm.forward(ids, vc, mode="prefill", outputs="last")
             q_logits.append(out[:, 0])
+        elif not hold_last:
+            _, vc = vm.forward(ids, vc, mode="prefill", outputs="none")
+            q_logits.append(jnp.zeros((b, 0), jnp.float32))
         else:
             # the last prompt token stays pending: it enters the cache in the first step's candidate
             # call, so every step has the same shape [pending, k candidates]
