@@ -127,7 +127,8 @@ def _search_program(graphdefs, states, ids, starts, beta, soft, key, temperature
         scores = block_scores(readouts, spec.value_kinds, spec.atoms, beta, soft)
         kept = keep_block(scores, spec.keep, jax.random.fold_in(jax.random.fold_in(key, PICK_STREAM), block))
         src = jnp.repeat(jnp.arange(rows // k, dtype=jnp.int32) * k + kept, k)  # each row copies its search's kept one
-        s = jax.tree.map(lambda x: x[src] if x.ndim and x.shape[0] == rows else x, s.replace(value_caches=tuple(caches)))
+        s = s.replace(value_caches=tuple(caches))
+        s = jax.tree.map(lambda x: x[src] if x.ndim and x.shape[0] == rows else x, s)  # per-row leaves only
         return s, block + 1, used + live.astype(jnp.int32)
 
     state, _, used = jax.lax.while_loop(
