@@ -50,6 +50,41 @@ def search_blocks(max_new_tokens: int, block: int) -> int:
     return -(-max_new_tokens // block)
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockSetting:
+    """One blockwise search to compare (`vas bench --blockwise`, the demos): K continuations of L
+    tokens, kept by `keep`, scored by the first value model with `beta` under `rule`."""
+
+    block_samples: int
+    block: int
+    keep: str = "argmax"
+    beta: float = 1.0
+    rule: str = "mean"
+
+    @classmethod
+    def parse(cls, text: str) -> "BlockSetting":
+        """K:L[:keep[:beta[:rule]]], e.g. 4:8 or 4:16:sample:4:soft."""
+        parts = text.split(":")
+        if not 2 <= len(parts) <= 5:
+            raise VasError(f"a blockwise setting is K:L[:keep[:beta[:rule]]] (e.g. 4:8 or 4:16:sample:4), got {text!r}")
+        try:
+            k, length = int(parts[0]), int(parts[1])
+            beta = float(parts[3]) if len(parts) > 3 else 1.0
+        except ValueError:
+            raise VasError(f"in the blockwise setting {text!r}, K and L must be whole numbers, beta a number") from None
+        out = cls(k, length, parts[2] if len(parts) > 2 else "argmax", beta, parts[4] if len(parts) > 4 else "mean")
+        check_search(out.block, out.block_samples, out.keep)
+        if not math.isfinite(out.beta):
+            raise VasError(f"in the blockwise setting {text!r}, beta must be finite")
+        guidance.check_rule(out.rule, ())
+        return out
+
+    def label(self) -> str:
+        # the argmax of one value model's beta * V is the same for every beta > 0
+        beta = f" β={self.beta:g}" if self.keep == "sample" or self.beta <= 0 else ""
+        return f"K={self.block_samples} L={self.block} {self.keep}{beta}" + (" soft" if self.rule == "soft" else "")
+
+
 @struct.dataclass
 class BlockwiseResult:
     """What `blockwise_decode` returns, one row per prompt and sample (prompt-major).

@@ -39,6 +39,8 @@ class DemoSize:
     atom_margin: float = 0.25  # the atoms' span beyond the training rewards', as a share of theirs (td.make_atoms)
     mean_loss: float = 1.0  # a distributional head's mean's squared error beside its cross-entropy (TrainConfig)
     rule: str = "mean"
+    # blockwise searches guided by the positivity value model (vas_jax.blockwise.BlockSetting)
+    blockwise: tuple = ()
 
 
 FULL = DemoSize()
@@ -165,6 +167,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         top_k=size.top_k,
         temperature=size.vas_temperature,
         rule=size.rule,
+        blockwise=size.blockwise,
         seed=size.seed,
         progress=progress,
     )

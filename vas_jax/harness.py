@@ -13,6 +13,7 @@ base (0). `flops_per_response` is counted analytically (base, value and reward-m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .best_of_n_stats import ADMISSIBLE_KL, bon_kl_bound, bon_kl_estimate, expected_best, expected_other, soft_bon
+from .blockwise import BlockSetting, block_kl_bound, blockwise_decode, search_blocks
 from .decode import generate, vas_decode
 from .flops import sequence_flops
 from .tokenizer import default_pad_id, end_of_turn_ids
@@ -116,6 +118,7 @@ def run_comparison(
     prompt_texts: Sequence[str] | None = None,
     temperature: float = 1.0,
     rule: str = "mean",
+    blockwise: Sequence[BlockSetting] = (),
 ) -> dict:
     """Run Best-of-N for n = 1, 2, 4 ... bon_max, soft Best-of-bon_max at temperatures `soft_taus`
     (times the standard deviation of the base's rewards), VAS (sampling its augmented distribution at
@@ -127,7 +130,9 @@ def run_comparison(
     per prompt (`vas_jax.best_of_n_stats`); the base row is the pool's mean, timed by the n = 1 call.
     attention: the decode attention of every run (`generate`). prompt_texts: the prompts as the
     rewards and the report see them (default: the ids decoded; give the texts before a chat template).
-    rule: VAS's guidance rule, "mean" or "soft" (distributional value heads; `vas_jax.guidance`)."""
+    rule: VAS's guidance rule, "mean" or "soft" (distributional value heads; `vas_jax.guidance`).
+    blockwise: blockwise searches guided by the first value model (`vas_jax.blockwise`), each a row
+    "block" whose KL is its bound (the mean over responses of blocks used x the per-block bound)."""
     from tqdm import tqdm
 
     from .rewards import call_reward
@@ -218,8 +223,59 @@ def run_comparison(
         )
         return row, resp
 
+    def block_row(st: BlockSetting):
+        """A blockwise search's row: its own call, its FLOPs for the K rows of every block it ran."""
+        k = st.block_samples
+        res, dt = decode(
+            lambda ps: blockwise_decode(
+                base, values[:1], ps, beta=[st.beta], key=key, block=st.block, block_samples=k, keep=st.keep,
+                rule=st.rule, num_samples=samples, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad,
+                run=False,
+            ),
+            samples * k,
+            [base, *values[:1]],
+        )  # fmt: skip
+        sc, resp = score(res, samples)
+        blocks = np.asarray(res.blocks)
+        steps = float(np.minimum(blocks * st.block, max_new_tokens).mean())  # tokens each of the K rows ran
+        flops = 0.0
+        for m in (base, *values[:1]):  # a prefill per prompt, then K rows of decode steps
+            pre = sequence_flops(m.config, mean_prompt, 0)
+            flops += pre + k * (sequence_flops(m.config, mean_prompt, steps) - pre)
+        mean_len = float(np.asarray(res.lengths).mean())
+        if reward_flops is not None:
+            flops += reward_flops(int(mean_prompt + mean_len))
+        kl, _ = per_prompt_stats(np.asarray(res.kl_bound), P)
+        means, ses = stats(sc)
+        row = dict(
+            method="block",
+            setting=st.label(),
+            block_samples=k,
+            block=st.block,
+            keep=st.keep,
+            rule=st.rule,
+            beta=[float(st.beta)],
+            n=k,
+            reward_mean=means[primary],
+            reward_se=ses[primary],
+            kl=kl,
+            kl_se=0.0,
+            kl_kind="bound",
+            kl_bound_max=search_blocks(max_new_tokens, st.block) * block_kl_bound(k, st.keep),  # every block run
+            admissible=bool(kl <= ADMISSIBLE_KL),
+            flops_per_response=flops,
+            seconds_per_response=dt / len(resp),
+            rewards=means,
+            rewards_se=ses,
+            mean_length=mean_len,
+            mean_blocks=float(blocks.mean()),
+            **text_stats(res, resp),
+        )
+        return row, resp
+
     bon_ns = [2**i for i in range(int(math.log2(bon_max)) + 1)]
-    bar = tqdm(total=len(bon_ns) + len(betas) + len(composed), desc="compare", unit="run", disable=not progress)
+    total = len(bon_ns) + len(betas) + len(composed) + len(blockwise)
+    bar = tqdm(total=total, desc="compare", unit="run", disable=not progress)
 
     # Best-of-N: each n its own call and its own time; the samples of all of them make the pool
     calls = {}
@@ -311,6 +367,13 @@ def run_comparison(
         examples[f"vas beta={b:g}"] = resp[::samples][:3]
         bar.update(1)
 
+    # blockwise searches with the first value model, on the same prompts
+    for st in blockwise:
+        row, resp = block_row(st)
+        rows.append(row)
+        examples[f"blockwise {st.label()}"] = resp[::samples][:3]
+        bar.update(1)
+
     # composed rewards: a grid over (beta_1, beta_2) with the first two value models
     grid = []
     if len(values) >= 2:
@@ -339,6 +402,7 @@ def run_comparison(
             top_k=top_k,
             vas_temperature=temperature,
             seed=seed,
+            blockwise=[dataclasses.asdict(b) for b in blockwise],
             soft_bon_tau_unit=scale,
             standard_errors="over prompts (samples averaged per prompt)",
             seconds="measured per row (Best-of-N: each n its own call)",
@@ -347,15 +411,28 @@ def run_comparison(
     )
 
 
+GUIDED = ("vas", "block")  # the methods compared with Best-of-N: tokenwise VAS and blockwise search
+
+
+def method_label(r: dict) -> str:
+    """How the report names a guided row: "VAS beta=2" or "blockwise K=4 L=8 argmax"."""
+    if r["method"] == "block":
+        return f"blockwise {r['setting']}"
+    return "VAS beta=" + ",".join(f"{b:g}" for b in r["beta"])
+
+
 def compute_ratios(rows) -> list[dict]:
-    """For each admissible VAS beta (KL within Best-of-128's bound): the smallest Best-of-N whose
-    reward reaches VAS's, and that Best-of-N's cost over VAS's. Other betas are listed, unranked."""
+    """For each admissible guided setting (VAS's beta, a blockwise search; KL within Best-of-128's
+    bound): the smallest Best-of-N whose reward reaches its, and that Best-of-N's cost over its.
+    Other settings are listed, unranked."""
     bon = sorted((r for r in rows if r["method"] == "bon"), key=lambda r: r["n"])
     out = []
-    for v in (r for r in rows if r["method"] == "vas" and not r.get("composed")):
+    for v in (r for r in rows if r["method"] in GUIDED and not r.get("composed")):
         hit = next((b for b in bon if b["reward_mean"] >= v["reward_mean"]), None) if v["admissible"] else None
         out.append(
             dict(
+                method=v["method"],
+                label=method_label(v),
                 beta=v["beta"],
                 vas_reward=v["reward_mean"],
                 vas_kl=v["kl"],
@@ -433,6 +510,8 @@ def _setting(r: dict) -> str:
         return f"n={r['n']} τ={r['tau']:g}σ"
     if r["method"] == "bon":
         return f"n={r['n']}"
+    if r["method"] == "block":
+        return r["setting"]
     return "" if r["beta"] is None else "β=" + ",".join(f"{b:g}" for b in r["beta"])
 
 
@@ -440,7 +519,7 @@ def format_table(report: dict) -> str:
     p = report["primary_reward"]
     bound = report.get("admissible_kl", ADMISSIBLE_KL)
     lines = [
-        f"{'method':<9}{'setting':>13} {p + ' (mean ± se)':>22} {'KL (nats)':>15} {'dist-2':>6} {'ll/tok':>6} "
+        f"{'method':<9}{'setting':>22} {p + ' (mean ± se)':>22} {'KL (nats)':>15} {'dist-2':>6} {'ll/tok':>6} "
         f"{'MFLOP/resp':>11} {'ms/resp':>8}"
     ]
     for r in report["rows"]:
@@ -451,31 +530,33 @@ def format_table(report: dict) -> str:
         ll = f"{r['loglik_per_token']:6.2f}" if "loglik_per_token" in r else f"{'':6}"
         d2 = f"{r['distinct2']:6.2f}" if "distinct2" in r else f"{'':6}"
         lines.append(
-            f"{r['method']:<9}{_setting(r):>13} {r['reward_mean']:>13.3f} ± {r['reward_se']:<6.3f} "
+            f"{r['method']:<9}{_setting(r):>22} {r['reward_mean']:>13.3f} ± {r['reward_se']:<6.3f} "
             f"{kl_text(r):>15} {d2} {ll} {r['flops_per_response'] / 1e6:>11.2f} "
             f"{r['seconds_per_response'] * 1e3:>8.2f}{extra}{mark}"
         )
     lines.append("")
     lines.append(
         "standard errors over prompts. KL: VAS and soft Best-of-N estimates ± se; Best-of-N the bound "
-        "log n - (n-1)/n, then ~ its estimate from the base's rewards with ties. dist-2: distinct word "
+        "log n - (n-1)/n, then ~ its estimate from the base's rewards with ties; blockwise search (block) "
+        "its bound, blocks used x the per-block bound, averaged over responses. dist-2: distinct word "
         "bigrams per answer; ll/tok: the base's mean log-likelihood per token of the answers. Seconds "
         "measured per row, FLOPs counted."
     )
-    lines.append(f"admissible: VAS settings with KL <= {bound:.2f} nats (Best-of-128's bound); only they are compared")
+    lines.append(
+        f"admissible: guided settings with KL <= {bound:.2f} nats (Best-of-128's bound); only they are compared"
+    )
     for c in report["compute_ratio"]:
-        b = ",".join(f"{x:g}" for x in c["beta"])
+        name = c.get("label") or "VAS beta=" + ",".join(f"{x:g}" for x in c["beta"])
         if not c["admissible"]:
-            lines.append(f"VAS beta={b}: KL {c['vas_kl']:.2f} > {bound:.2f}, not admissible: not compared")
+            lines.append(f"{name}: KL {c['vas_kl']:.2f} > {bound:.2f}, not admissible: not compared")
         elif c["beyond_bon_max"]:
             lines.append(
-                f"VAS beta={b}: reward {c['vas_reward']:.3f} is above every Best-of-N up to "
-                f"n={report['settings']['bon_max']}"
+                f"{name}: reward {c['vas_reward']:.3f} is above every Best-of-N up to n={report['settings']['bon_max']}"
             )
         else:
             lines.append(
-                f"VAS beta={b}: reward {c['vas_reward']:.3f}; Best-of-{c['bon_n']} reaches it at "
-                f"{c['flops_ratio']:.1f}x VAS's FLOPs and {c['seconds_ratio']:.1f}x its seconds"
+                f"{name}: reward {c['vas_reward']:.3f}; Best-of-{c['bon_n']} reaches it at "
+                f"{c['flops_ratio']:.1f}x its FLOPs and {c['seconds_ratio']:.1f}x its seconds"
             )
     for c in report.get("composition", []):
         b = ",".join(f"{x:g}" for x in c["beta"])
@@ -639,6 +720,7 @@ def plot(report: dict, out: Path):
                 annotation_clip=False,
                 bbox=LABEL_BOX,
             )
+        plot_blockwise(ax, [r for r in rows if r["method"] == "block"], xkey)
         if logx:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
@@ -654,13 +736,35 @@ def plot(report: dict, out: Path):
             ax.set_xlim(lo, hi)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{p} reward (mean ± se over prompts)")
-        ax.set_title(f"{p}: VAS vs Best-of-N")
+        searched = any(r["method"] == "block" for r in rows)
+        ax.set_title(f"{p}: VAS{', blockwise search' if searched else ''} vs Best-of-N")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=120)
         plt.close(fig)
     plot_grid(report, out)
+
+
+BLOCK_COLORS = ("tab:purple", "tab:orange", "tab:brown", "tab:olive")
+
+
+def plot_blockwise(ax, rows: list, xkey: str) -> None:
+    """Blockwise searches: a series per way of keeping a block (argmax, sample; mean or soft value),
+    each point labelled K·L; hollow where the KL bound is beyond Best-of-128's."""
+    kinds = sorted({(r["keep"], r["rule"]) for r in rows})
+    for (keep, rule), color in zip(kinds, BLOCK_COLORS):
+        pts = sorted((r for r in rows if (r["keep"], r["rule"]) == (keep, rule)), key=lambda r: r[xkey])
+        ax.errorbar([r[xkey] for r in pts], [r["reward_mean"] for r in pts], [r["reward_se"] for r in pts],
+                    ls="none", capsize=2, color=color, zorder=4)  # fmt: skip
+        ax.scatter([r[xkey] for r in pts], [r["reward_mean"] for r in pts], marker="D", s=28, color=color, zorder=5,
+                   facecolor=[color if r.get("admissible", True) else "white" for r in pts],
+                   label=f"blockwise, {keep}{' (soft V)' if rule == 'soft' else ''}; KL bound")  # fmt: skip
+        for r in pts:
+            beta = f" β{r['beta'][0]:g}" if keep == "sample" else ""
+            ax.annotate(f"K{r['block_samples']}·L{r['block']}{beta}", (r[xkey], r["reward_mean"]), fontsize=7,
+                        xytext=(6, 2), textcoords="offset points", color=color, annotation_clip=False,
+                        bbox=LABEL_BOX)  # fmt: skip
 
 
 def _flops_label(x, _pos=None) -> str:
