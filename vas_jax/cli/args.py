@@ -93,6 +93,17 @@ def nonnegative_int(text: str) -> int:
     return x
 
 
+def block_setting(text: str):
+    """K:L[:keep[:beta[:rule]]] -> a `vas_jax.blockwise.BlockSetting`."""
+    from vas_jax.blockwise import BlockSetting
+    from vas_jax.errors import VasError
+
+    try:
+        return BlockSetting.parse(text)
+    except VasError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """An output directory: absent or a directory (resumable runs write into it), never a file."""
     path = Path(path)

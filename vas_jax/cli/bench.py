@@ -2,6 +2,7 @@
 
     vas bench --base BASE --value V_POS --reward-fn my_rewards:positivity --prompts heldout.jsonl --out runs/bench
     vas bench --base BASE --value V1 --value V2 --reward-model RM1 --reward-model RM2 --prompts p.jsonl
+    vas bench --base BASE --value V_POS --reward-fn my_rewards:positivity --prompts p.jsonl --blockwise 4:8 2:8
 
 The first value model goes with the first reward (the beta grid and Best-of-N); with two of each, a
 composed grid of (beta_1, beta_2) is run too. Rewards are Python functions or reward-model directories.
@@ -13,7 +14,7 @@ PARENTS = ("dtype", "max_new_tokens", "vas_top_k", "rule")  # shared flags (vas_
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import finite_float, positive_int, power_of_two
+    from vas_jax.cli.args import block_setting, finite_float, positive_int, power_of_two
 
     p.add_argument("--base", required=True, help="base model directory")
     p.add_argument("--value", action="append", required=True, metavar="DIR", help="value model directory (repeat)")
@@ -53,6 +54,16 @@ def add_arguments(p):
         nargs="*",
         default=[0, 0, 4, 0, 0, 4, 4, 4],
         help="flattened (beta_1, beta_2) pairs for the composed grid of the first two value models",
+    )
+    p.add_argument(
+        "--blockwise",
+        type=block_setting,
+        nargs="+",
+        default=[],
+        metavar="K:L[:KEEP[:BETA[:RULE]]]",
+        help="blockwise searches to compare, guided by the first value model: K continuations of L tokens, "
+        "one kept by argmax (default) or sample, at BETA (default 1) under the mean (default) or soft rule; "
+        "e.g. 4:8 4:16:sample:4",
     )
     p.add_argument("--samples", type=positive_int, default=8, help="samples per prompt for base and VAS")
     p.add_argument(
@@ -122,6 +133,7 @@ def run(args):
         attention=args.attention,
         prompt_texts=texts,
         rule=args.rule,
+        blockwise=args.blockwise,
     )
     write_report(report, args.out)
     print(format_table(report))

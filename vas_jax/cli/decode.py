@@ -2,6 +2,7 @@
 
 vas decode --base BASE_DIR --value VALUE_DIR --beta 2.0 --prompt "Once upon a time"
 vas decode --base BASE_DIR --value A --value B --beta 1.0 --beta 0.5 --prompts prompts.jsonl --out out.jsonl
+vas decode --base BASE_DIR --value VALUE_DIR --block 8 --block-samples 4 --prompt "Once upon a time"
 """
 
 from __future__ import annotations
@@ -71,6 +72,25 @@ def add_arguments(p):
         "--resume",
         action="store_true",
         help="continue an interrupted run: keep --out's finished prompts and decode only the rest",
+    )
+    b = p.add_argument_group("blockwise search (instead of tokenwise VAS; vas_jax.blockwise)")
+    b.add_argument(
+        "--block",
+        type=positive_int,
+        metavar="L",
+        help="search by blocks of L tokens: the base samples --block-samples continuations of each block and "
+        "the value models keep one (--temperature and --top-p are then the base's)",
+    )
+    b.add_argument(
+        "--block-samples", type=positive_int, default=4, metavar="K", help="continuations per block (default: 4)"
+    )
+    b.add_argument(
+        "--keep",
+        choices=["argmax", "sample"],
+        default="argmax",
+        help="which continuation is kept: the best by beta x value, or one drawn from softmax(beta x value) "
+        "(with --rule soft: from the soft values); KL to the base is at most log K - (K-1)/K per block for "
+        "argmax, log K for a draw",
     )
     r = p.add_argument_group("a remote base (instead of --base): VAS through an OpenAI-compatible API")
     r.add_argument("--base-url", metavar="URL", help="the API's base URL, e.g. http://127.0.0.1:8000/v1")
@@ -186,6 +206,13 @@ def run(args):
         raise VasError("--end-text is for --remote-mode retokenize (the other modes know the end token's id)")
     if remote and args.rule != "mean":
         raise VasError("--rule soft needs distributional value heads, which remote VAS does not take: use --rule mean")
+    if args.block is not None:
+        if remote or not args.value:
+            raise VasError("--block searches with a local --base and at least one --value")
+        for flag, bad in (("--mesh", args.mesh), ("--restrict-to-topk", args.restrict_to_topk),
+                          ("--attention pallas", args.attention != "xla")):  # fmt: skip
+            if bad:
+                raise VasError(f"{flag} is for tokenwise decoding; drop it with --block")
     if remote and args.top_p < 1:
         raise VasError("--top-p is not supported with a remote base: VAS samples among the top-k candidates")
     base = None if remote else vas_jax.load_model(args.base, dtype=args.dtype, mesh=mesh, fuse=True)
@@ -231,6 +258,8 @@ def run(args):
                 rec = {"index": i, "prompt": texts[i], "sample": s, **rec, "beta": betas}
                 if values:
                     rec["rule"] = args.rule
+                if args.block is not None:
+                    rec["blockwise"] = {"block": args.block, "block_samples": args.block_samples, "keep": args.keep}
                 out.write(json.dumps(rec, allow_nan=False) + "\n")
             out.flush()
     finally:
@@ -256,6 +285,25 @@ def _local_batch(args, base, values, prompts, betas, tok, pad, mesh, key) -> lis
         mesh=mesh,
         attention=args.attention,
     )
+    if args.block is not None:
+        from vas_jax.blockwise import blockwise_decode
+
+        common.pop("mesh"), common.pop("attention")
+        r = blockwise_decode(
+            base, values, prompts, beta=np.asarray(betas, np.float32), block=args.block,
+            block_samples=args.block_samples, keep=args.keep, rule=args.rule, **common,
+        )  # fmt: skip
+        lp, bound, blocks = np.asarray(r.logprobs).sum(-1), np.asarray(r.kl_bound), np.asarray(r.blocks)
+        return [
+            {
+                "completion": tok.decode(toks, skip_special_tokens=True),
+                "tokens": toks,
+                "base_logprob": float(lp[row]),
+                "kl_bound": float(bound[row]),  # blocks x the per-block bound: no log-ratio is sampled
+                "blocks": int(blocks[row]),
+            }
+            for row, toks in enumerate(r.token_lists())
+        ]
     if values:
         r = vas_jax.vas_decode(
             base,
