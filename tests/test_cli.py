@@ -116,3 +116,25 @@ def test_info_lists_the_supported_families(capsys):
     assert all(t in out for t in SUPPORTED_MODEL_TYPES) and "Q4_K" in out and "GGUF architectures: llama, qwen2" in out
     assert main(["info"]) == 2
     assert "give a checkpoint (a directory or a .gguf file), or --supported" in capsys.readouterr().err
+
+
+def test_decode_cli_blockwise_search(tiny_dirs, tmp_path, capsys):
+    """--block: the records carry the blocks each search used and its KL bound; flags of tokenwise
+    decoding are refused with it in one line."""
+    import math
+
+    out = tmp_path / "o.jsonl"
+    argv = ["decode", "--base", str(tiny_dirs["base"]), "--value", str(tiny_dirs["value"]), "--prompt", "w1 w2",
+            "--prompt", "w3", "--max-new-tokens", "7", "--block", "3", "--block-samples", "2",
+            "--samples", "2"]  # fmt: skip
+    assert main([*argv, "--out", str(out)]) == 0
+    rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert len(rows) == 4
+    for r in rows:
+        assert r["blockwise"] == {"block": 3, "block_samples": 2, "keep": "argmax"}
+        assert r["blocks"] == math.ceil(len(r["tokens"]) / 3)
+        assert r["kl_bound"] == pytest.approx(r["blocks"] * (math.log(2) - 0.5))
+    assert main([*argv, "--restrict-to-topk"]) == 2
+    assert (
+        capsys.readouterr().err.strip().endswith("--restrict-to-topk is for tokenwise decoding; drop it with --block")
+    )

@@ -5,6 +5,7 @@ import os as _os
 # transformers advises at import that without PyTorch "models won't be available": ours are JAX models
 _os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+from .blockwise import BlockwiseResult, blockwise_decode
 from .cache import KVCache, init_cache
 from .config import SUPPORTED_MODEL_TYPES, ModelConfig
 from .decode import (
@@ -26,6 +27,8 @@ from .tokenizer import check_same_tokenizer, load_tokenizer
 
 __all__ = [
     "BestOfN",
+    "BlockwiseResult",
+    "blockwise_decode",
     "DecodePlan",
     "DecodeResult",
     "DecodeState",
