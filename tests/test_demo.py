@@ -35,7 +35,7 @@ def quick_report(tmp_path_factory):
 def test_demo_report_structure_and_guidance_beats_base(quick_report):
     rep = json.loads((quick_report / "report.json").read_text())
     rows = rep["rows"]
-    assert {r["method"] for r in rows} == {"base", "vas", "bon", "soft_bon"}
+    assert {r["method"] for r in rows} == {"base", "vas", "bon", "soft_bon", "block"}
     for r in rows:
         for k in (
             "method",
@@ -56,7 +56,12 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     assert all(r["kl"] >= 0 for r in vas)
     composed = [r for r in rows if r.get("composed")]
     assert len(composed) == 4 and set(composed[0]["rewards"]) == {"positivity", "brevity"}
-    assert len(rep["compute_ratio"]) == len(vas)
+    block = [r for r in rows if r["method"] == "block"]
+    assert len(rep["compute_ratio"]) == len(vas) + len(block)
+    # blockwise search: its KL is its bound, within the bound of every block run; the report's one line names it
+    assert [(r["block_samples"], r["block"], r["kl_kind"]) for r in block] == [(4, 8, "bound")]
+    assert 0 < block[0]["kl"] <= block[0]["kl_bound_max"] and block[0]["reward_mean"] > base["reward_mean"]
+    assert "| blockwise K=4 L=8 argmax |" in (quick_report / "examples.md").read_text()
     # composition: each beta raised alone, its own and the other reward's moves, against
     # Best-of-N raising that reward as far (its n = 1 point is the base itself)
     checks = {c["raised"]: c for c in rep["composition"]}
@@ -78,7 +83,7 @@ def test_demo_report_structure_and_guidance_beats_base(quick_report):
     soft = [r for r in rows if r["method"] == "soft_bon"]
     assert soft and all(r["kl"] <= bon[-1]["kl"] + 1e-9 and r["n"] == bon[-1]["n"] for r in soft)
     # admissibility: a VAS row is compared only when its KL is within Best-of-128's bound
-    for r, c in zip(vas, rep["compute_ratio"]):
+    for r, c in zip(vas + block, rep["compute_ratio"]):
         assert r["admissible"] == (r["kl"] <= rep["admissible_kl"]) == c["admissible"]
         assert c["admissible"] or c["bon_n"] is None
     for r in rows:

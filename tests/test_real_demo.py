@@ -38,6 +38,7 @@ def test_reduced_real_pipeline_guidance_beats_the_base(smollm2, tmp_path):
         betas=(4.0,),
         composed=((0.0, 4.0),),
         rounds=1,
+        blockwise=("2:8",),
     )
     lines = []
     report = run_real_demo(tmp_path, size, base=smollm2["hf"], log=lines.append)
@@ -53,6 +54,9 @@ def test_reduced_real_pipeline_guidance_beats_the_base(smollm2, tmp_path):
     assert vas["reward_mean"] > base["reward_mean"]
     assert grid["rewards"]["readability"] > base["rewards"]["readability"]
     assert [r["n"] for r in rows if r["method"] == "bon"] == [1, 2, 4]
+    block = next(r for r in rows if r["method"] == "block")  # vas bench --blockwise 2:8
+    assert (block["block_samples"], block["block"], block["keep"]) == (2, 8, "argmax")
+    assert any("--blockwise 2:8" in ln for ln in lines)
     for f in ("report.json", "examples.md", "reward_vs_kl.png", "reward_vs_cost.png", "composed_grid.png"):
         assert (tmp_path / "bench" / f).exists()
     meta = json.loads((tmp_path / "train-sentiment" / "value" / "config.json").read_text())["vas_value"]

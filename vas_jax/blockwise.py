@@ -79,6 +79,11 @@ class BlockSetting:
         guidance.check_rule(out.rule, ())
         return out
 
+    @property
+    def text(self) -> str:
+        """The setting as `parse` reads it."""
+        return f"{self.block_samples}:{self.block}:{self.keep}:{self.beta:g}:{self.rule}"
+
     def label(self) -> str:
         # the argmax of one value model's beta * V is the same for every beta > 0
         beta = f" β={self.beta:g}" if self.keep == "sample" or self.beta <= 0 else ""

@@ -39,8 +39,9 @@ class DemoSize:
     atom_margin: float = 0.25  # the atoms' span beyond the training rewards', as a share of theirs (td.make_atoms)
     mean_loss: float = 1.0  # a distributional head's mean's squared error beside its cross-entropy (TrainConfig)
     rule: str = "mean"
-    # blockwise searches guided by the positivity value model (vas_jax.blockwise.BlockSetting)
-    blockwise: tuple = ()
+    # blockwise searches guided by the positivity value model, "K:L[:keep[:beta[:rule]]]"
+    # (vas_jax.blockwise.BlockSetting): K continuations of L tokens, one kept; admissible KL bounds
+    blockwise: tuple = ("2:4", "4:8", "8:14")
 
 
 FULL = DemoSize()
@@ -53,6 +54,7 @@ QUICK = DemoSize(
     max_new_tokens=24,
     betas=(2.0, 8.0),
     composed=((0.0, 0.0), (8.0, 0.0), (0.0, 4.0), (8.0, 4.0)),
+    blockwise=("4:8",),
 )
 
 
@@ -61,6 +63,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
 
     import vas_jax
 
+    from .blockwise import BlockSetting
     from .corpus import brevity, demo_prompts, positivity
     from .harness import GRID_PLOT, PLOTS, format_table, run_comparison, write_report
     from .rewards import score_dataset
@@ -149,8 +152,8 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         log(f"    held-out correlation of V with returns {m.get('eval_corr', float('nan')):.2f}")
         values.append(vm)
     log(
-        f"4/4 comparing base, VAS (beta {list(size.betas)}) and Best-of-N (n up to {size.bon_max}) "
-        f"on {size.eval_prompts} held-out prompts"
+        f"4/4 comparing base, VAS (beta {list(size.betas)}), blockwise search (K:L {list(size.blockwise)}) and "
+        f"Best-of-N (n up to {size.bon_max}) on {size.eval_prompts} held-out prompts"
     )
     prompts = [tok(p)["input_ids"] for p in demo_prompts(size.eval_prompts, seed=2)]
     report = run_comparison(
@@ -167,7 +170,7 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
         top_k=size.top_k,
         temperature=size.vas_temperature,
         rule=size.rule,
-        blockwise=size.blockwise,
+        blockwise=[BlockSetting.parse(b) for b in size.blockwise],
         seed=size.seed,
         progress=progress,
     )

@@ -37,10 +37,20 @@ class RealSize:
     composed: tuple = ((0.0, 0.0), (2.0, 0.0), (0.0, 2.0), (2.0, 2.0))
     rounds: int = 0  # on-policy rounds per value model (each: VAS rollouts at round_beta, scored, training continued)
     round_beta: float = 2.0
+    # blockwise searches by the sentiment value model, K:L (`vas bench --blockwise`): the method the
+    # README recommends on real text (BENCHMARKS.md); all within Best-of-128's KL bound at 32 tokens
+    blockwise: tuple = ("4:8", "4:16", "8:16")
 
 
 DEFAULT = RealSize()
-FULL = RealSize(rollouts=8, max_new_tokens=48, eval_prompts=128, samples=4, betas=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+FULL = RealSize(
+    rollouts=8,
+    max_new_tokens=48,
+    eval_prompts=128,
+    samples=4,
+    betas=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    blockwise=("4:12", "4:24", "8:24"),
+)
 
 
 def smollm2_gguf() -> Path:
@@ -135,7 +145,10 @@ def run_real_demo(out: str | Path, size: RealSize = DEFAULT, *, base: str | Path
     for i, name in enumerate(REWARDS):
         for r in range(1, size.rounds + 1):
             values[i] = on_policy_round(vas, out, base, name, values[i], r, size, log=log)
-    log(f"4/4 held-out prompts: VAS over beta against Best-of-N (n up to {size.bon_max}), both rewards composed")
+    log(
+        f"4/4 held-out prompts: blockwise search and VAS over beta against Best-of-N (n up to {size.bon_max}), "
+        "both rewards composed"
+    )
     bench = out / "bench"
     argv = ["bench", "--base", base, "--prompts", heldout, "--chat-template", "--max-prompts", size.eval_prompts]
     for v, fn in zip(values, REWARDS.values()):
@@ -143,6 +156,8 @@ def run_real_demo(out: str | Path, size: RealSize = DEFAULT, *, base: str | Path
     argv += ["--betas", *size.betas, "--composed", *[b for pair in size.composed for b in pair]]
     argv += ["--samples", size.samples, "--bon-max", size.bon_max, "--max-new-tokens", size.max_new_tokens]
     argv += ["--top-k", size.top_k, "--out", bench]
+    if size.blockwise:
+        argv += ["--blockwise", *size.blockwise]
     vas(*argv)
     report = json.loads((bench / "report.json").read_text())
     report["demo"] = dataclasses.asdict(size)

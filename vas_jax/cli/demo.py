@@ -13,7 +13,7 @@ from __future__ import annotations
 
 
 def add_arguments(p):
-    from vas_jax.cli.args import nonnegative_float, nonnegative_int, positive_int
+    from vas_jax.cli.args import block_setting, nonnegative_float, nonnegative_int, positive_int
     from vas_jax.demo import FULL as TOY
     from vas_jax.real_demo import DEFAULT, FULL
 
@@ -30,6 +30,15 @@ def add_arguments(p):
         type=nonnegative_float,
         help="the beta of the rounds' rollouts, in reward standard deviations "
         f"(default: toy {TOY.round_beta:g}, real {DEFAULT.round_beta:g})",
+    )
+    p.add_argument(
+        "--blockwise",
+        nargs="*",
+        type=block_setting,
+        metavar="K:L[:KEEP[:BETA[:RULE]]]",
+        help="blockwise searches to compare (as vas bench --blockwise; none: leave them out) "
+        f"(default: toy {' '.join(TOY.blockwise)}, real {' '.join(DEFAULT.blockwise)}, "
+        f"real --full {' '.join(FULL.blockwise)})",
     )
     r = p.add_argument_group("the real demo (--real)")
     r.add_argument("--real", action="store_true", help="SmolLM2-135M-Instruct and two library rewards (make demo-real)")
@@ -69,6 +78,8 @@ def run(args):
 
     given = {f: getattr(args, f) for f in REAL_FLAGS if getattr(args, f) is not None}
     both = {f: getattr(args, f) for f in ("rounds", "round_beta") if getattr(args, f) is not None}
+    if args.blockwise is not None:  # the settings as typed: the sizes keep the K:L text (the real demo's argv)
+        both["blockwise"] = tuple(b.text for b in args.blockwise)
     if not args.real:
         if given or args.full or args.base:
             flags = (
