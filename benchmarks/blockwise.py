@@ -3,6 +3,8 @@
     python -m benchmarks.blockwise --toy --seeds 0 1 2          # the toy demo (`make demo`'s size), per seed
     python -m benchmarks.blockwise --real runs/demo-real         # a finished `vas demo --real` run
     python -m benchmarks.blockwise --toy --settings 4:8 8:14    # other searches (K:L[:keep[:beta[:rule]]])
+    python -m benchmarks.blockwise --toy --head distributional --settings 4:8:argmax:2:soft 4:20:sample:2:soft
+    python -m benchmarks.blockwise --real runs/demo-real --value DIR --settings 4:8:argmax:2:soft
 
 Toy: the whole demo per seed (rollouts, value training with its on-policy round, comparison; the
 composed grid left out), with the searches beside VAS's beta grid. Real: the demo's value model for
@@ -91,12 +93,13 @@ def print_analysis(a: dict, title: str) -> None:
         print(f"  {name:<24} " + "; ".join(parts))
 
 
-def run_toy(seeds, settings) -> None:
+def run_toy(seeds, settings, head: str) -> None:
     from vas_jax.demo import FULL, run_demo
 
     per_seed = []
+    texts = tuple(b.text for b in settings)
     for seed in seeds:
-        size = dataclasses.replace(FULL, composed=(), betas=(1.0, 2.0, 4.0, 8.0), blockwise=settings, seed=seed)
+        size = dataclasses.replace(FULL, composed=(), betas=(1.0, 2.0, 4.0, 8.0), blockwise=texts, seed=seed, head=head)
         with tempfile.TemporaryDirectory() as out:
             rep = run_demo(out, size, progress=False, log=lambda *_: None)
         a = analyse(rep["rows"])
@@ -116,7 +119,7 @@ def run_toy(seeds, settings) -> None:
         print(f"  blockwise compute target (BoN-{TARGET_N}+ at >= {TARGET_RATIO:g}x) met per seed: {hits}")
 
 
-def run_real(demo: Path, settings) -> None:
+def run_real(demo: Path, settings, value: Path | None) -> None:
     import vas_jax
     from vas_jax.data import encode_prompts, read_prompts
     from vas_jax.harness import run_comparison
@@ -134,7 +137,7 @@ def run_real(demo: Path, settings) -> None:
         base,
         tok,
         encode_prompts(tok, texts, chat_template=True),
-        [load_value(demo / "train-sentiment" / "value", tok, fuse=True)],
+        [load_value(value or demo / "train-sentiment" / "value", tok, fuse=True)],
         {"sentiment": load_reward_function(REWARDS["sentiment"])},
         betas=(),
         samples=s["samples"],
@@ -146,8 +149,8 @@ def run_real(demo: Path, settings) -> None:
         progress=True,
     )
     rows = kept + [r for r in rep["rows"] if r["method"] == "block"]
-    (demo / "bench" / "blockwise.json").write_text(json.dumps(rows, indent=2))
-    print_analysis(analyse(rows), f"real demo ({demo})")
+    (demo / "bench" / f"blockwise-{(value or demo).name}.json").write_text(json.dumps(rows, indent=2))
+    print_analysis(analyse(rows), f"real demo ({demo}), searches guided by {value or 'its sentiment value model'}")
 
 
 def main():
@@ -157,11 +160,13 @@ def main():
     where.add_argument("--real", type=Path, metavar="DIR", help="a finished `vas demo --real` directory")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0], help="toy: seeds (DemoSize.seed)")
     ap.add_argument("--settings", nargs="+", help="searches, K:L[:keep[:beta[:rule]]] (default: per demo)")
+    ap.add_argument("--head", default="scalar", choices=["scalar", "distributional"], help="toy: the value head")
+    ap.add_argument("--value", type=Path, help="real: the value model guiding the searches (default: the demo's)")
     args = ap.parse_args()
     if args.toy:
-        run_toy(args.seeds, settings_of(args.settings or TOY))
+        run_toy(args.seeds, settings_of(args.settings or TOY), args.head)
     else:
-        run_real(args.real, settings_of(args.settings or REAL))
+        run_real(args.real, settings_of(args.settings or REAL), args.value)
 
 
 if __name__ == "__main__":
