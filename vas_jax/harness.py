@@ -617,7 +617,7 @@ def plot(report: dict, out: Path):
     base = [r for r in rows if r["method"] == "base"]
     for xkey, fname, xlabel, logx in (
         ("flops_per_response", PLOTS[0], "FLOPs per response (counted)", True),
-        ("kl", PLOTS[1], "KL to the base (nats): VAS estimated, Best-of-N bound and estimate", False),
+        ("kl", PLOTS[1], "KL to the base (nats): VAS estimated; Best-of-N (and blockwise) bound", False),
     ):
         fig, ax = plt.subplots(figsize=(7.2, 4.8))
         # the base first and behind: Best-of-1 sits on the same point and must stay visible
@@ -759,7 +759,8 @@ def plot_blockwise(ax, rows: list, xkey: str) -> None:
                     ls="none", capsize=2, color=color, zorder=4)  # fmt: skip
         ax.scatter([r[xkey] for r in pts], [r["reward_mean"] for r in pts], marker="D", s=28, color=color, zorder=5,
                    facecolor=[color if r.get("admissible", True) else "white" for r in pts],
-                   label=f"blockwise, {keep}{' (soft V)' if rule == 'soft' else ''}; KL bound")  # fmt: skip
+                   label=f"blockwise, {keep}{' (soft V)' if rule == 'soft' else ''}"
+                         + ("; KL: its bound" if xkey == "kl" else ""))  # fmt: skip
         for r in pts:
             beta = f" β{r['beta'][0]:g}" if keep == "sample" else ""
             ax.annotate(f"K{r['block_samples']}·L{r['block']}{beta}", (r[xkey], r["reward_mean"]), fontsize=7,
