@@ -42,7 +42,7 @@ def settings_of(texts) -> tuple:
 def family(r: dict) -> str:
     if r["method"] == "vas":
         return f"VAS ({r.get('rule', 'mean')})"
-    beta = f" β={r['beta'][0]:g}" if r["keep"] == "sample" else ""
+    beta = f" β={r['beta'][0]:g}" if r["keep"] == "sample" or r["rule"] == "soft" else ""
     return f"K={r['block_samples']} {r['keep']}{beta}{' soft' if r['rule'] == 'soft' else ''}"
 
 

@@ -85,8 +85,8 @@ class BlockSetting:
         return f"{self.block_samples}:{self.block}:{self.keep}:{self.beta:g}:{self.rule}"
 
     def label(self) -> str:
-        # the argmax of one value model's beta * V is the same for every beta > 0
-        beta = f" β={self.beta:g}" if self.keep == "sample" or self.beta <= 0 else ""
+        # the argmax of one value model's beta * V is the same for every beta > 0 (not so for soft values)
+        beta = f" β={self.beta:g}" if self.keep == "sample" or self.rule == "soft" or self.beta <= 0 else ""
         return f"K={self.block_samples} L={self.block} {self.keep}{beta}" + (" soft" if self.rule == "soft" else "")
 
 

@@ -762,7 +762,7 @@ def plot_blockwise(ax, rows: list, xkey: str) -> None:
                    label=f"blockwise, {keep}{' (soft V)' if rule == 'soft' else ''}"
                          + ("; KL: its bound" if xkey == "kl" else ""))  # fmt: skip
         for r in pts:
-            beta = f" β{r['beta'][0]:g}" if keep == "sample" else ""
+            beta = f" β{r['beta'][0]:g}" if keep == "sample" or rule == "soft" else ""
             ax.annotate(f"K{r['block_samples']}·L{r['block']}{beta}", (r[xkey], r["reward_mean"]), fontsize=7,
                         xytext=(6, 2), textcoords="offset points", color=color, annotation_clip=False,
                         bbox=LABEL_BOX)  # fmt: skip
