@@ -20,7 +20,7 @@ from flax import nnx
 import vas_jax
 from vas_jax import ModelConfig, Transformer
 from vas_jax.decode_attention import decode_attention
-from vas_jax.model import _attend
+from vas_jax.model import attend
 
 # (batch, tokens, heads, kv heads, head width, slots): a base step; a value step (pending token and 20
 # candidates) with two head layouts; a long cache on a short grid (its slots split into ranges)
@@ -49,13 +49,13 @@ def attention_cases() -> bool:
             mask = jnp.broadcast_to(((slot >= lo[:, None]) & (slot < hi[:, None]))[:, None], (b, t, size))
             own = (ks, vs, 1) if t > 1 else None
             own_ref = (ks, vs, jnp.arange(t) >= 1) if t > 1 else None
-            want = jax.jit(lambda *a: _attend(*a, 0.125, own=own_ref))(q, kc, vc, mask)
+            want = jax.jit(lambda *a: attend(*a, 0.125, own=own_ref))(q, kc, vc, mask)
             got = jax.jit(lambda *a: decode_attention(*a, 0.125, own=own))(q, kc, vc, lo, hi)
             # write=True (how decoding calls it): the step's first token is new; the kernel attends to it
             # and stores it at the write index (size - 8: the reference reads up to it), the rest left as it was
             index = size - 8
             wk, wv = (jax.lax.dynamic_update_slice(c, x[:, :, :1], (0, 0, index, 0)) for c, x in ((kc, ks), (vc, vs)))
-            want_w = jax.jit(lambda *a: _attend(*a, 0.125, own=own_ref))(q, wk, wv, mask)
+            want_w = jax.jit(lambda *a: attend(*a, 0.125, own=own_ref))(q, wk, wv, mask)
             got_w, kc_w, vc_w = jax.jit(lambda *a: decode_attention(*a, 0.125, own=(ks, vs, 1), write=True))(
                 q, kc.copy(), vc.copy(), lo, jnp.full((b,), index, jnp.int32)
             )

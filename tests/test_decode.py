@@ -8,7 +8,7 @@ from full_forward import last
 
 import vas_jax
 from vas_jax import VasError, init_cache
-from vas_jax.decode import decode_program, prepare_prompts
+from vas_jax.decode import compiled_programs, prepare_prompts
 
 PROMPTS = [[5, 9, 14, 3, 22, 41, 7], [8, 2], [17, 33, 4, 61]]
 
@@ -211,14 +211,14 @@ def test_second_call_in_bucket_compiles_nothing(models):
     base, values = models["base"], [models["v_llama"], models["q_qwen"]]
     kw = dict(top_k=4, max_new_tokens=3, temperature=1.0)
     vas_jax.vas_decode(base, values, [[1, 2, 3], [4, 5]], beta=1.0, key=jax.random.key(0), **kw)
-    before = decode_program._cache_size()
+    before = compiled_programs()
     vas_jax.vas_decode(base, values, [[7, 8, 9, 10, 11], [12]], beta=[0.3, -2.0], key=jax.random.key(5), **kw)
     vas_jax.vas_decode(
         base, values, [[3] * 15, [2] * 9], beta=np.array([[1.0, 2.0], [3.0, 4.0]]), key=jax.random.key(9), **kw
     )
-    assert decode_program._cache_size() == before
+    assert compiled_programs() == before
     vas_jax.vas_decode(base, values, [[3] * 17, [2]], beta=1.0, key=jax.random.key(9), **kw)  # next bucket
-    assert decode_program._cache_size() == before + 1
+    assert compiled_programs() == before + 1
 
 
 def test_bad_inputs(models):

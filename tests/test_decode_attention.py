@@ -9,7 +9,7 @@ from test_decode import PROMPTS, models  # noqa: F401  (the module-scoped tiny m
 import vas_jax
 from vas_jax import VasError
 from vas_jax.decode_attention import BLOCK_K, decode_attention, padded_size, supported
-from vas_jax.model import _attend
+from vas_jax.model import attend
 
 
 def _case(seed, b, t, nh, kvh, d, size, dtype):
@@ -36,7 +36,7 @@ def test_kernel_equals_masked_softmax_attention(dtype, tol, blocks, splits, t, n
     mask = jnp.broadcast_to(((slot >= lo[:, None]) & (slot < hi[:, None]))[:, None], (b, t, size))
     for own, own_ref in ((None, None), ((ks, vs, 1), (ks, vs, jnp.arange(t) >= 1))):
         # with own keys, query 0 is the pending token (its key is in the cache already)
-        want = _attend(q, kc, vc, mask, 0.3, own=own_ref)
+        want = attend(q, kc, vc, mask, 0.3, own=own_ref)
         got = jax.jit(lambda *a, own=own: decode_attention(*a, 0.3, own=own, interpret=True, splits=splits))(
             q, kc, vc, lo, hi
         )
@@ -66,14 +66,14 @@ def test_kernel_writes_the_new_token_into_the_cache(t, nh, splits):
 
 
 def test_cache_sizes_head_widths_and_slot_ranges():
-    from vas_jax.decode_attention import MAX_BLOCKS, _splits
+    from vas_jax.decode_attention import MAX_BLOCKS, block_splits
 
     assert padded_size(1) == padded_size(BLOCK_K) == BLOCK_K and padded_size(BLOCK_K + 1) == 2 * BLOCK_K
     # short caches and full grids read the slots in one range; a long cache on a small grid is split
     # into ranges of whole blocks, at most MAX_BLOCKS each, all of one length but the last
-    assert _splits(1, 8, 6 * BLOCK_K) == _splits(16, 8, 64 * BLOCK_K) == 1
+    assert block_splits(1, 8, 6 * BLOCK_K) == block_splits(16, 8, 64 * BLOCK_K) == 1
     for b, kvh, blocks in [(1, 8, 64), (1, 2, 63), (4, 4, 17)]:
-        n = _splits(b, kvh, blocks * BLOCK_K)
+        n = block_splits(b, kvh, blocks * BLOCK_K)
         per = -(-blocks // n)
         assert n > 1 and per <= MAX_BLOCKS and (n - 1) * per < blocks
     assert supported(64, 384) and supported(128, 128) and not supported(64, 100)

@@ -13,7 +13,7 @@ from rollout_factory import random_rollouts
 import vas_jax
 from vas_jax import VasError
 from vas_jax.demo import BASE_DIR, SMALL_DIR
-from vas_jax.engine import Engine, _prefill_chunk, _step
+from vas_jax.engine import Engine, compiled_programs
 from vas_jax.params import SamplingParams
 from vas_jax.td import distributional_lambda_returns, lambda_returns, make_atoms, sparse_rewards, two_hot
 from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value, value_mean
@@ -163,14 +163,14 @@ def test_engine_soft_and_mean_rows_equal_vas_decode_and_compile_nothing_new(setu
     base, vm, _, tok, prompts = setup
     e = Engine(base, [vm], slots=3, max_len=48, eos_token_id=tok.eos_token_id, prefill_chunk=16)
     e.warmup()
-    sizes = (_step._cache_size(), _prefill_chunk._cache_size())
+    sizes = compiled_programs()
     work = [(prompts[0], 3.0, "soft"), (prompts[1], 3.0, "mean"), (prompts[2], -5.0, "soft")]
     slot_of = {
         e.submit(p, SamplingParams(beta=(b,), rule=r, temperature=0.0, top_k=20, max_new_tokens=8)): i
         for i, (p, b, r) in enumerate(work)
     }
     got = {slot_of[s]: t for s, t in e.run().items()}
-    assert (_step._cache_size(), _prefill_chunk._cache_size()) == sizes  # a mixed workload compiles nothing new
+    assert compiled_programs() == sizes  # a mixed workload compiles nothing new
     for i, (p, b, r) in enumerate(work):
         want = vas_jax.vas_decode(
             base, vm, [p], beta=b, rule=r, top_k=20, key=jax.random.key(0), max_new_tokens=8, temperature=0.0,

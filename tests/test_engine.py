@@ -6,7 +6,7 @@ import pytest
 
 import vas_jax
 from vas_jax.demo import BASE_DIR, SMALL_DIR
-from vas_jax.engine import Engine, _prefill_chunk, _step
+from vas_jax.engine import Engine, compiled_programs
 from vas_jax.params import SamplingParams
 from vas_jax.train import init_value_model
 
@@ -119,11 +119,11 @@ def test_long_prompts_enter_in_chunks_and_compile_once(setup):
     assert out[0] == vas_jax.vas_decode(base, vm, [long], beta=1.0, top_k=20, **common).token_lists()[0]
     assert out[1] == vas_jax.vas_decode(base, vm, [prompts[1]], beta=1.0, top_k=20, **common).token_lists()[0]
     # warm: another mixed workload (other prompts, betas, temperatures, seeds) compiles nothing
-    sizes = (_step._cache_size(), _prefill_chunk._cache_size())
+    sizes = compiled_programs()
     e.submit(long[:-3], SamplingParams(beta=(3.0,), temperature=0.7, seed=9, max_new_tokens=5))
     e.submit(prompts[2], SamplingParams(beta=(0.5,), temperature=0.0, max_new_tokens=7))
     e.run()
-    assert (_step._cache_size(), _prefill_chunk._cache_size()) == sizes
+    assert compiled_programs() == sizes
 
 
 def test_cancel_top_logprobs_and_bad_requests(setup):
@@ -152,10 +152,10 @@ def test_warmup_compiles_every_program_a_mixed_workload_needs(setup):
     base, vm, tok, prompts = setup
     long = tok("review : " + " ".join(["the film was rather good ."] * 8))["input_ids"]
     e = Engine(base, [vm], slots=3, max_len=80, eos_token_id=tok.eos_token_id, prefill_chunk=16, top_logprobs=2)
-    before = (_step._cache_size(), _prefill_chunk._cache_size())
+    before = compiled_programs()
     n = e.warmup()
-    sizes = (_step._cache_size(), _prefill_chunk._cache_size())
-    assert sum(sizes) - sum(before) == n  # a shape no other test uses: every program is new
+    sizes = compiled_programs()
+    assert sizes - before == n  # a shape no other test uses: every program is new
     assert not e.busy() and not np.asarray(e.state.live).any()
     work = [
         (long, SamplingParams(beta=(2.0,), temperature=0.9, top_p=0.8, seed=1, max_new_tokens=6)),
@@ -171,7 +171,7 @@ def test_warmup_compiles_every_program_a_mixed_workload_needs(setup):
             if r.finished and len(work) > 3:
                 p, rp = work.pop(3)
                 e.submit(p, rp)
-    assert (_step._cache_size(), _prefill_chunk._cache_size()) == sizes
+    assert compiled_programs() == sizes
     # the warm-up left nothing behind: a request on a freshly warmed engine equals vas_decode
     e = Engine(base, [vm], slots=3, max_len=80, eos_token_id=tok.eos_token_id, prefill_chunk=16, top_logprobs=2)
     e.warmup()

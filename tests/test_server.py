@@ -21,7 +21,7 @@ import pytest
 
 import vas_jax
 from vas_jax.demo import BASE_DIR, SMALL_DIR
-from vas_jax.engine import Engine, _prefill_chunk, _step
+from vas_jax.engine import Engine, compiled_programs
 from vas_jax.scheduler import Scheduler
 from vas_jax.server import ServerConfig, ServerThread, create_app
 from vas_jax.train import init_value_model
@@ -283,7 +283,7 @@ def test_load_nothing_lost_and_nothing_compiled(server):
     among them: each good one answered once with its tokens, each bad one its error."""
     srv, sched = server
     c = client(srv, timeout=60)
-    sizes = (_step._cache_size(), _prefill_chunk._cache_size())
+    sizes = compiled_programs()
     rng = np.random.default_rng(0)
     long = "review : " + "the film was rather good . " * 8
 
@@ -323,7 +323,7 @@ def test_load_nothing_lost_and_nothing_compiled(server):
             finish, got, asked = r
             assert (finish == "length" and got == asked) or (finish == "stop" and got <= asked), r
     assert httpx.get(srv.url + "/health").json() == {"status": "ok", "running": 0, "waiting": 0, "slots": SLOTS}
-    assert (_step._cache_size(), _prefill_chunk._cache_size()) == sizes  # warm-up compiled every program
+    assert compiled_programs() == sizes  # warm-up compiled every program
 
 
 @pytest.mark.slow

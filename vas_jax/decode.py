@@ -299,6 +299,12 @@ def _decode_program(graphdefs, states, ids, starts, beta, rule, key, temperature
 decode_program = jax.jit(_decode_program, static_argnames=("graphdefs", "spec"))
 
 
+def compiled_programs() -> int:
+    """How many decode programs (`generate`, `vas_decode`) this process has compiled: one per spec,
+    bucket and batch shape, so a call like an earlier one compiles nothing."""
+    return decode_program._cache_size()
+
+
 def chunk_steps(max_new_tokens: int, check_every: int) -> int:
     """Steps per chunk of the decode loop: the largest divisor of max_new_tokens up to check_every,
     so that no chunk runs past the last token (a prime max_new_tokens above it gives 1)."""

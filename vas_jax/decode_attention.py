@@ -58,7 +58,7 @@ def supported(head_dim: int, size: int, interpret: bool = False) -> bool:
 MAX_BLOCKS = 8  # blocks one program reads before the slots are split over several (flash-decoding)
 
 
-def _splits(batch: int, kv_heads: int, size: int) -> int:
+def block_splits(batch: int, kv_heads: int, size: int) -> int:
     """Slot ranges per (row, kv head). One range (no merge epilogue) unless a program would read more
     than MAX_BLOCKS blocks while the grid leaves a GPU's ~100+ SMs idle. Ranges are whole blocks,
     all of one length but the last."""
@@ -175,7 +175,7 @@ def decode_attention(
     q: [B, T, NH, D]; k_cache, v_cache: [B, KVH, S, D] (S a multiple of BLOCK_K); lo, hi: int32[B].
     own: (k, v [B, KVH, T, D], n) -- the step's own keys and values: query t >= n also attends to its
     own (the VAS candidates after n pending tokens), normalised jointly with the cache. splits: slot
-    ranges per (row, kv head), of whole blocks (default: `_splits`). Returns [B, T, NH * D] in the
+    ranges per (row, kv head), of whole blocks (default: `block_splits`). Returns [B, T, NH * D] in the
     cache's dtype.
 
     write=True: the first n tokens are new, not yet in the cache: each query t sees new tokens j <= t
@@ -190,7 +190,7 @@ def decode_attention(
     r = _rows(g * t)
     qg = jnp.pad(qg, ((0, 0), (0, 0), (0, r - g * t), (0, 0)))
     blocks = size // BLOCK_K
-    n_split = splits or _splits(b, kvh, size)
+    n_split = splits or block_splits(b, kvh, size)
     per = -(-blocks // n_split)  # blocks per range
     n_split = -(-blocks // per)
     split = n_split > 1

@@ -529,3 +529,9 @@ def _keep_index(new: KVCache, old: KVCache, live) -> KVCache:
     """Rows that are not live keep their write index: what the step wrote at it is overwritten by the
     row's next request, and attention never reads at or past a row's index (no copy of the cache)."""
     return new.replace(index=jnp.where(live, new.index, old.index))
+
+
+def compiled_programs() -> int:
+    """How many programs the engine has compiled in this process (prefill chunks and steps): a warm
+    engine serves any mix of requests without this growing."""
+    return _prefill_chunk._cache_size() + _step._cache_size()

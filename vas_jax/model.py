@@ -255,7 +255,7 @@ def _softcap(x, cap: float):
     return x if not cap else jnp.tanh(x / cap) * cap
 
 
-def _attend(q, k, v, mask, scale, own=None, softcap: float = 0.0):
+def attend(q, k, v, mask, scale, own=None, softcap: float = 0.0):
     """Softmax attention of q over keys/values k, v.
 
     q: [B, T, NH, D]; k, v: [B, KVH, S, D]; mask: bool[B, T, S]. Keys are head-major so both
@@ -482,7 +482,7 @@ class Transformer(nnx.Module):
                 ok = _window_ok(positions, positions, w)
                 masks[w] = base_mask if ok is None else base_mask & ok
             q, k, v = attn.qkv(x, positions, inv_freq)
-            return _attend(q, k, v, masks[w], attn.scale, softcap=attn.softcap)
+            return attend(q, k, v, masks[w], attn.scale, softcap=attn.softcap)
 
         return self._trunk(self._embed(input_ids, positions), attn_fn, t)
 
@@ -602,8 +602,8 @@ class Transformer(nnx.Module):
                 )
             cm, nm = masks[w]
             if mode == "prefill":
-                return _attend(q, kw, vw, nm, attn.scale, softcap=attn.softcap)
-            return _attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None, softcap=attn.softcap)
+                return attend(q, kw, vw, nm, attn.scale, softcap=attn.softcap)
+            return attend(q, kc, vc, cm, attn.scale, own=(k, v, own_ok) if kc_ else None, softcap=attn.softcap)
 
         h = self._trunk(self._embed(input_ids, positions), attn_fn, cache.size)
         if mode == "candidates":
