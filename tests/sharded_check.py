@@ -10,7 +10,6 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import vas_jax  # noqa: E402
-from benchmarks.hlo_stats import compiled_decode_hlo  # noqa: E402
 from vas_jax.sharding import DECODE_RULES, TRAIN_RULES, make_mesh, shard_model  # noqa: E402
 from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value  # noqa: E402
 
@@ -43,11 +42,10 @@ def main(base_dir, value_dir, out):
         g = vas_jax.generate(sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh)
         assert g.token_lists() == ref_gen.token_lists(), spec
         if spec == "data=2,fsdp=2,tensor=2":  # each device holds its rows' cache for its kv heads only
-            hlo = compiled_decode_hlo(
-                lambda: vas_jax.generate(
-                    sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh, run=False
-                )
+            plan = vas_jax.generate(
+                sb, prompts, key=jax.random.key(0), max_new_tokens=6, temperature=0.0, mesh=mesh, run=False
             )
+            hlo = plan.compile().as_text()  # the compiled, per-device program
             assert "f32[4,1,22,8]" in hlo and "f32[8,2,22,8]" not in hlo and "f32[4,2,22,8]" not in hlo
         # decoding with fused projections: each fused tensor is split on its kv groups / MLP units
         sb, sv = vas_jax.load_model(base_dir, mesh=mesh, fuse=True), vas_jax.load_model(value_dir, mesh=mesh, fuse=True)

@@ -25,7 +25,7 @@ def test_parse_mesh():
 
 @pytest.mark.slow
 def test_sharded_equals_single_device(hf_dir, tmp_path):
-    root = str(Path(__file__).resolve().parents[1])  # sharded_check reads benchmarks/hlo_stats.py's machinery
+    root = str(Path(__file__).resolve().parents[1])  # the checkout's vas_jax, as in this process
     env = dict(
         os.environ,
         XLA_FLAGS="--xla_force_host_platform_device_count=8",
