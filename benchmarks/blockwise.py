@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.levers import at_kl
-from vas_jax.blockwise import BlockSetting
+from vas_jax.blockwise import BlockSetting, beta_matters
 
 TOY = ("2:4", "2:8", "4:8", "4:10", "4:14", "4:20", "8:14", "8:20", "4:20:sample:8")
 REAL = ("2:4", "2:8", "4:6", "4:8", "4:16", "8:11", "8:16", "4:16:sample:8")
@@ -42,7 +42,7 @@ def settings_of(texts) -> tuple:
 def family(r: dict) -> str:
     if r["method"] == "vas":
         return f"VAS ({r.get('rule', 'mean')})"
-    beta = f" β={r['beta'][0]:g}" if r["keep"] == "sample" or r["rule"] == "soft" else ""
+    beta = f" β={r['beta'][0]:g}" if beta_matters(r["keep"], r["rule"], r["beta"][0]) else ""
     return f"K={r['block_samples']} {r['keep']}{beta}{' soft' if r['rule'] == 'soft' else ''}"
 
 

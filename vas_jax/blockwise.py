@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx, struct
 
 from . import guidance
+from .best_of_n_stats import bon_kl_bound
 from .decode import DecodePlan, DecodeSpec, decode_step, prefill, unpack_outputs, vas_decode
 from .errors import VasError
 from .model import Transformer
@@ -40,9 +41,15 @@ PICK_STREAM = 2**31 - 1  # fold_in(key, PICK_STREAM): the keep draws' stream, wh
 
 
 def block_kl_bound(block_samples: int, keep: str) -> float:
-    """KL(one block's choice || the base's block) <= log K - (K-1)/K for argmax, log K for a draw."""
-    k = block_samples
-    return float(math.log(k) - (k - 1) / k) if keep == "argmax" else float(math.log(k))
+    """KL(one block's choice || the base's block) <= log K - (K-1)/K for argmax (Best-of-K's
+    bound: the continuations' values play its rewards), log K for a draw."""
+    return bon_kl_bound(block_samples) if keep == "argmax" else float(math.log(block_samples))
+
+
+def beta_matters(keep: str, rule: str, beta: float) -> bool:
+    """Whether beta changes which continuation is kept: the argmax of one value model's beta x V is
+    the same for every beta > 0; a draw's sharpness, and soft values, depend on beta."""
+    return keep == "sample" or rule == "soft" or beta <= 0
 
 
 def search_blocks(max_new_tokens: int, block: int) -> int:
@@ -85,8 +92,7 @@ class BlockSetting:
         return f"{self.block_samples}:{self.block}:{self.keep}:{self.beta:g}:{self.rule}"
 
     def label(self) -> str:
-        # the argmax of one value model's beta * V is the same for every beta > 0 (not so for soft values)
-        beta = f" β={self.beta:g}" if self.keep == "sample" or self.rule == "soft" or self.beta <= 0 else ""
+        beta = f" β={self.beta:g}" if beta_matters(self.keep, self.rule, self.beta) else ""
         return f"K={self.block_samples} L={self.block} {self.keep}{beta}" + (" soft" if self.rule == "soft" else "")
 
 

@@ -185,13 +185,10 @@ def prefill(base, values, ids, starts, spec: "DecodeSpec", *, hold_last: bool = 
         if kind == "vocab":
             out, vc = vm.forward(ids, vc, mode="prefill", outputs="last")
             q_logits.append(out[:, 0])
-        elif not hold_last:
-            _, vc = vm.forward(ids, vc, mode="prefill", outputs="none")
-            q_logits.append(jnp.zeros((b, 0), jnp.float32))
         else:
-            # the last prompt token stays pending: it enters the cache in the first step's candidate
-            # call, so every step has the same shape [pending, k candidates]
-            _, vc = vm.forward(ids[:, :-1], vc, mode="prefill", outputs="none")
+            # held, the last prompt token stays pending: it enters the cache in the first step's
+            # candidate call, so every step has the same shape [pending, k candidates]
+            _, vc = vm.forward(ids[:, :-1] if hold_last else ids, vc, mode="prefill", outputs="none")
             q_logits.append(jnp.zeros((b, 0), jnp.float32))
         v_caches.append(vc)
     if spec.num_samples > 1:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .best_of_n_stats import ADMISSIBLE_KL, bon_kl_bound, bon_kl_estimate, expected_best, expected_other, soft_bon
-from .blockwise import BlockSetting, block_kl_bound, blockwise_decode, search_blocks
+from .blockwise import BlockSetting, beta_matters, block_kl_bound, blockwise_decode, search_blocks
 from .decode import generate, vas_decode
 from .flops import sequence_flops
 from .tokenizer import default_pad_id, end_of_turn_ids
@@ -181,6 +181,22 @@ def run_comparison(
         both = {nm: per_prompt_stats(v, P) for nm, v in sc.items()}
         return {nm: m for nm, (m, _) in both.items()}, {nm: se for nm, (_, se) in both.items()}
 
+    def outcome(res, dt, n_per_prompt):
+        """A guided row's shared fields (rewards with standard errors, time, length, text statistics),
+        and the answers."""
+        sc, resp = score(res, n_per_prompt)
+        means, ses = stats(sc)
+        fields = dict(
+            reward_mean=means[primary],
+            reward_se=ses[primary],
+            seconds_per_response=dt / len(resp),
+            rewards=means,
+            rewards_se=ses,
+            mean_length=float(np.asarray(res.lengths).mean()),
+            **text_stats(res, resp),
+        )
+        return fields, resp
+
     def vas_row(vms, beta, **extra):
         res, dt = decode(
             lambda ps: vas_decode(
@@ -198,27 +214,19 @@ def run_comparison(
             samples,
             [base, *vms],
         )
-        sc, resp = score(res, samples)
-        mean_len = float(np.asarray(res.lengths).mean())
+        fields, resp = outcome(res, dt, samples)
         kl, kl_se = per_prompt_stats(np.asarray(res.kl()), P)
-        means, ses = stats(sc)
         row = dict(
             method="vas",
             rule=rule,
             beta=[float(b) for b in beta],
             n=1,
-            reward_mean=means[primary],
-            reward_se=ses[primary],
             kl=kl,
             kl_se=kl_se,
             kl_kind="estimate",
             admissible=bool(kl <= ADMISSIBLE_KL),
-            flops_per_response=cost(mean_len, vms),
-            seconds_per_response=dt / len(resp),
-            rewards=means,
-            rewards_se=ses,
-            mean_length=mean_len,
-            **text_stats(res, resp),
+            flops_per_response=cost(fields["mean_length"], vms),
+            **fields,
             **extra,
         )
         return row, resp
@@ -235,18 +243,16 @@ def run_comparison(
             samples * k,
             [base, *values[:1]],
         )  # fmt: skip
-        sc, resp = score(res, samples)
+        fields, resp = outcome(res, dt, samples)
         blocks = np.asarray(res.blocks)
         steps = float(np.minimum(blocks * st.block, max_new_tokens).mean())  # tokens each of the K rows ran
         flops = 0.0
         for m in (base, *values[:1]):  # a prefill per prompt, then K rows of decode steps
             pre = sequence_flops(m.config, mean_prompt, 0)
             flops += pre + k * (sequence_flops(m.config, mean_prompt, steps) - pre)
-        mean_len = float(np.asarray(res.lengths).mean())
         if reward_flops is not None:
-            flops += reward_flops(int(mean_prompt + mean_len))
+            flops += reward_flops(int(mean_prompt + fields["mean_length"]))
         kl, _ = per_prompt_stats(np.asarray(res.kl_bound), P)
-        means, ses = stats(sc)
         row = dict(
             method="block",
             setting=st.label(),
@@ -256,20 +262,14 @@ def run_comparison(
             rule=st.rule,
             beta=[float(st.beta)],
             n=k,
-            reward_mean=means[primary],
-            reward_se=ses[primary],
             kl=kl,
             kl_se=0.0,
             kl_kind="bound",
             kl_bound_max=search_blocks(max_new_tokens, st.block) * block_kl_bound(k, st.keep),  # every block run
             admissible=bool(kl <= ADMISSIBLE_KL),
             flops_per_response=flops,
-            seconds_per_response=dt / len(resp),
-            rewards=means,
-            rewards_se=ses,
-            mean_length=mean_len,
             mean_blocks=float(blocks.mean()),
-            **text_stats(res, resp),
+            **fields,
         )
         return row, resp
 
@@ -762,7 +762,7 @@ def plot_blockwise(ax, rows: list, xkey: str) -> None:
                    label=f"blockwise, {keep}{' (soft V)' if rule == 'soft' else ''}"
                          + ("; KL: its bound" if xkey == "kl" else ""))  # fmt: skip
         for r in pts:
-            beta = f" β{r['beta'][0]:g}" if keep == "sample" or rule == "soft" else ""
+            beta = f" β{r['beta'][0]:g}" if beta_matters(keep, rule, r["beta"][0]) else ""
             ax.annotate(f"K{r['block_samples']}·L{r['block']}{beta}", (r[xkey], r["reward_mean"]), fontsize=7,
                         xytext=(6, 2), textcoords="offset points", color=color, annotation_clip=False,
                         bbox=LABEL_BOX)  # fmt: skip

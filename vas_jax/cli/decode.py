@@ -293,18 +293,7 @@ def _local_batch(args, base, values, prompts, betas, tok, pad, mesh, key) -> lis
             base, values, prompts, beta=np.asarray(betas, np.float32), block=args.block,
             block_samples=args.block_samples, keep=args.keep, rule=args.rule, **common,
         )  # fmt: skip
-        lp, bound, blocks = np.asarray(r.logprobs).sum(-1), np.asarray(r.kl_bound), np.asarray(r.blocks)
-        return [
-            {
-                "completion": tok.decode(toks, skip_special_tokens=True),
-                "tokens": toks,
-                "base_logprob": float(lp[row]),
-                "kl_bound": float(bound[row]),  # blocks x the per-block bound: no log-ratio is sampled
-                "blocks": int(blocks[row]),
-            }
-            for row, toks in enumerate(r.token_lists())
-        ]
-    if values:
+    elif values:
         r = vas_jax.vas_decode(
             base,
             values,
@@ -317,14 +306,17 @@ def _local_batch(args, base, values, prompts, betas, tok, pad, mesh, key) -> lis
         )
     else:
         r = vas_jax.generate(base, prompts, **common)
-    kl = np.asarray(r.kl())
+    if args.block is None:  # a sampled policy's log-ratio to the base
+        about = [{"log_ratio": float(x)} for x in np.asarray(r.kl())]
+    else:  # a search samples no log-ratio: blocks x the per-block bound
+        about = [{"kl_bound": float(b), "blocks": int(n)} for b, n in zip(np.asarray(r.kl_bound), np.asarray(r.blocks))]
     lp = np.asarray(r.logprobs).sum(-1)
     return [
         {
             "completion": tok.decode(toks, skip_special_tokens=True),
             "tokens": toks,
             "base_logprob": float(lp[row]),
-            "log_ratio": float(kl[row]),
+            **about[row],
         }
         for row, toks in enumerate(r.token_lists())
     ]
