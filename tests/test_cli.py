@@ -138,3 +138,21 @@ def test_decode_cli_blockwise_search(tiny_dirs, tmp_path, capsys):
     assert (
         capsys.readouterr().err.strip().endswith("--restrict-to-topk is for tokenwise decoding; drop it with --block")
     )
+
+
+@pytest.mark.parametrize(
+    "setting,says",
+    [
+        ("4", "a blockwise setting is K:L[:keep[:beta[:rule]]] (e.g. 4:8 or 4:16:sample:4), got '4'"),
+        ("4:x", "in the blockwise setting '4:x', K and L must be whole numbers, beta a number"),
+        ("4:0", "block must be a whole number of tokens >= 1, got 0"),
+        ("4:8:best", "keep must be one of argmax, sample, got 'best'"),
+        ("4:8:sample:inf", "in the blockwise setting '4:8:sample:inf', beta must be finite"),
+        ("4:8:argmax:1:tail", "unknown guidance rule 'tail'; use one of mean, soft"),
+    ],
+)
+def test_bad_blockwise_settings_are_one_line_before_any_model_loads(setting, says, capsys):
+    rc = main(["bench", "--base", "nowhere", "--value", "nowhere", "--prompts", "p.jsonl", "--blockwise", setting])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and err.startswith("vas bench: error: argument --blockwise: ")
+    assert says in err
