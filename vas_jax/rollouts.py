@@ -54,8 +54,10 @@ def _check_settings(path: Path, settings: dict) -> None:
             )
 
 
-def _write_settings(path: Path, settings: dict) -> None:
-    tmp = path / f".tmp-{SETTINGS}"
+def _write_settings(path: Path, settings: dict, host: int) -> None:
+    # each host writes its own temporary file: every host writes the settings with its first shard,
+    # and with one shared name one host's rename could take the file from under another's
+    tmp = path / f".tmp-{host}-{SETTINGS}"
     tmp.write_text(json.dumps(settings, indent=2, sort_keys=True))
     os.replace(tmp, path / SETTINGS)
 
@@ -183,7 +185,7 @@ def sample_rollouts(
         shard_dir.mkdir(parents=True, exist_ok=True)
         datasets.Dataset.from_dict(cols).to_parquet(str(tmp))
         if not _has_data(out):  # with the first shard: a run that failed before it binds nothing
-            _write_settings(out, settings)
+            _write_settings(out, settings, pid)
         os.replace(tmp, shard_dir / f"shard-{s:05d}.parquet")
         bar.update(len(rows))
         if on_shard is not None:
