@@ -399,31 +399,123 @@ def complete_text(b: bytes) -> str:
     return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(b, final=False)
 
 
-def _retokenized_round(graphdefs, states, tokenizer, rows, answers, pos, beta, B, M, K, pad_id):
-    """Retokenising mode's `_score`: candidate c at position j of row i is scored on the value
-    models' tokens of answer + draft[:j] + c, whole (see the module's docstring). Returns the
-    augmented log-probs float32[B, M, K], -inf outside the real candidates."""
-    seqs, where = [], []
-    for i, row in pos.items():
-        text = answers[i]
-        for j, p in enumerate(row):
-            for c, cand in enumerate(p.ids):
-                seqs.append(rows[i] + tokenizer(complete_text(text + cand), add_special_tokens=False)["input_ids"])
-                where.append((i, j, c))
-            text += p.token
-    # rows and length padded to powers of two: a few programs serve every round
-    ids, starts, _ = prepare_prompts(seqs + [seqs[0]] * (bucket_length(len(seqs)) - len(seqs)), pad_id=pad_id)
-    v = np.asarray(_last_values(graphdefs, states, ids, starts))[: len(seqs)]
-    n = v.shape[1]
-    scores = np.zeros((B, M, n, K), np.float32)
-    lps = np.zeros((B, M, K), np.float32)
-    mask = np.zeros((B, M, K), bool)
-    for (i, j, c), vals in zip(where, v):
-        scores[i, j, :, c], lps[i, j, c], mask[i, j, c] = vals, pos[i][j].logprobs[c], True
-    aug = _vas_over_candidates(
-        lps.reshape(B * M, K), scores.reshape(B * M, n, K), jnp.repeat(beta, M, axis=0), mask.reshape(B * M, K)
-    )
-    return np.asarray(aug).reshape(B, M, K)
+@dataclasses.dataclass
+class RemoteResult:
+    tokens: list[int]
+    finished: str  # "stop" (an end token) or "length"
+    # text mode: every partial answer sent re-tokenised to the ids decoded here (retokenising mode: None, unknown)
+    round_trip: bool | None = True
+    logprobs: list = dataclasses.field(default_factory=list)  # the base's log-prob of each token (from its top k)
+    policy_logprobs: list = dataclasses.field(default_factory=list)  # under the guided distribution (0 if greedy)
+    text: str | None = None  # retokenising mode: the answer's text (tokens are then the value tokenizer's ids of it)
+
+    def log_ratio(self) -> float:
+        """sum(policy - base) over the tokens: its mean over samples estimates KL(remote VAS || base)."""
+        return float(sum(self.policy_logprobs) - sum(self.logprobs))
+
+
+class Rows:
+    """Every row's answer so far: its tokens (ids; bytes in retokenising mode), the base's and the
+    guided policy's log-probability of each, why it ended, and its own random stream."""
+
+    def __init__(self, prompts: list[list[int]], rngs: list, eos: set, max_new_tokens: int):
+        self.prompts, self.rngs, self.eos, self.max_new_tokens = prompts, rngs, eos, max_new_tokens
+        self.gen: list[list] = [[] for _ in prompts]
+        self.base_lp: list[list[float]] = [[] for _ in prompts]
+        self.policy_lp: list[list[float]] = [[] for _ in prompts]
+        self.done: list[str | None] = [None] * len(prompts)
+
+    def live(self) -> list[int]:
+        return [i for i, d in enumerate(self.done) if d is None]
+
+    def append(self, i: int, token, position: Position, policy_lp: float) -> bool:
+        """Row i takes `token` (one of `position`'s candidates); whether the row has ended."""
+        self.gen[i].append(token)
+        self.base_lp[i].append(float(position.logprobs[position.ids.index(token)]))
+        self.policy_lp[i].append(policy_lp)
+        if token in self.eos:
+            self.done[i] = "stop"
+        elif len(self.gen[i]) >= self.max_new_tokens:
+            self.done[i] = "length"
+        return self.done[i] is not None
+
+
+def _draw(aug, position: Position, greedy: bool, temperature: float, rng):
+    """One-token choice among a position's candidates: (token, accepted, its log-probability under
+    the guided distribution; 0 when greedy). Nothing was drafted, so nothing is accepted."""
+    cands = list(position.ids)
+    aug = np.asarray(aug[: len(cands)], np.float64)
+    if greedy:
+        return cands[int(np.argmax(aug))], False, 0.0
+    log_pi = aug / temperature - np.logaddexp.reduce(aug / temperature)
+    c = rng.choice(len(cands), p=_normalized(np.exp(log_pi)))
+    return cands[c], False, float(log_pi[c])
+
+
+def _normalized(p):
+    return p / p.sum()
+
+
+def _accept(aug, position: Position, greedy: bool, temperature: float, rng):
+    """Speculative choice: keep the endpoint's draft token when the VAS rule accepts it (greedy: it
+    is VAS's argmax; sampled: min(1, pi(t) / p(t)) against the base's temperature-1 distribution p
+    that drew it), else draw from the residual max(0, pi - p). Returns (token, accepted, log pi)."""
+    cands = list(position.ids)
+    aug = np.asarray(aug[: len(cands)], np.float64)
+    if greedy:
+        best = cands[int(np.argmax(aug))]
+        return best, best == position.token, 0.0
+    log_pi = aug / temperature - np.logaddexp.reduce(aug / temperature)
+    pi = _normalized(np.exp(log_pi))
+    p = np.exp(np.asarray(position.logprobs, np.float64))
+    hit = [c for c, x in enumerate(cands) if x == position.token]
+    if hit and rng.random() < min(1.0, pi[hit[0]] / p[hit[0]]):
+        return position.token, True, float(log_pi[hit[0]])
+    resid = np.maximum(pi - p, 0.0)
+    c = rng.choice(len(cands), p=_normalized(resid) if resid.sum() > 0 else pi)
+    return cands[c], False, float(log_pi[c])
+
+
+class CachedValues:
+    """The value models with their KV caches kept across rounds (exact and text mode): each prompt
+    prefilled but its last token, which stays pending as in `vas_decode`; a round appends each
+    row's pending token and scores every position's candidates in one call (`_score`); `keep` rolls
+    a row's caches back to the tokens it kept."""
+
+    def __init__(self, values, prompts: list[list[int]], positions: int, max_new_tokens: int, pad_id: int):
+        ids, starts, _ = prepare_prompts(prompts, pad_id=pad_id)
+        b, tb = ids.shape
+        splits = [nnx.split(v) for v in values]
+        self.graphdefs, self.states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
+        self.vocab = min(v.config.vocab_size for v in values)
+        self.positions, self.pad_id = positions, pad_id
+        size = bucket_length(tb + max_new_tokens + positions)
+        caches = tuple(init_cache(v.config, b, size, v.dtype, starts) for v in values)
+        caches = _prefill(self.graphdefs, self.states, caches, ids[:, :-1])
+        self.caches = tuple(c.replace(index=jnp.full((b,), tb - 1, jnp.int32)) for c in caches)  # per-row indices
+        self.pending = [p[-1] for p in prompts]
+        self.kept = np.full((b,), tb - 1)
+
+    def score(self, pos: dict, beta, k: int, source: str):
+        """The round's augmented log-probs float32[B, M, K], -inf outside each position's candidates."""
+        # one shape for every round (speculative positions): a shorter round compiles nothing new
+        pend, cands, lps, mask = _round_arrays(pos, self.pending, len(self.pending), self.positions, k, self.pad_id)
+        if cands.max() >= self.vocab:
+            raise VasError(
+                f"{source} sent token id {int(cands.max())}, outside the value models' vocabulary of "
+                f"{self.vocab}: the base uses another tokenizer than the value models"
+            )
+        self.kept = np.array(self.caches[0].index)  # before the call, which donates the caches
+        aug, self.caches = _score(self.graphdefs, self.states, self.caches, pend, cands, lps, mask, beta)
+        return np.asarray(aug)
+
+    def keep(self, i: int, n: int, last) -> None:
+        """Row i kept n tokens of this round, the last one `last` (pending for the next)."""
+        self.kept[i] += n
+        self.pending[i] = last
+
+    def end_round(self) -> None:
+        self.caches = tuple(c.replace(index=jnp.asarray(self.kept)) for c in self.caches)
 
 
 def _round_arrays(pos: dict, pending: list, B: int, M: int, K: int, pad_id: int):
@@ -442,42 +534,195 @@ def _round_arrays(pos: dict, pending: list, B: int, M: int, K: int, pad_id: int)
     return pend, cands, lps, mask
 
 
-@dataclasses.dataclass
-class RemoteResult:
-    tokens: list[int]
-    finished: str  # "stop" (an end token) or "length"
-    # text mode: every partial answer sent re-tokenised to the ids decoded here (retokenising mode: None, unknown)
-    round_trip: bool | None = True
-    logprobs: list = dataclasses.field(default_factory=list)  # the base's log-prob of each token (from its top k)
-    policy_logprobs: list = dataclasses.field(default_factory=list)  # under the guided distribution (0 if greedy)
-    text: str | None = None  # retokenising mode: the answer's text (tokens are then the value tokenizer's ids of it)
-
-    def log_ratio(self) -> float:
-        """sum(policy - base) over the tokens: its mean over samples estimates KL(remote VAS || base)."""
-        return float(sum(self.policy_logprobs) - sum(self.logprobs))
+# ---------------------------------------------------------------------- the modes
+# A mode proposes each row's next positions (`propose`, one request), scores a round's candidates
+# (`score`), hears what each row kept (`keep`, then `end_round`), and makes the results. `_decode`
+# is the one loop over them; `Speculative` wraps any mode.
 
 
-def _choose(aug, pos: list[Position], j: int, greedy: bool, temperature: float, rng, speculative: bool):
-    """Row's token at position j, whether the draft token there is accepted (speculative), and the
-    token's log-probability under the guided distribution over the candidates (0 when greedy)."""
-    cands = list(pos[j].ids)  # ids, or bytes in retokenising mode
-    aug = np.asarray(aug[: len(cands)], np.float64)
-    if greedy:
-        best = int(np.argmax(aug))
-        return cands[best], speculative and cands[best] == pos[j].token, 0.0
-    log_pi = aug / temperature - np.logaddexp.reduce(aug / temperature)
-    pi = np.exp(log_pi)
-    pi /= pi.sum()
-    if speculative:
-        p = np.exp(np.asarray(pos[j].logprobs, np.float64))  # the base's distribution that drew the draft
-        hit = [c for c, x in enumerate(cands) if x == pos[j].token]
-        if hit and rng.random() < min(1.0, pi[hit[0]] / p[hit[0]]):
-            return pos[j].token, True, float(log_pi[hit[0]])
-        resid = np.maximum(pi - p, 0.0)
-        c = rng.choice(len(cands), p=resid / resid.sum() if resid.sum() > 0 else pi)
-    else:
-        c = rng.choice(len(cands), p=pi)
-    return cands[c], False, float(log_pi[c])
+class ExactMode:
+    """Token ids both ways: /v1/completions with the prompt as ids, candidates as ids; the value
+    models keep their caches across rounds."""
+
+    draft = 1  # tokens asked per request
+    choose = staticmethod(_draw)
+
+    def __init__(self, endpoint: Endpoint, rows: Rows, values: CachedValues):
+        self.endpoint, self.rows, self.values = endpoint, rows, values
+
+    async def propose(self, client, sem, i: int, m: int, k: int, greedy: bool) -> list[Position]:
+        return await self.endpoint.next_positions(client, sem, self.rows.prompts[i] + self.rows.gen[i], m, k, greedy)
+
+    def score(self, pos: dict, beta, k: int):
+        return self.values.score(pos, beta, k, self.endpoint.base_url)
+
+    def keep(self, i: int, n: int, last) -> None:
+        self.values.keep(i, n, last)
+
+    def end_round(self) -> None:
+        self.values.end_round()
+
+    def round_trip(self, i: int) -> bool | None:
+        return True
+
+    def results(self) -> list[RemoteResult]:
+        r = self.rows
+        return [
+            RemoteResult(r.gen[i], r.done[i], self.round_trip(i), r.base_lp[i], r.policy_lp[i])
+            for i in range(len(r.prompts))
+        ]
+
+
+class TextMode(ExactMode):
+    """The chat endpoint with the answer so far as text (for endpoints that take no ids); its
+    candidates mapped back to ids by their bytes (`TokenMap`), then scored as in exact mode."""
+
+    def __init__(self, endpoint: Endpoint, rows: Rows, values: CachedValues, messages, tokenizer):
+        super().__init__(endpoint, rows, values)
+        self.messages, self.tokenizer, self.token_map = messages, tokenizer, TokenMap(tokenizer)
+        self.matched = [True] * len(rows.prompts)
+
+    async def propose(self, client, sem, i: int, m: int, k: int, greedy: bool) -> list[Position]:
+        gen = self.rows.gen[i]
+        partial = self.tokenizer.decode(gen)
+        # does the endpoint see the answer as the ids here? (it re-tokenises the text)
+        if gen and self.tokenizer(partial, add_special_tokens=False)["input_ids"] != gen:
+            self.matched[i] = False
+        return await self.endpoint.next_positions_text(
+            client, sem, self.messages[i], partial, m, k, greedy, self.token_map
+        )
+
+    def round_trip(self, i: int) -> bool | None:
+        return self.matched[i]
+
+
+class RetokenizeMode:
+    """The chat endpoint, a candidate being its bytes: each is scored on the value models' own
+    tokens of the answer's text plus it, re-encoded whole (no cache survives; see the module's
+    docstring)."""
+
+    draft = 1
+    choose = staticmethod(_draw)
+
+    def __init__(self, endpoint: Endpoint, rows: Rows, values, messages, tokenizer, positions: int, pad_id: int):
+        self.endpoint, self.rows, self.messages, self.tokenizer = endpoint, rows, messages, tokenizer
+        splits = [nnx.split(v) for v in values]
+        self.graphdefs, self.states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
+        self.positions, self.pad_id = positions, pad_id
+
+    def _text(self, i: int) -> bytes:
+        return b"".join(self.rows.gen[i])
+
+    async def propose(self, client, sem, i: int, m: int, k: int, greedy: bool) -> list[Position]:
+        partial = self._text(i).decode("utf-8", errors="replace")
+        return await self.endpoint.next_positions_text(client, sem, self.messages[i], partial, m, k, greedy, _bytes_key)
+
+    def score(self, pos: dict, beta, k: int):
+        """Candidate c at position j of row i is scored on the value models' tokens of
+        answer + draft[:j] + c, whole. Returns float32[B, M, K], -inf outside the real candidates."""
+        seqs, where = [], []
+        for i, row in pos.items():
+            text = self._text(i)
+            for j, p in enumerate(row):
+                for c, cand in enumerate(p.ids):
+                    tail = self.tokenizer(complete_text(text + cand), add_special_tokens=False)["input_ids"]
+                    seqs.append(self.rows.prompts[i] + tail)
+                    where.append((i, j, c))
+                text += p.token
+        # rows and length padded to powers of two: a few programs serve every round
+        padded = seqs + [seqs[0]] * (bucket_length(len(seqs)) - len(seqs))
+        ids, starts, _ = prepare_prompts(padded, pad_id=self.pad_id)
+        v = np.asarray(_last_values(self.graphdefs, self.states, ids, starts))[: len(seqs)]
+        b, m, n = len(self.rows.prompts), self.positions, v.shape[1]
+        scores = np.zeros((b, m, n, k), np.float32)
+        lps = np.zeros((b, m, k), np.float32)
+        mask = np.zeros((b, m, k), bool)
+        for (i, j, c), vals in zip(where, v, strict=True):
+            scores[i, j, :, c], lps[i, j, c], mask[i, j, c] = vals, pos[i][j].logprobs[c], True
+        aug = _vas_over_candidates(
+            lps.reshape(b * m, k), scores.reshape(b * m, n, k), jnp.repeat(beta, m, axis=0), mask.reshape(b * m, k)
+        )
+        return np.asarray(aug).reshape(b, m, k)
+
+    def keep(self, i: int, n: int, last) -> None:
+        pass
+
+    def end_round(self) -> None:
+        pass
+
+    def results(self) -> list[RemoteResult]:
+        """The value tokenizer's ids of each whole answer; its text without the end token."""
+        r, out = self.rows, []
+        for i, gen in enumerate(r.gen):
+            text = b"".join(gen).decode("utf-8", errors="replace")
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            shown = b"".join(gen[:-1] if r.done[i] == "stop" else gen).decode("utf-8", errors="replace")
+            out.append(RemoteResult(ids, r.done[i], None, r.base_lp[i], r.policy_lp[i], shown))
+        return out
+
+
+class Speculative:
+    """Any mode, asking `draft` tokens per request: the endpoint's own continuation is a draft, whose
+    longest prefix the VAS rule accepts is kept (`_accept`)."""
+
+    choose = staticmethod(_accept)
+
+    def __init__(self, mode, draft: int):
+        self.mode, self.draft = mode, draft
+
+    def propose(self, *args):
+        return self.mode.propose(*args)
+
+    def score(self, pos: dict, beta, k: int):
+        return self.mode.score(pos, beta, k)
+
+    def keep(self, i: int, n: int, last) -> None:
+        self.mode.keep(i, n, last)
+
+    def end_round(self) -> None:
+        self.mode.end_round()
+
+    def results(self) -> list[RemoteResult]:
+        return self.mode.results()
+
+
+async def _decode(endpoint: Endpoint, mode, rows: Rows, beta, k: int, temperature: float, progress: bool) -> None:
+    """The loop every mode shares: one round of concurrent requests per step, until every row ends."""
+    from tqdm import tqdm
+
+    greedy = temperature == 0
+    sem = asyncio.Semaphore(endpoint.concurrency)
+    bar = tqdm(total=len(rows.prompts) * rows.max_new_tokens, desc="remote", unit="tok", disable=not progress)
+    async with endpoint.client() as client:
+        while live := rows.live():
+            m = {i: min(mode.draft, rows.max_new_tokens - len(rows.gen[i])) for i in live}
+            answers = await asyncio.gather(*(mode.propose(client, sem, i, m[i], k, greedy) for i in live))
+            pos = dict(zip(live, answers, strict=True))
+            aug = mode.score(pos, beta, k)
+            for i in live:
+                for j, position in enumerate(pos[i]):
+                    tok, accepted, policy_lp = mode.choose(aug[i, j], position, greedy, temperature, rows.rngs[i])
+                    bar.update(1)
+                    if rows.append(i, tok, position, policy_lp) or not accepted:
+                        break
+                mode.keep(i, j + 1, tok)  # the caches keep what this row appended through position j
+            mode.end_round()
+    bar.close()
+
+
+def _check(values: list, top_k: int, speculative: int, max_new_tokens: int, temperature: float) -> None:
+    if not values:
+        raise VasError("remote VAS needs at least one value model")
+    if not 1 <= top_k <= 20:
+        raise VasError(f"top_k must be in [1, 20] (the APIs' cap on top log-probabilities), got {top_k}")
+    if speculative < 1 or max_new_tokens < 1 or temperature < 0:
+        raise VasError("speculative and max_new_tokens must be at least 1, temperature at least 0")
+    for i, v in enumerate(values):
+        if v.config.head != "score" or v.config.num_labels != 1:
+            raise VasError(
+                f"value model {i}: remote VAS takes scalar value heads (*ForSequenceClassification, one label), "
+                "not vocabulary-wide or distributional ones"
+            )
 
 
 def remote_vas(
@@ -508,130 +753,28 @@ def remote_vas(
     whose chat template `prompts` holds as ids) and the value models' `tokenizer`; add `retokenize`
     when the base's tokenizer is another (`end_texts`: the base's end-of-turn token texts)."""
     values = list(values)
-    if not values:
-        raise VasError("remote VAS needs at least one value model")
-    if not 1 <= top_k <= 20:
-        raise VasError(f"top_k must be in [1, 20] (the APIs' cap on top log-probabilities), got {top_k}")
-    if speculative < 1 or max_new_tokens < 1 or temperature < 0:
-        raise VasError("speculative and max_new_tokens must be at least 1, temperature at least 0")
-    for i, v in enumerate(values):
-        if v.config.head != "score" or v.config.num_labels != 1:
-            raise VasError(
-                f"value model {i}: remote VAS takes scalar value heads (*ForSequenceClassification, one label), "
-                "not vocabulary-wide or distributional ones"
-            )
-    vocab = min(v.config.vocab_size for v in values)
-    eos = set(eos_tuple(eos_token_id))
-    rows = [list(map(int, p)) for p in prompts]
+    _check(values, top_k, speculative, max_new_tokens, temperature)
+    prompts = [list(map(int, p)) for p in prompts]
     text = messages is not None
-    if (text or retokenize) and (tokenizer is None or messages is None or len(messages) != len(rows)):
+    if (text or retokenize) and (tokenizer is None or messages is None or len(messages) != len(prompts)):
         raise VasError("text mode needs one list of chat messages per prompt, and the value models' tokenizer")
-    if retokenize:
-        if end_texts is None:  # the value tokenizer's end tokens, as text
-            ends = eos or {tokenizer.eos_token_id} - {None}
-            end_texts = [tokenizer.convert_ids_to_tokens(int(e)) for e in ends]
+    eos = set(eos_tuple(eos_token_id))
+    if retokenize:  # an end is a candidate's text: the value tokenizer's end tokens, unless named
+        if end_texts is None:
+            end_texts = [tokenizer.convert_ids_to_tokens(int(e)) for e in eos or {tokenizer.eos_token_id} - {None}]
         eos = {t.encode() for t in end_texts}
-        token_map = _bytes_key
+    keys = row_seeds if row_seeds is not None else [(i,) for i in range(len(prompts))]
+    rows = Rows(prompts, [np.random.default_rng([seed, *map(int, k)]) for k in keys], eos, max_new_tokens)
+    if retokenize:
+        mode = RetokenizeMode(endpoint, rows, values, messages, tokenizer, speculative, pad_id)
     else:
-        token_map = TokenMap(tokenizer) if text else None
-    round_trip = [None if retokenize else True] * len(rows)
-    ids, starts, _ = prepare_prompts(rows, pad_id=pad_id)
-    B, tb = ids.shape
-    beta_arr = normalize_beta(beta, B, len(values))
-    splits = [nnx.split(v) for v in values]
-    graphdefs, states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
-    caches = None  # retokenising mode keeps none
-    if not retokenize:
-        size = bucket_length(tb + max_new_tokens + speculative)
-        caches = tuple(init_cache(v.config, B, size, v.dtype, starts) for v in values)
-        # all but each prompt's last token (it stays pending, as in vas_decode); per-row write indices from here
-        caches = _prefill(graphdefs, states, caches, ids[:, :-1])
-        caches = tuple(c.replace(index=jnp.full((B,), tb - 1, jnp.int32)) for c in caches)
-    greedy = temperature == 0
-    keys = row_seeds if row_seeds is not None else [(i,) for i in range(B)]
-    rngs = [np.random.default_rng([seed, *map(int, k)]) for k in keys]
-    gen: list[list] = [[] for _ in range(B)]  # ids (bytes in retokenising mode)
-    base_lp: list[list[float]] = [[] for _ in range(B)]
-    pol_lp: list[list[float]] = [[] for _ in range(B)]
-    done: list[str | None] = [None] * B
-    pending = [r[-1] for r in rows]
+        cached = CachedValues(values, prompts, speculative, max_new_tokens, pad_id)
+        mode = TextMode(endpoint, rows, cached, messages, tokenizer) if text else ExactMode(endpoint, rows, cached)
+    if speculative > 1:
+        mode = Speculative(mode, speculative)
+    beta = normalize_beta(beta, len(prompts), len(values))
     t0 = time.perf_counter()
-
-    async def run():
-        from tqdm import tqdm
-
-        sem = asyncio.Semaphore(endpoint.concurrency)
-        bar = tqdm(total=B * max_new_tokens, desc="remote", unit="tok", disable=not progress)
-        nonlocal caches
-        async with endpoint.client() as client:
-            while any(d is None for d in done):
-                live = [i for i in range(B) if done[i] is None]
-                m = {i: min(speculative, max_new_tokens - len(gen[i])) for i in live}
-                if retokenize:
-                    so_far = {i: b"".join(gen[i]) for i in live}
-                    partial = {i: so_far[i].decode("utf-8", errors="replace") for i in live}
-                elif text:
-                    partial = {i: tokenizer.decode(gen[i]) for i in live}
-                    for i in live:  # does the endpoint see the answer as the ids here? (it re-tokenises)
-                        if gen[i] and tokenizer(partial[i], add_special_tokens=False)["input_ids"] != gen[i]:
-                            round_trip[i] = False
-                if text:
-                    calls = [
-                        endpoint.next_positions_text(
-                            client, sem, messages[i], partial[i], m[i], top_k, greedy, token_map
-                        )
-                        for i in live
-                    ]
-                else:
-                    calls = [endpoint.next_positions(client, sem, rows[i] + gen[i], m[i], top_k, greedy) for i in live]
-                answers = await asyncio.gather(*calls)
-                pos = dict(zip(live, answers))
-                if retokenize:
-                    aug = _retokenized_round(
-                        graphdefs, states, tokenizer, rows, so_far, pos, beta_arr, B, speculative, top_k, pad_id
-                    )
-                else:
-                    # one shape for every round (speculative positions): a shorter round compiles nothing new
-                    pend, cands, lps, mask = _round_arrays(pos, pending, B, speculative, top_k, pad_id)
-                    if cands.max() >= vocab:
-                        raise VasError(
-                            f"{endpoint.base_url} sent token id {int(cands.max())}, outside the value models' "
-                            f"vocabulary of {vocab}: the base uses another tokenizer than the value models"
-                        )
-                    kept = np.array(caches[0].index)  # before the call, which donates the caches
-                    aug, caches = _score(graphdefs, states, caches, pend, cands, lps, mask, beta_arr)
-                    aug = np.asarray(aug)
-                for i in live:
-                    j = 0
-                    while True:
-                        tok, accepted, policy_lp = _choose(
-                            aug[i, j], pos[i], j, greedy, temperature, rngs[i], speculative > 1
-                        )
-                        gen[i].append(tok)
-                        base_lp[i].append(float(pos[i][j].logprobs[pos[i][j].ids.index(tok)]))
-                        pol_lp[i].append(policy_lp)
-                        bar.update(1)
-                        if tok in eos:
-                            done[i] = "stop"
-                        elif len(gen[i]) >= max_new_tokens:
-                            done[i] = "length"
-                        if done[i] or not accepted or j + 1 >= len(pos[i]):
-                            break
-                        j += 1
-                    if not retokenize:  # the caches keep what this row appended through position j
-                        kept[i] += j + 1
-                        pending[i] = tok
-                if not retokenize:
-                    caches = tuple(c.replace(index=jnp.asarray(kept)) for c in caches)
-        bar.close()
-
-    asyncio.run(run())
-    endpoint.stats.tokens += sum(map(len, gen))
+    asyncio.run(_decode(endpoint, mode, rows, beta, top_k, temperature, progress))
+    endpoint.stats.tokens += sum(map(len, rows.gen))
     endpoint.stats.seconds += time.perf_counter() - t0
-    if retokenize:  # the value tokenizer's ids of the whole answer; its text without the end token
-        ids = [
-            tokenizer(b"".join(g).decode("utf-8", errors="replace"), add_special_tokens=False)["input_ids"] for g in gen
-        ]
-        texts = [b"".join(g[:-1] if d == "stop" else g).decode("utf-8", errors="replace") for g, d in zip(gen, done)]
-        return [RemoteResult(*x) for x in zip(ids, done, round_trip, base_lp, pol_lp, texts)]
-    return [RemoteResult(*x) for x in zip(gen, done, round_trip, base_lp, pol_lp)]
+    return mode.results()
