@@ -83,7 +83,7 @@ def value_for(name: str, demo: Path, settings: dict) -> Path:
         else:
             first, into = value_for("rollouts=32", demo, settings), demo / f"lever-{name}"
             into.mkdir(exist_ok=True)
-        return on_policy_round(run, demo, base, "sentiment", first, 1, size, into=into)
+        return on_policy_round(demo, base, "sentiment", first, 1, size, into=into)
     out = demo / f"lever-{name}"
     value = out / "train" / "value"
     if (value / "config.json").exists():

@@ -66,13 +66,12 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
     from .blockwise import BlockSetting
     from .corpus import brevity, demo_prompts, positivity
     from .harness import GRID_PLOT, PLOTS, format_table, run_comparison, write_report
+    from .pipeline import export_value
     from .rewards import score_dataset
     from .rollout_batches import normalize_rewards
     from .rollouts import sample_rollouts
     from .td import make_atoms
-    from .tokenizer import tokenizer_hash
     from .train import TrainConfig, init_value_model, rollout_arrays, train_value
-    from .values import write_value_meta
 
     COLUMNS = ["prompt_ids", "response_ids", "reward"]
 
@@ -140,15 +139,10 @@ def run_demo(out: str | Path, size: DemoSize = FULL, *, progress: bool = True, l
             new, _, _ = normalize_rewards(new, f"reward_{name}", mean=mean, scale=scale)  # the first round's units
             d = concatenate_datasets([d.select_columns(COLUMNS), new.select_columns(COLUMNS)])
             vm, m = train(vm, d, out / f"train-{name}-round{r}")
-        path = vas_jax.save_model(vm, out / f"value-{name}", tokenizer=tok)
-        write_value_meta(
-            path,
-            reward=f"vas_jax.corpus:{name}",
-            reward_mean=mean,
-            reward_scale=scale,
-            base_tokenizer=tokenizer_hash(tok),
+        export_value(
+            vm, out / f"value-{name}", tok, reward=f"vas_jax.corpus:{name}", reward_mean=mean, reward_scale=scale,
             chat_template=False,
-        )
+        )  # fmt: skip
         log(f"    held-out correlation of V with returns {m.get('eval_corr', float('nan')):.2f}")
         values.append(vm)
     log(

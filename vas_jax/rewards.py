@@ -178,6 +178,25 @@ class TorchRewardModel:
         return out
 
 
+def load_reward(
+    *,
+    function: str | None = None,
+    model: str | None = None,
+    torch: str | None = None,
+    batch_size: int = 64,
+    label: int = 0,
+    separator: str | None = None,
+) -> RewardFn:
+    """One reward, named one way: a function "MODULE:FUNCTION", a reward model directory run here
+    (Flax), or one run with transformers' PyTorch."""
+    if sum(x is not None for x in (function, model, torch)) != 1:
+        raise VasError("name one reward: a function (MODULE:FUNCTION), a reward model, or a PyTorch reward model")
+    if function is not None:
+        return load_reward_function(function)
+    kind = RewardModel if model is not None else TorchRewardModel
+    return kind(model or torch, batch_size=batch_size, label=label, separator=separator)
+
+
 def _name(fn) -> str:
     mod = getattr(fn, "__module__", None)
     name = getattr(fn, "__qualname__", None) or type(fn).__name__

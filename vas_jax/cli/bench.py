@@ -80,61 +80,31 @@ def add_arguments(p):
 
 
 def run(args):
-    import vas_jax
-    from vas_jax.cli.args import check_out_dir
-    from vas_jax.data import encode_prompts, read_prompts
-    from vas_jax.decode_attention import check_attention
+    from vas_jax import pipeline
     from vas_jax.errors import VasError
-    from vas_jax.flops import sequence_flops
-    from vas_jax.harness import format_table, run_comparison, write_report
-    from vas_jax.rewards import RewardModel, load_reward_function
-    from vas_jax.values import check_prompting, load_value, value_meta
 
-    check_out_dir(args.out)  # before any work: a bad --out must not cost the whole run
-    rewards, rm_flops = {}, []
-    short = [spec.rsplit(":", 1)[-1] for spec in args.reward_fn]  # a function's name, where unique
-    for spec, name in zip(args.reward_fn, short):
-        rewards[name if short.count(name) == 1 else spec] = load_reward_function(spec)
-    for d in args.reward_model:
-        rm = RewardModel(d)
-        rewards[d] = rm
-        rm_flops.append(rm.model.config)
-    if len(rewards) != len(args.value):
-        raise VasError(f"{len(args.value)} --value models but {len(rewards)} rewards; give one reward per value model")
     if len(args.composed) % 2:
         raise VasError("--composed takes pairs of betas")
-    check_attention(args.attention)  # before any model is loaded
-    for v in args.value:
-        check_prompting(value_meta(v), args.chat_template, v)
-    tok = vas_jax.load_tokenizer(args.base)
-    base = vas_jax.load_model(args.base, dtype=args.dtype, fuse=True)
-    values = [load_value(v, tok, head=args.value_head, dtype=args.dtype, fuse=True) for v in args.value]
-    texts = read_prompts(args.prompts, args.prompt_field)[: args.max_prompts]
-    prompts = encode_prompts(tok, texts, chat_template=args.chat_template)
-
-    def reward_flops(n_tokens):  # every reward model scores every response once
-        return sum(sequence_flops(c, n_tokens, 0) for c in rm_flops)
-
-    pairs = list(zip(args.composed[::2], args.composed[1::2]))
-    report = run_comparison(
-        base,
-        tok,
-        prompts,
-        values,
-        rewards,
+    pipeline.bench(
+        args.base,
+        args.prompts,
+        args.out,
+        values=args.value,
+        reward_fns=args.reward_fn,
+        reward_models=args.reward_model,
         betas=args.betas,
-        composed=pairs,
+        composed=list(zip(args.composed[::2], args.composed[1::2], strict=True)),
+        blockwise=args.blockwise,
         samples=args.samples,
         bon_max=args.bon_max,
         max_new_tokens=args.max_new_tokens,
         top_k=args.top_k,
-        seed=args.seed,
-        reward_flops=reward_flops,
-        attention=args.attention,
-        prompt_texts=texts,
         rule=args.rule,
-        blockwise=args.blockwise,
+        seed=args.seed,
+        prompt_field=args.prompt_field,
+        chat_template=args.chat_template,
+        max_prompts=args.max_prompts,
+        value_head=args.value_head,
+        dtype=args.dtype,
+        attention=args.attention,
     )
-    write_report(report, args.out)
-    print(format_table(report))
-    print(f"\nreport: {args.out}/report.json")

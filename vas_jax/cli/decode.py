@@ -180,7 +180,7 @@ def run(args):
     else:
         betas = args.beta
     if args.out != "-":
-        from vas_jax.cli.args import check_out_file
+        from vas_jax.outputs import check_out_file
 
         check_out_file(args.out)
     finished = _done_jobs(args.out, args.resume)

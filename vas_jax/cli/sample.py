@@ -55,42 +55,22 @@ def add_arguments(p):
 
 
 def run(args):
-    import vas_jax
-    from vas_jax.cli.args import check_out_dir
-    from vas_jax.data import read_prompts
-    from vas_jax.errors import VasError
-    from vas_jax.rollouts import sample_rollouts
-    from vas_jax.values import check_prompting, load_value, value_meta
+    from vas_jax import pipeline
 
-    check_out_dir(args.out)
-    if args.beta is not None and not args.value:
-        raise VasError("--beta guides samples with a value model: add --value DIR")
-    if args.value and (args.beta is None or len(args.beta) not in (1, len(args.value))):
-        raise VasError(f"give --beta once, or once per --value ({len(args.value)})")
-    texts = read_prompts(args.prompts, args.prompt_field)
-    tok = vas_jax.load_tokenizer(args.base)
-    for d in args.value:
-        check_prompting(value_meta(d), args.chat_template, d)
-    base = vas_jax.load_model(args.base, dtype=args.dtype)
-    values = [load_value(d, tok, dtype=args.dtype) for d in args.value]
-    ds = sample_rollouts(
-        base,
-        tok,
-        texts,
+    pipeline.sample(
+        args.base,
+        args.prompts,
         args.out,
         n=args.n,
+        prompt_field=args.prompt_field,
+        chat_template=args.chat_template,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
         top_k=args.top_k,
+        batch_size=args.batch_size,
         seed=args.seed,
-        prompts_per_shard=max(1, args.batch_size // args.n),
-        chat_template=args.chat_template,
-        base_path=str(args.base),
-        log=print,
-        values=values,
+        values=args.value,
         beta=args.beta,
-        value_paths=args.value,
+        dtype=args.dtype,
     )
-    eos = sum(ds["ended_with_eos"])
-    print(f"{len(ds)} responses to {len(texts)} prompts in {args.out} ({eos} ended with EOS)")

@@ -32,47 +32,16 @@ def add_arguments(p):
 
 
 def run(args):
-    import json
-    import shutil
-    from pathlib import Path
+    from vas_jax import pipeline
+    from vas_jax.rewards import load_reward
 
-    from vas_jax.data import NEW_SUFFIX, load_table, replace_dir
-    from vas_jax.rewards import RewardModel, TorchRewardModel, load_reward_function, score_dataset
-
-    if args.out:
-        from vas_jax.cli.args import check_out_dir
-
-        check_out_dir(args.out)
-        o = Path(args.out)
-        if o.exists() and any(o.iterdir()) and o.resolve() != Path(args.data).resolve():
-            from vas_jax.errors import VasError
-
-            raise VasError(f"--out {args.out!r} exists and is not empty; name a new directory (or none: add to --data)")
-    if not args.out:  # the scored copy is written beside --data, then swapped in
-        from vas_jax.cli.args import check_writable
-
-        check_writable(Path(args.data).absolute().parent, "--data")
-    ds = load_table(args.data)
-    if args.reward_fn:
-        reward = load_reward_function(args.reward_fn)
-    elif args.reward_model:
-        reward = RewardModel(args.reward_model, batch_size=args.batch_size, label=args.label, separator=args.separator)
-    else:
-        reward = TorchRewardModel(
-            args.reward_torch, batch_size=args.batch_size, label=args.label, separator=args.separator
-        )
-    ds = score_dataset(ds, reward, batch_size=args.batch_size, column=args.column)
-    out = Path(args.out or args.data)
-    tmp = out.with_name(out.name + NEW_SUFFIX)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    ds.save_to_disk(str(tmp))
-    # the rollouts' settings go along, with this column's reward named (`vas train` stores the name)
-    settings_file = Path(args.data) / "rollout_settings.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
+    reward = load_reward(
+        function=args.reward_fn,
+        model=args.reward_model,
+        torch=args.reward_torch,
+        batch_size=args.batch_size,
+        label=args.label,
+        separator=args.separator,
+    )
     name = args.reward_fn or args.reward_model or args.reward_torch
-    settings["rewards"] = {**settings.get("rewards", {}), args.column: name}
-    (tmp / settings_file.name).write_text(json.dumps(settings, indent=2))
-    replace_dir(tmp, out)  # never a moment without the rollouts in place
-    r = ds[args.column]
-    print(f"scored {len(r)} responses: mean {sum(r) / len(r):.4f}, min {min(r):.4f}, max {max(r):.4f} -> {out}")
+    pipeline.score(args.data, reward, name=name, column=args.column, out=args.out, batch_size=args.batch_size)

@@ -146,23 +146,13 @@ def add_arguments(p):
     )
 
 
-LOW_CORRELATION = 0.5  # below it, the value model guides little (train/default_sweep.py, BENCHMARKS.md)
-
-
 def run(args):
     import sys
-    from pathlib import Path
 
-    import vas_jax
-    from vas_jax.errors import VasError
-    from vas_jax.guidance import value_atoms
-    from vas_jax.rollout_batches import normalize_rewards
-    from vas_jax.td import make_atoms
-    from vas_jax.tokenizer import default_pad_id, tokenizer_hash
-    from vas_jax.train import TrainConfig, clipped_share, init_value_model, load_rollouts, train_value
-    from vas_jax.values import load_value, value_meta, write_value_meta
+    from vas_jax import pipeline
+    from vas_jax.train import TrainConfig
 
-    cfg = TrainConfig(
+    config = TrainConfig(
         gamma=args.gamma,
         lam=args.lam,
         learning_rate=args.lr,
@@ -186,138 +176,19 @@ def run(args):
         eval_every=args.eval_every,
         log_every=args.log_every,
     )
-    cfg.validate()
-    from vas_jax.cli.args import check_out_dir
-
-    check_out_dir(args.out)
-    if (args.init is None) == (args.init_value is None):
-        raise VasError("give the value model's start: --init LM (a new one) or --init-value DIR (continue one)")
-    if args.init_value and args.init_layers:
-        raise VasError("--init-layers cuts a new value model from --init; --init-value continues one as it is")
-    stats = {}
-    if args.init_value:
-        meta = value_meta(args.init_value)
-        if meta.get("reward_scale") is None:
-            raise VasError(f"{args.init_value} stores no reward mean and scale; continue it with `vas train --resume`")
-        stats = dict(mean=meta["reward_mean"], scale=meta["reward_scale"])
-    ds, settings = _load_data(args.data, args.reward_column)
-    ds, reward_mean, reward_scale = normalize_rewards(ds, args.reward_column, **stats)
-    base_dir = args.base
-    if base_dir is None:
-        base_dir = settings.get("base")
-    tok = vas_jax.load_tokenizer(args.init or args.init_value)
-    if base_dir:
-        from vas_jax.hub import resolve_model
-
-        if args.base is None and not resolve_model(base_dir).exists():
-            raise VasError(f"base model directory {base_dir!r} (named by the rollouts) does not exist; pass --base")
-        vas_jax.check_same_tokenizer(vas_jax.load_tokenizer(base_dir), tok, names=("base", "value (--init)"))
-    mesh = None
-    if args.mesh or len(__import__("jax").devices()) > 1:
-        from vas_jax.sharding import make_mesh
-
-        mesh = make_mesh(args.mesh)
-    data = load_rollouts(ds, pad_id=default_pad_id(tok), shards=args.data_shards, mesh=mesh)
-    if args.head == "distributional" and args.gamma != 1:
-        raise VasError(f"--head distributional trains with --gamma 1 (no discount), got --gamma {args.gamma}")
-    if args.init_value:
-        vm = load_value(args.init_value, tok, head=args.head)
-    else:
-        lm = vas_jax.load_model(args.init)
-        if lm.config.head != "lm":
-            raise VasError(f"--init {args.init} is not a causal LM checkpoint")
-        atoms = make_atoms(ds["reward"], args.atoms) if args.head == "distributional" else None
-        vm = init_value_model(lm, head=args.head, layers=args.init_layers, atoms=atoms)
-    atoms = value_atoms(vm.config)
-    clipped = clipped_share(ds["reward"], atoms) if atoms else 0.0
-    if atoms:
-        print(
-            f"distributional head: {len(atoms)} atoms on [{atoms[0]:.2f}, {atoms[-1]:.2f}] (normalised reward); "
-            f"{clipped:.1%} of the rewards lie outside them and are clipped to the end atoms"
-        )
-    trained, metrics = train_value(
-        vm,
-        data,
+    pipeline.train(
+        args.data,
         args.out,
-        cfg,
+        config,
+        init=args.init,
+        init_value=args.init_value,
+        init_layers=args.init_layers,
+        head=args.head,
+        atoms=args.atoms,
+        reward_column=args.reward_column,
+        base=args.base,
+        mesh=args.mesh,
+        data_shards=args.data_shards,
         resume=args.resume,
-        mesh=mesh,
-        run_info={
-            "reward_column": args.reward_column,
-            "init": str(args.init or args.init_value),
-            "init_layers": args.init_layers,
-            "head": args.head,
-        },
+        warn=lambda line: print(line, file=sys.stderr),
     )
-    import jax
-
-    if jax.process_index() != 0:  # multi-host: process 0 exports
-        return
-    out = vas_jax.save_model(trained, Path(args.out) / "value", tokenizer=tok)
-    write_value_meta(
-        out,
-        reward=(settings.get("rewards") or {}).get(args.reward_column, args.reward_column),
-        reward_mean=reward_mean,
-        reward_scale=reward_scale,
-        base_tokenizer=tokenizer_hash(tok),
-        chat_template=settings.get("chat_template"),
-    )
-    loss = metrics.get("loss")
-    print(
-        f"value model saved to {out}; final loss {'-' if loss is None else f'{loss:.4f}'}, "
-        f"{metrics.get('tokens_per_s', 0):.0f} tokens/s"
-    )
-    corr = metrics.get("eval_corr")
-    if corr is None:
-        why = (
-            "--eval-fraction 0" if args.eval_fraction == 0 else "too few rollouts to hold any out and fill a minibatch"
-        )
-        print(f"no held-out rollouts ({why}): the value model's quality is unmeasured")
-        return
-    print(f"held-out correlation of V with the returns: {corr:.3f} (RMSE {metrics['eval_rmse']:.3f})")
-    if "eval_nll" in metrics:
-        print(f"held-out NLL of the final reward under the predicted distribution: {metrics['eval_nll']:.3f} nats")
-        gaps = {k.removeprefix("eval_tail_gap_beta"): v for k, v in metrics.items() if k.startswith("eval_tail_gap")}
-        print(
-            "tail calibration, predicted minus observed log E[exp(beta r)] at the first token (0 is exact, > 0 "
-            "a tail too heavy for the soft rule): " + ", ".join(f"beta {b}: {v:+.2f}" for b, v in gaps.items())
-        )
-    if corr < LOW_CORRELATION:
-        print(
-            f"vas train: warning: a held-out correlation of {corr:.2f} is low: this value model will guide little; "
-            "try more rollouts (vas sample --n), more --passes or a larger --lr",
-            file=sys.stderr,
-        )
-
-
-def _load_data(paths: list, column: str):
-    """The rollouts of every --data as one dataset (the columns training reads), and their
-    settings (`vas sample`'s and `vas score`'s record), which must agree on the prompting."""
-    import json
-    from pathlib import Path
-
-    import datasets
-
-    from vas_jax.data import load_table
-    from vas_jax.errors import VasError
-
-    parts, settings = [], []
-    for p in paths:
-        ds = load_table(p)
-        if column not in ds.column_names:
-            have = ", ".join(c for c in ds.column_names if c.startswith("reward")) or "none"
-            raise VasError(f"{p} has no {column!r} column (reward columns: {have}); score it with `vas score`")
-        parts.append(ds)
-        f = Path(p) / "rollout_settings.json"
-        settings.append(json.loads(f.read_text()) if f.exists() else {})
-    for p, s in zip(paths[1:], settings[1:]):
-        if s.get("chat_template") != settings[0].get("chat_template"):
-            raise VasError(f"{paths[0]} and {p} differ in --chat-template: train on rollouts prompted alike")
-    if len(parts) == 1:
-        return parts[0], settings[0]
-    keep = ["prompt_ids", "response_ids", column]
-    for p, ds in zip(paths, parts):
-        missing = [c for c in keep if c not in ds.column_names]
-        if missing:
-            raise VasError(f"{p} has no {', '.join(missing)} column: make it with `vas sample`")
-    return datasets.concatenate_datasets([ds.select_columns(keep) for ds in parts]), settings[0]
