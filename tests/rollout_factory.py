@@ -4,6 +4,9 @@ table the same way (a two-token prompt, random response ids, rewards from the sa
 import datasets
 import numpy as np
 
+# a test that saves these tables checks what `vas` alone writes to stderr: no saving bars
+datasets.disable_progress_bars()
+
 
 def random_rollouts(n: int, reward, *, length: int = 4, high: int = 90, seed: int = 0) -> datasets.Dataset:
     """n rollouts: prompt ids [5, 6], `length` response ids drawn from [4, high), then the rewards

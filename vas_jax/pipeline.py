@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -431,3 +432,268 @@ def _bench_rewards(functions: Sequence[str], models: Sequence[str | Path]) -> tu
         rewards[str(d)] = RewardModel(d)
         configs.append(rewards[str(d)].model.config)
     return rewards, configs
+
+
+# ---------------------------------------------------------------------- decode to JSONL
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteBase:
+    """A base reached through an OpenAI-compatible API (`vas_jax.remote`): its URL and model name,
+    the mode it is guided in, and the client's settings."""
+
+    url: str
+    model: str
+    api_key: str | None = None
+    mode: str = "exact"  # "exact", "text" or "retokenize"
+    speculative: int = 1
+    end_texts: Sequence[str] | None = None
+    concurrency: int = 8
+    max_retries: int = 4
+
+
+def betas_for(beta: Sequence[float] | None, n_values: int) -> list[float]:
+    """One β per value model from what was given: none (1.0 each), one for all, or one each."""
+    if beta is None:
+        return [1.0] * n_values
+    if len(beta) == 1:
+        return list(beta) * n_values
+    if len(beta) != n_values:
+        raise VasError(f"{len(beta)} --beta values for {n_values} --value models; give one per model or one")
+    return list(beta)
+
+
+def decode(
+    texts: Sequence[str],
+    out: str | Path,
+    params,
+    *,
+    base: str | Path | None = None,
+    remote: RemoteBase | None = None,
+    values: Sequence[str | Path] = (),
+    samples: int = 1,
+    batch_size: int = 16,
+    chat_template: bool = False,
+    resume: bool = False,
+    tokenizer: str | Path | None = None,
+    value_head: str | None = None,
+    dtype: str = "float32",
+    mesh: str | None = None,
+    attention: str = "xla",
+    restrict_to_topk: bool = False,
+    block: int | None = None,
+    block_samples: int = 4,
+    keep: str = "argmax",
+    warn: Log = print,
+) -> None:
+    """`samples` completions of each prompt text, one JSON record each, appended to `out` (a file, or
+    "-" for standard output): from a local `base` (plain sampling without `values`, VAS with them,
+    blockwise search with `block`) or a `remote` base guided by local `values`. `params` (a
+    `SamplingParams`) holds β (one per value model), temperature, top-p, VAS's top-k, the seed, the
+    token limit and the rule. A resumed run writes exactly what an uninterrupted one would."""
+    import jax
+    from tqdm import tqdm
+
+    import vas_jax
+
+    from .data import encode_prompts
+    from .outputs import check_out_file
+    from .tokenizer import default_pad_id
+    from .values import check_prompting, load_value, value_meta
+
+    values = [str(v) for v in values]
+    _check_decode(params, base, remote, values, chat_template, tokenizer, mesh, restrict_to_topk, attention, block)
+    if out != "-":
+        check_out_file(out)
+    finished = _done_jobs(out, resume, warn)
+    tok = vas_jax.load_tokenizer(tokenizer or values[0] if remote else base)
+    mesh_ = None
+    if mesh:
+        from .sharding import make_mesh
+
+        mesh_ = make_mesh(mesh)
+    for d in values:
+        check_prompting(value_meta(d), chat_template, d)
+    base_model = None if remote else vas_jax.load_model(base, dtype=dtype, mesh=mesh_, fuse=True)
+    models = [load_value(d, tok, head=value_head, dtype=dtype, mesh=mesh_, fuse=True) for d in values]
+    ids = encode_prompts(tok, texts, chat_template=chat_template)
+    # batches are fixed slices of every job, each keyed by its position: a resumed run decodes the
+    # batches left exactly as an uninterrupted run would (same rows, same key), so nothing repeats
+    every = [(i, s) for i in range(len(texts)) for s in range(samples)]
+    batches = [
+        (start, every[start : start + batch_size])
+        for start in range(0, len(every), batch_size)
+        if any(j not in finished for j in every[start : start + batch_size])
+    ]
+    pad = default_pad_id(tok)
+    endpoint = None
+    if remote:
+        from .remote import Endpoint
+
+        endpoint = Endpoint(
+            remote.url,
+            remote.model,
+            api_key=remote.api_key or os.environ.get("OPENAI_API_KEY"),
+            concurrency=remote.concurrency,
+            max_retries=remote.max_retries,
+        )
+    search = None if block is None else {"block": block, "block_samples": block_samples, "keep": keep}
+    key = jax.random.key(params.seed)
+    sink = sys.stdout if out == "-" else open(out, "a")
+    try:
+        for start, batch in tqdm(batches, desc="decode", unit="batch", disable=len(batches) <= 1):
+            prompts = [ids[i] for i, _ in batch]
+            if remote:
+                msgs = [[{"role": "user", "content": texts[i]}] for i, _ in batch]
+                records = _remote_batch(endpoint, remote, params, models, prompts, msgs, batch, tok, pad)
+            else:
+                batch_key = jax.random.fold_in(key, start)
+                records = _local_batch(base_model, models, prompts, params, tok, pad, batch_key, search,
+                                       mesh=mesh_, attention=attention, restrict_to_topk=restrict_to_topk)  # fmt: skip
+            for (i, s), rec in zip(batch, records, strict=True):
+                if (i, s) in finished:  # a batch cut short by a torn write: only its missing records
+                    continue
+                rec = {"index": i, "prompt": texts[i], "sample": s, **rec, "beta": list(params.beta)}
+                if values:
+                    rec["rule"] = params.rule
+                if search is not None:
+                    rec["blockwise"] = search
+                sink.write(json.dumps(rec, allow_nan=False) + "\n")
+            sink.flush()
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
+    if endpoint is not None:
+        warn(f"vas decode: {endpoint.stats}")
+
+
+def _check_decode(params, base, remote, values, chat_template, tokenizer, mesh, restrict_to_topk, attention, block):
+    """What a decode run is asked for must hang together; said before any model is loaded."""
+    from .decode_attention import check_attention
+
+    if (base is None) == (remote is None):
+        raise VasError("give the base as --base DIR (local) or --base-url URL --base-model NAME (remote), one of them")
+    if remote and not remote.model:
+        raise VasError("--base-url needs --base-model: the name the API serves the base under")
+    if remote and not values:
+        raise VasError("a remote base needs --value: only the value models run here")
+    check_attention(attention)
+    mode = remote.mode if remote else None
+    if remote and mode != "exact" and not chat_template:
+        raise VasError(f"--remote-mode {mode} talks to a chat endpoint: add --chat-template (the value models' prompt)")
+    if tokenizer and mode == "retokenize":
+        raise VasError("--remote-mode retokenize reads the value models' own tokenizer: drop --tokenizer")
+    if remote and remote.end_texts and mode != "retokenize":
+        raise VasError("--end-text is for --remote-mode retokenize (the other modes know the end token's id)")
+    if remote and params.rule != "mean":
+        raise VasError("--rule soft needs distributional value heads, which remote VAS does not take: use --rule mean")
+    if block is not None:
+        if remote or not values:
+            raise VasError("--block searches with a local --base and at least one --value")
+        for flag, bad in (("--mesh", mesh), ("--restrict-to-topk", restrict_to_topk),
+                          ("--attention pallas", attention != "xla")):  # fmt: skip
+            if bad:
+                raise VasError(f"{flag} is for tokenwise decoding; drop it with --block")
+    if remote and params.top_p < 1:
+        raise VasError("--top-p is not supported with a remote base: VAS samples among the top-k candidates")
+
+
+def _done_jobs(path: str | Path, resume: bool, warn: Log) -> set:
+    """(prompt index, sample) pairs already in `path`: those a resumed run skips. A torn last
+    record (an interrupted append) is cut off first."""
+    from .data import drop_torn_tail
+
+    f = Path(path)
+    if str(path) == "-" or not f.exists() or f.stat().st_size == 0:
+        return set()
+    if not resume:
+        raise VasError(f"--out {path} exists; pass --resume to continue it, or name another file")
+    drop_torn_tail(f, log=lambda m: warn(f"vas decode: {m}"))
+    done = set()
+    for n, line in enumerate(f.read_text().splitlines(), 1):
+        try:
+            rec = json.loads(line)
+            done.add((int(rec["index"]), int(rec["sample"])))
+        except (ValueError, KeyError, TypeError):
+            raise VasError(f"--out {path} line {n} is not a record of `vas decode`; it cannot be resumed") from None
+    return done
+
+
+def _local_batch(base, values, prompts, params, tok, pad, key, search, *, mesh, attention, restrict_to_topk) -> list:
+    """One batch decoded here: plain sampling, VAS, or a blockwise search; a record per row."""
+    import numpy as np
+
+    import vas_jax
+
+    from .tokenizer import end_of_turn_ids
+
+    common = dict(
+        key=key,
+        max_new_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_id=pad,
+    )
+    beta = np.asarray(params.beta, np.float32)
+    if search is not None:
+        from .blockwise import blockwise_decode
+
+        r = blockwise_decode(base, values, prompts, beta=beta, rule=params.rule, **search, **common)
+    elif values:
+        r = vas_jax.vas_decode(
+            base, values, prompts, beta=beta, top_k=params.top_k, restrict_to_topk=restrict_to_topk, rule=params.rule,
+            mesh=mesh, attention=attention, **common,
+        )  # fmt: skip
+    else:
+        r = vas_jax.generate(base, prompts, mesh=mesh, attention=attention, **common)
+    if search is None:  # a sampled policy's log-ratio to the base
+        about = [{"log_ratio": float(x)} for x in np.asarray(r.kl())]
+    else:  # a search samples no log-ratio: blocks x the per-block bound
+        bounds, blocks = np.asarray(r.kl_bound), np.asarray(r.blocks)
+        about = [{"kl_bound": float(b), "blocks": int(n)} for b, n in zip(bounds, blocks, strict=True)]
+    lp = np.asarray(r.logprobs).sum(-1)
+    return [
+        {
+            "completion": tok.decode(toks, skip_special_tokens=True),
+            "tokens": toks,
+            "base_logprob": float(lp[row]),
+            **about[row],
+        }
+        for row, toks in enumerate(r.token_lists())
+    ]
+
+
+def _remote_batch(endpoint, remote: RemoteBase, params, values, prompts, messages, jobs, tok, pad) -> list:
+    """One batch decoded through the remote base; a record per row."""
+    from .remote import remote_vas
+    from .tokenizer import end_of_turn_ids
+
+    res = remote_vas(
+        endpoint,
+        values,
+        prompts,
+        beta=list(params.beta),
+        top_k=params.top_k,
+        max_new_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        eos_token_id=end_of_turn_ids(tok),
+        pad_id=pad,
+        seed=params.seed,
+        row_seeds=jobs,  # (prompt, sample): a completion's draws depend on nothing else
+        speculative=remote.speculative,
+        messages=messages if remote.mode != "exact" else None,
+        tokenizer=tok,
+        retokenize=remote.mode == "retokenize",
+        end_texts=remote.end_texts,
+    )
+    return [
+        {
+            "completion": r.text if r.text is not None else tok.decode(r.tokens, skip_special_tokens=True),
+            "tokens": r.tokens,
+            "finish_reason": r.finished,
+            # text mode: whether the endpoint's re-tokenisation of the answer matched these tokens
+            "remote": {"mode": remote.mode, "speculative": remote.speculative, "round_trip": r.round_trip},
+        }
+        for r in res
+    ]
