@@ -172,7 +172,9 @@ def main(argv=None):
             group = [
                 (
                     "generate" + tag,
-                    lambda ce=ce: vas_jax.generate(base, prompts, key=key, max_new_tokens=n, **ce).tokens,
+                    lambda ce=ce, prompts=prompts, key=key: (
+                        vas_jax.generate(base, prompts, key=key, max_new_tokens=n, **ce).tokens
+                    ),
                     1.0,
                 )
             ]
@@ -183,7 +185,7 @@ def main(argv=None):
                     group.append(
                         (
                             f"vas scalar k={k}{tm_tag}{tag}",
-                            lambda k=k, pick=pick: (
+                            lambda k=k, pick=pick, prompts=prompts, key=key: (
                                 vas_jax.vas_decode(
                                     base, value, prompts, beta=1.0, top_k=k, key=key, max_new_tokens=n, **pick
                                 ).tokens
@@ -195,7 +197,7 @@ def main(argv=None):
                     group.append(
                         (
                             f"vas vocab k=20{tm_tag}{tag}",
-                            lambda pick=pick: (
+                            lambda pick=pick, prompts=prompts, key=key: (
                                 vas_jax.vas_decode(
                                     base, qvalue, prompts, beta=1.0, top_k=20, key=key, max_new_tokens=n, **pick
                                 ).tokens

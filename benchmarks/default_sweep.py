@@ -74,7 +74,7 @@ def main(argv=None):
             shutil.rmtree(run)
         steps = []
         vm, m = train_value(
-            init_value_model(small), data, run, cfg, progress=False, on_step=lambda s, _: steps.append(s)
+            init_value_model(small), data, run, cfg, progress=False, on_step=lambda s, _, steps=steps: steps.append(s)
         )
         r2 = reward(vas_jax.vas_decode(base, vm, held, beta=2.0, top_k=20, **common))
         r4 = reward(vas_jax.vas_decode(base, vm, held, beta=4.0, top_k=20, **common))

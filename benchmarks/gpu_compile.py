@@ -227,7 +227,7 @@ def main(argv=None):
         runs = [
             (
                 "generate",
-                lambda att: vas_jax.generate(
+                lambda att, prompts=prompts: vas_jax.generate(
                     base, prompts, key=jax.random.key(0), max_new_tokens=p["new_tokens"], attention=att, run=False
                 ),
             )
@@ -235,7 +235,7 @@ def main(argv=None):
         runs += [
             (
                 f"vas k={a.k} {m}",
-                lambda att, m=m: vas_jax.vas_decode(
+                lambda att, m=m, prompts=prompts: vas_jax.vas_decode(
                     base,
                     [value],
                     prompts,
@@ -253,7 +253,7 @@ def main(argv=None):
         for name, call in runs:
             for att in a.attention:
                 try:
-                    lowered = lower_for(device, lambda: call(att))
+                    lowered = lower_for(device, lambda call=call, att=att: call(att))
                     with _as_gpu():
                         s = step_stats(lowered.compile())
                     if a.dump:

@@ -91,7 +91,7 @@ def main(argv=None):
         for name, vals in (("generate", []), (f"vas k={a.k}", [value])):
             if vals:
                 hlo = compiled_decode_hlo(
-                    lambda: vas_jax.vas_decode(
+                    lambda base=base, vals=vals: vas_jax.vas_decode(
                         base,
                         vals,
                         prompts,
@@ -105,7 +105,7 @@ def main(argv=None):
                 )
             else:
                 hlo = compiled_decode_hlo(
-                    lambda: vas_jax.generate(
+                    lambda base=base: vas_jax.generate(
                         base,
                         prompts,
                         key=jax.random.key(0),

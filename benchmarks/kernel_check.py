@@ -33,7 +33,7 @@ def attention_cases() -> bool:
     for b, t, nh, kvh, d, size in SHAPES:
         for dtype, tol in ((jnp.float32, 2e-3), (jnp.bfloat16, 3e-2)):
 
-            def arr(*shape):
+            def arr(*shape, dtype=dtype):
                 return jnp.asarray(rng.randn(*shape), dtype)
 
             q, kc, vc, ks, vs = (
@@ -49,16 +49,16 @@ def attention_cases() -> bool:
             mask = jnp.broadcast_to(((slot >= lo[:, None]) & (slot < hi[:, None]))[:, None], (b, t, size))
             own = (ks, vs, 1) if t > 1 else None
             own_ref = (ks, vs, jnp.arange(t) >= 1) if t > 1 else None
-            want = jax.jit(lambda *a: attend(*a, 0.125, own=own_ref))(q, kc, vc, mask)
-            got = jax.jit(lambda *a: decode_attention(*a, 0.125, own=own))(q, kc, vc, lo, hi)
+            want = jax.jit(lambda *a, own_ref=own_ref: attend(*a, 0.125, own=own_ref))(q, kc, vc, mask)
+            got = jax.jit(lambda *a, own=own: decode_attention(*a, 0.125, own=own))(q, kc, vc, lo, hi)
             # write=True (how decoding calls it): the step's first token is new; the kernel attends to it
             # and stores it at the write index (size - 8: the reference reads up to it), the rest left as it was
             index = size - 8
             wk, wv = (jax.lax.dynamic_update_slice(c, x[:, :, :1], (0, 0, index, 0)) for c, x in ((kc, ks), (vc, vs)))
-            want_w = jax.jit(lambda *a: attend(*a, 0.125, own=own_ref))(q, wk, wv, mask)
-            got_w, kc_w, vc_w = jax.jit(lambda *a: decode_attention(*a, 0.125, own=(ks, vs, 1), write=True))(
-                q, kc.copy(), vc.copy(), lo, jnp.full((b,), index, jnp.int32)
-            )
+            want_w = jax.jit(lambda *a, own_ref=own_ref: attend(*a, 0.125, own=own_ref))(q, wk, wv, mask)
+            got_w, kc_w, vc_w = jax.jit(
+                lambda *a, ks=ks, vs=vs: decode_attention(*a, 0.125, own=(ks, vs, 1), write=True)
+            )(q, kc.copy(), vc.copy(), lo, jnp.full((b,), index, jnp.int32))
             err = float(jnp.max(jnp.abs(got.astype(jnp.float32) - want.astype(jnp.float32))))
             err_w = float(jnp.max(jnp.abs(got_w.astype(jnp.float32) - want_w.astype(jnp.float32))))
             cache_ok = bool(jnp.all(kc_w == wk) & jnp.all(vc_w == wv))

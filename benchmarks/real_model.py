@@ -167,11 +167,12 @@ def main(argv=None):
         for b in a.batches:
             ids = prompts(tok, b)
             common = dict(key=jax.random.key(0), max_new_tokens=a.new_tokens, temperature=0.0, pad_id=0)
+            x = torch.tensor(ids)
 
-            def run():
+            def run(ids=ids, common=common):
                 return np.asarray(vas_jax.generate(base, ids, **common).tokens)
 
-            def trun():
+            def trun(x=x):
                 with torch.no_grad():
                     out = ref.generate(
                         x,
@@ -183,7 +184,6 @@ def main(argv=None):
                     )
                 return out[:, x.shape[1] :].numpy()
 
-            x = torch.tensor(ids)
             run()
             ours, dt = best(run, a.repeats)
             trun()
@@ -225,19 +225,20 @@ def main(argv=None):
         for b in a.vas_batches:
             ids = prompts(tok, b)
             common = dict(key=jax.random.key(0), max_new_tokens=n, temperature=0.0, pad_id=0, beta=beta, top_k=k)
-            run = lambda: np.asarray(vas_jax.vas_decode(base, vm_fused, ids, **common).tokens)  # noqa: E731
+            run = lambda ids=ids, common=common: np.asarray(vas_jax.vas_decode(base, vm_fused, ids, **common).tokens)  # noqa: E731
             run()
             ours, dt = best(run, a.repeats)
             x = torch.tensor(ids)
             with torch.no_grad():
                 off, odt = best(
-                    lambda: official_style_vas(
+                    lambda x=x: official_style_vas(
                         ref, tvalue, x, torch.ones_like(x), beta=beta, k=k, max_new_tokens=n
                     ).numpy(),
                     1,
                 )
                 bat, bdt = best(
-                    lambda: batched_vas(ref, tvalue, x, beta=beta, k=k, max_new_tokens=n).numpy(), max(1, a.repeats - 1)
+                    lambda x=x: batched_vas(ref, tvalue, x, beta=beta, k=k, max_new_tokens=n).numpy(),
+                    max(1, a.repeats - 1),
                 )
             agree = (agreement(ours, off), agreement(ours, bat))
             row = dict(

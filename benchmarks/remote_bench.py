@@ -85,7 +85,7 @@ def main():
         for beta in args.betas:
             kw = dict(beta=beta, temperature=0.0, **common)
             remote_vas(Endpoint(srv.url + "/v1", "base"), [vm], prompts[:2], **{**kw, "max_new_tokens": 2})  # warm
-            local = lambda: vas_jax.vas_decode(  # noqa: E731
+            local = lambda beta=beta: vas_jax.vas_decode(  # noqa: E731
                 base, vm, prompts, restrict_to_topk=True, key=jax.random.key(0), beta=beta, temperature=0.0,
                 **{k: v for k, v in common.items()},
             )  # fmt: skip

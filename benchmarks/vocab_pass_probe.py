@@ -28,7 +28,7 @@ def main():
         times = {}
         for name, spec in (("separate", SamplerSpec()), ("one pass", SamplerSpec(one_pass=True))):
 
-            def fn(a, spec=spec):
+            def fn(a, spec=spec, base=base):
                 tok, lp, base_lp = sample_scored(key, a, base, spec, 1.0, 1.0)
                 return (lp + base_lp + tok.astype(a.dtype))[:, None], None
 

@@ -59,7 +59,9 @@ def main(base_dir, value_dir, out):
             import vas_jax.decode_attention as da
 
             calls, real = [], da.sharded_decode_attention
-            da.sharded_decode_attention = lambda *a, **k: calls.append(k["cache_sharding"].spec) or real(*a, **k)
+            da.sharded_decode_attention = lambda *a, calls=calls, real=real, **k: (
+                calls.append(k["cache_sharding"].spec) or real(*a, **k)
+            )
             v = vas_jax.vas_decode(
                 sb,
                 sv,

@@ -19,9 +19,10 @@ from vas_jax.td import distributional_lambda_returns, lambda_returns, make_atoms
 from vas_jax.train import TrainConfig, init_value_model, rollout_arrays, train_value, value_mean
 
 ATOMS = tuple(np.linspace(-3.0, 3.0, 13).tolist())
+N_ATOMS = len(ATOMS)
 
 
-def _random_case(seed=0, b=5, t=9, a=len(ATOMS)):
+def _random_case(seed=0, b=5, t=9, a=N_ATOMS):
     rng = np.random.default_rng(seed)
     probs = rng.dirichlet(np.ones(a), size=(b, t)).astype(np.float32)
     starts = rng.integers(0, 4, b)

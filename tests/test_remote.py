@@ -398,7 +398,7 @@ def fake_llama_cpp(base, seen: list):
             lp = np.asarray(forward(state, np.asarray([ids], np.int32)))
             top = np.argsort(-lp, kind="stable")[: max(k, 1)]
 
-            def entry(i):
+            def entry(i, lp=lp):
                 return {"id": int(i), "token": f"w{i}", "bytes": list(f"w{i}".encode()), "logprob": float(lp[i])}
 
             content.append({**entry(top[0]), "top_logprobs": [entry(i) for i in top]})

@@ -93,7 +93,7 @@ def review(rng: random.Random) -> str:
     formal = rng.random() < 0.5
     n = rng.choice([1, 1, 2, 2, 3, 3, 4, 5, 6])
     parts = []
-    for i in range(n):
+    for _ in range(n):
         if mood == "mixed":
             pol = rng.choice(["pos", "neg", "neu"])
         else:

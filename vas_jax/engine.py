@@ -167,8 +167,10 @@ class Engine:
         # the soft rule needs distributional heads where it is used: the models this request weighs
         guidance.check_rule(params.rule, [k for k, b in zip(self.spec.value_kinds, params.beta) if b != 0])
 
-    def submit(self, prompt: Sequence[int], params: SamplingParams = SamplingParams()) -> int:
-        """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`."""
+    def submit(self, prompt: Sequence[int], params: SamplingParams | None = None) -> int:
+        """Queue a prompt (token ids) into a free slot; returns the slot. Its prefill happens in `step`.
+        params: SamplingParams (default: its defaults)."""
+        params = SamplingParams() if params is None else params
         if not self.free:
             raise VasError("every slot is taken; wait for a request to finish")
         prompt = [int(t) for t in prompt]

@@ -97,6 +97,248 @@ def text_stats(res, texts) -> dict:
     )
 
 
+class _Comparison:
+    """What every row of one comparison shares (models, prompts, rewards, settings), and the ways
+    each row is decoded, scored, costed and timed."""
+
+    def __init__(
+        self, base, tok, prompt_ids, values, rewards, prompt_texts, *, samples, max_new_tokens, top_k, seed,
+        reward_flops, attention, temperature, rule,
+    ):  # fmt: skip
+        from .rewards import call_reward
+
+        self.base, self.tok, self.prompt_ids, self.values, self.rewards = base, tok, prompt_ids, values, rewards
+        self.prompt_texts, self.samples, self.max_new_tokens, self.top_k = prompt_texts, samples, max_new_tokens, top_k
+        self.seed, self.reward_flops, self.attention = seed, reward_flops, attention
+        self.temperature, self.rule = temperature, rule
+        self.call_reward = call_reward
+        self.primary = list(rewards)[0]
+        self.eos, self.pad = end_of_turn_ids(tok), default_pad_id(tok)
+        self.key = jax.random.key(self.seed)
+        self.P = len(prompt_ids)
+        self.mean_prompt = float(np.mean([len(p) for p in prompt_ids]))
+        self.programs = _Programs()
+        self.common = dict(
+            max_new_tokens=self.max_new_tokens, eos_token_id=self.eos, pad_id=self.pad, attention=self.attention,
+            run=False,
+        )  # fmt: skip
+
+    def score(self, res, n_per_prompt):
+        resp = [self.tok.decode(t, skip_special_tokens=True) for t in res.token_lists()]
+        ps = [p for p in self.prompt_texts for _ in range(n_per_prompt)]
+        return {nm: np.asarray(self.call_reward(fn, ps, resp), np.float64) for nm, fn in self.rewards.items()}, resp
+
+    def cost(self, mean_len, vms=()):
+        f = sequence_flops(self.base.config, self.mean_prompt, mean_len)
+        for vm in vms:
+            scalar = vm.config.head == "score"
+            f += sequence_flops(
+                vm.config,
+                self.mean_prompt,
+                mean_len,
+                tokens_per_step=(self.top_k + 1) if scalar else 1,
+                with_head=not scalar,
+            )
+        if self.reward_flops is not None:
+            f += self.reward_flops(int(self.mean_prompt + mean_len))
+        return f
+
+    def decode(self, make_plan, n, models):
+        """Every prompt's n samples, in calls of at most the rows that fit: (result, seconds)."""
+        per_call = max(1, _rows_per_call(models, self.prompt_ids, self.max_new_tokens) // n)
+        parts, seconds = [], 0.0
+        for i in range(0, self.P, per_call):
+            res, dt = self.programs.run(make_plan(self.prompt_ids[i : i + per_call]))
+            parts.append(res)
+            seconds += dt
+        return _concat(parts), seconds
+
+    def stats(self, sc):
+        """({reward: mean}, {reward: standard error}), over prompts."""
+        both = {nm: per_prompt_stats(v, self.P) for nm, v in sc.items()}
+        return {nm: m for nm, (m, _) in both.items()}, {nm: se for nm, (_, se) in both.items()}
+
+    def outcome(self, res, dt, n_per_prompt):
+        """A guided row's shared fields (rewards with standard errors, time, length, text statistics),
+        and the answers."""
+        sc, resp = self.score(res, n_per_prompt)
+        means, ses = self.stats(sc)
+        fields = dict(
+            reward_mean=means[self.primary],
+            reward_se=ses[self.primary],
+            seconds_per_response=dt / len(resp),
+            rewards=means,
+            rewards_se=ses,
+            mean_length=float(np.asarray(res.lengths).mean()),
+            **text_stats(res, resp),
+        )
+        return fields, resp
+
+    def vas_row(self, vms, beta, **extra):
+        res, dt = self.decode(
+            lambda ps: vas_decode(
+                self.base, vms, ps, beta=beta, key=self.key, top_k=self.top_k, num_samples=self.samples,
+                temperature=self.temperature, rule=self.rule, **self.common,
+            ),
+            self.samples,
+            [self.base, *vms],
+        )  # fmt: skip
+        fields, resp = self.outcome(res, dt, self.samples)
+        kl, kl_se = per_prompt_stats(np.asarray(res.kl()), self.P)
+        row = dict(
+            method="vas",
+            rule=self.rule,
+            beta=[float(b) for b in beta],
+            n=1,
+            kl=kl,
+            kl_se=kl_se,
+            kl_kind="estimate",
+            admissible=bool(kl <= ADMISSIBLE_KL),
+            flops_per_response=self.cost(fields["mean_length"], vms),
+            **fields,
+            **extra,
+        )
+        return row, resp
+
+    def block_row(self, st: BlockSetting):
+        """A blockwise search's row: its own call, its FLOPs for the K rows of every block it ran."""
+        k, guide = st.block_samples, self.values[:1]
+        res, dt = self.decode(
+            lambda ps: blockwise_decode(
+                self.base, guide, ps, beta=[st.beta], key=self.key, block=st.block, block_samples=k, keep=st.keep,
+                rule=st.rule, num_samples=self.samples, max_new_tokens=self.max_new_tokens, eos_token_id=self.eos,
+                pad_id=self.pad, run=False,
+            ),
+            self.samples * k,
+            [self.base, *guide],
+        )  # fmt: skip
+        fields, resp = self.outcome(res, dt, self.samples)
+        blocks = np.asarray(res.blocks)
+        steps = float(np.minimum(blocks * st.block, self.max_new_tokens).mean())  # tokens each of the K rows ran
+        flops = 0.0
+        for m in (self.base, *guide):  # a prefill per prompt, then K rows of decode steps
+            pre = sequence_flops(m.config, self.mean_prompt, 0)
+            flops += pre + k * (sequence_flops(m.config, self.mean_prompt, steps) - pre)
+        if self.reward_flops is not None:
+            flops += self.reward_flops(int(self.mean_prompt + fields["mean_length"]))
+        kl, _ = per_prompt_stats(np.asarray(res.kl_bound), self.P)
+        row = dict(
+            method="block",
+            setting=st.label(),
+            block_samples=k,
+            block=st.block,
+            keep=st.keep,
+            rule=st.rule,
+            beta=[float(st.beta)],
+            n=k,
+            kl=kl,
+            kl_se=0.0,
+            kl_kind="bound",
+            kl_bound_max=search_blocks(self.max_new_tokens, st.block) * block_kl_bound(k, st.keep),  # every block
+            admissible=bool(kl <= ADMISSIBLE_KL),
+            flops_per_response=flops,
+            mean_blocks=float(blocks.mean()),
+            **fields,
+        )
+        return row, resp
+
+    def best_of_n(self, bon_ns, bar):
+        """Best-of-N: each n its own call and its own time; the samples of all of them make the pool.
+        Returns the calls {n: (result, seconds, scores, answers)} and the pool {reward: [P, pool]}."""
+        calls = {}
+        for n in bon_ns:
+            k = jax.random.fold_in(self.key, n)
+            res, dt = self.decode(
+                lambda ps, k=k, n=n: generate(self.base, ps, key=k, num_samples=n, **self.common), n, [self.base]
+            )
+            calls[n] = (res, dt, *self.score(res, n))
+            bar.update(1)
+        pool = {
+            nm: np.concatenate([c[2][nm].reshape(self.P, -1) for c in calls.values()], axis=1) for nm in self.rewards
+        }
+        return calls, pool
+
+    def base_row(self, calls, pool):
+        """The base: the pool's mean reward, timed by the n = 1 call, its own answers' statistics."""
+        res1, dt1, _, resp1 = calls[1]
+        lens = np.asarray(res1.lengths)
+        means, ses = self.stats(pool)
+        return dict(
+            method="base",
+            beta=None,
+            n=1,
+            reward_mean=means[self.primary],
+            reward_se=ses[self.primary],
+            kl=0.0,
+            kl_se=0.0,
+            kl_kind="exact",
+            flops_per_response=self.cost(float(lens.mean())),
+            seconds_per_response=dt1 / self.P,
+            rewards=means,
+            rewards_se=ses,
+            mean_length=float(lens.mean()),
+            **text_stats(res1, resp1),
+        )
+
+    def bon_rows(self, calls, pool, bon_ns, picks, examples):
+        """A row per n: the rewards are the pool's estimates over every subset of n; the answers
+        (text statistics, examples) are the call's own picks."""
+        primary, P, rows = self.primary, self.P, []
+        prefill = sequence_flops(self.base.config, self.mean_prompt, 0)
+        for n in bon_ns:
+            res, dt, sc, resp = calls[n]
+            pick = sc[primary].reshape(P, n).argmax(axis=1) + np.arange(P) * n
+            m, se = _stats(expected_best(pool[primary], n))
+            mean_len = float(np.asarray(res.lengths).mean())
+            rows.append(
+                dict(
+                    method="bon",
+                    beta=None,
+                    n=n,
+                    reward_mean=m,
+                    reward_se=se,
+                    kl=bon_kl_bound(n),
+                    kl_se=0.0,
+                    kl_kind="bound",
+                    kl_estimate=float(np.mean(bon_kl_estimate(pool[primary], n))),
+                    flops_per_response=prefill + n * (self.cost(mean_len) - prefill),
+                    seconds_per_response=dt / P,
+                    mean_length=mean_len,
+                    rewards={nm: picks[bon_ns.index(n)][nm] for nm in self.rewards},
+                    **text_stats(jax.tree.map(lambda x, pick=pick: x[pick], res), [resp[i] for i in pick]),
+                )
+            )
+            if n == bon_ns[-1]:
+                examples[f"best-of-{n}"] = [resp[i] for i in pick[:3]]
+        return rows
+
+
+def _soft_bon_rows(pool, big: dict, bon_max: int, taus, scale: float, seed: int) -> list[dict]:
+    """Soft Best-of-bon_max at temperatures taus x scale: a curve of its own on the reward-KL plane,
+    from the same pool, at Best-of-bon_max's cost (`big`, its row)."""
+    rows = []
+    for t in taus:
+        r_soft, kl_soft = soft_bon(pool, bon_max, t * scale, seed=seed)
+        m, se = _stats(r_soft)
+        rows.append(
+            dict(
+                method="soft_bon",
+                beta=None,
+                n=bon_max,
+                tau=float(t),
+                reward_mean=m,
+                reward_se=se,
+                kl=float(kl_soft.mean()),
+                kl_se=_stats(kl_soft)[1],
+                kl_kind="estimate",
+                flops_per_response=big["flops_per_response"],
+                seconds_per_response=big["seconds_per_response"],
+                mean_length=big["mean_length"],
+            )
+        )
+    return rows
+
+
 def run_comparison(
     base,
     tok,
@@ -135,251 +377,47 @@ def run_comparison(
     "block" whose KL is its bound (the mean over responses of blocks used x the per-block bound)."""
     from tqdm import tqdm
 
-    from .rewards import call_reward
-
     names = list(rewards)
     primary = names[0]
-    eos = end_of_turn_ids(tok)
-    pad = default_pad_id(tok)
-    key = jax.random.key(seed)
     P = len(prompt_ids)
     if prompt_texts is None:
         prompt_texts = [tok.decode(p, skip_special_tokens=True) for p in prompt_ids]
     prompt_texts = list(prompt_texts)
-    mean_prompt = float(np.mean([len(p) for p in prompt_ids]))
-    programs = _Programs()
-    common = dict(max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad, attention=attention, run=False)
-
-    def score(res, n_per_prompt):
-        resp = [tok.decode(t, skip_special_tokens=True) for t in res.token_lists()]
-        ps = [p for p in prompt_texts for _ in range(n_per_prompt)]
-        return {nm: np.asarray(call_reward(fn, ps, resp), np.float64) for nm, fn in rewards.items()}, resp
-
-    def cost(mean_len, vms=()):
-        f = sequence_flops(base.config, mean_prompt, mean_len)
-        for vm in vms:
-            scalar = vm.config.head == "score"
-            f += sequence_flops(
-                vm.config, mean_prompt, mean_len, tokens_per_step=(top_k + 1) if scalar else 1, with_head=not scalar
-            )
-        if reward_flops is not None:
-            f += reward_flops(int(mean_prompt + mean_len))
-        return f
-
-    def decode(make_plan, n, models):
-        """Every prompt's n samples, in calls of at most the rows that fit: (result, seconds)."""
-        per_call = max(1, _rows_per_call(models, prompt_ids, max_new_tokens) // n)
-        parts, seconds = [], 0.0
-        for i in range(0, P, per_call):
-            res, dt = programs.run(make_plan(prompt_ids[i : i + per_call]))
-            parts.append(res)
-            seconds += dt
-        return _concat(parts), seconds
-
-    def stats(sc):
-        """({reward: mean}, {reward: standard error}), over prompts."""
-        both = {nm: per_prompt_stats(v, P) for nm, v in sc.items()}
-        return {nm: m for nm, (m, _) in both.items()}, {nm: se for nm, (_, se) in both.items()}
-
-    def outcome(res, dt, n_per_prompt):
-        """A guided row's shared fields (rewards with standard errors, time, length, text statistics),
-        and the answers."""
-        sc, resp = score(res, n_per_prompt)
-        means, ses = stats(sc)
-        fields = dict(
-            reward_mean=means[primary],
-            reward_se=ses[primary],
-            seconds_per_response=dt / len(resp),
-            rewards=means,
-            rewards_se=ses,
-            mean_length=float(np.asarray(res.lengths).mean()),
-            **text_stats(res, resp),
-        )
-        return fields, resp
-
-    def vas_row(vms, beta, **extra):
-        res, dt = decode(
-            lambda ps: vas_decode(
-                base,
-                vms,
-                ps,
-                beta=beta,
-                key=key,
-                top_k=top_k,
-                num_samples=samples,
-                temperature=temperature,
-                rule=rule,
-                **common,
-            ),
-            samples,
-            [base, *vms],
-        )
-        fields, resp = outcome(res, dt, samples)
-        kl, kl_se = per_prompt_stats(np.asarray(res.kl()), P)
-        row = dict(
-            method="vas",
-            rule=rule,
-            beta=[float(b) for b in beta],
-            n=1,
-            kl=kl,
-            kl_se=kl_se,
-            kl_kind="estimate",
-            admissible=bool(kl <= ADMISSIBLE_KL),
-            flops_per_response=cost(fields["mean_length"], vms),
-            **fields,
-            **extra,
-        )
-        return row, resp
-
-    def block_row(st: BlockSetting):
-        """A blockwise search's row: its own call, its FLOPs for the K rows of every block it ran."""
-        k = st.block_samples
-        res, dt = decode(
-            lambda ps: blockwise_decode(
-                base, values[:1], ps, beta=[st.beta], key=key, block=st.block, block_samples=k, keep=st.keep,
-                rule=st.rule, num_samples=samples, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_id=pad,
-                run=False,
-            ),
-            samples * k,
-            [base, *values[:1]],
-        )  # fmt: skip
-        fields, resp = outcome(res, dt, samples)
-        blocks = np.asarray(res.blocks)
-        steps = float(np.minimum(blocks * st.block, max_new_tokens).mean())  # tokens each of the K rows ran
-        flops = 0.0
-        for m in (base, *values[:1]):  # a prefill per prompt, then K rows of decode steps
-            pre = sequence_flops(m.config, mean_prompt, 0)
-            flops += pre + k * (sequence_flops(m.config, mean_prompt, steps) - pre)
-        if reward_flops is not None:
-            flops += reward_flops(int(mean_prompt + fields["mean_length"]))
-        kl, _ = per_prompt_stats(np.asarray(res.kl_bound), P)
-        row = dict(
-            method="block",
-            setting=st.label(),
-            block_samples=k,
-            block=st.block,
-            keep=st.keep,
-            rule=st.rule,
-            beta=[float(st.beta)],
-            n=k,
-            kl=kl,
-            kl_se=0.0,
-            kl_kind="bound",
-            kl_bound_max=search_blocks(max_new_tokens, st.block) * block_kl_bound(k, st.keep),  # every block run
-            admissible=bool(kl <= ADMISSIBLE_KL),
-            flops_per_response=flops,
-            mean_blocks=float(blocks.mean()),
-            **fields,
-        )
-        return row, resp
-
+    cmp = _Comparison(
+        base, tok, prompt_ids, values, rewards, prompt_texts, samples=samples, max_new_tokens=max_new_tokens,
+        top_k=top_k, seed=seed, reward_flops=reward_flops, attention=attention, temperature=temperature, rule=rule,
+    )  # fmt: skip
     bon_ns = [2**i for i in range(int(math.log2(bon_max)) + 1)]
     total = len(bon_ns) + len(betas) + len(composed) + len(blockwise)
     bar = tqdm(total=total, desc="compare", unit="run", disable=not progress)
 
-    # Best-of-N: each n its own call and its own time; the samples of all of them make the pool
-    calls = {}
-    for n in bon_ns:
-        k = jax.random.fold_in(key, n)
-        res, dt = decode(lambda ps: generate(base, ps, key=k, num_samples=n, **common), n, [base])
-        calls[n] = (res, dt, *score(res, n))
-        bar.update(1)
-    pool = {nm: np.concatenate([c[2][nm].reshape(P, -1) for c in calls.values()], axis=1) for nm in names}
-    res1, dt1, _, resp1 = calls[1]
-    lens = np.asarray(res1.lengths)
-    means, ses = stats(pool)
-    rows = [
-        dict(
-            method="base",
-            beta=None,
-            n=1,
-            reward_mean=means[primary],
-            reward_se=ses[primary],
-            kl=0.0,
-            kl_se=0.0,
-            kl_kind="exact",
-            flops_per_response=cost(float(lens.mean())),
-            seconds_per_response=dt1 / P,
-            rewards=means,
-            rewards_se=ses,
-            mean_length=float(lens.mean()),
-            **text_stats(res1, resp1),
-        )
-    ]
-    examples = {"base": resp1[:3]}
+    calls, pool = cmp.best_of_n(bon_ns, bar)
+    rows = [cmp.base_row(calls, pool)]
+    examples = {"base": calls[1][3][:3]}
     picks = bon_picks(pool, primary, bon_ns)  # every reward over the primary's picks
-    prefill = sequence_flops(base.config, mean_prompt, 0)
-    for n in bon_ns:
-        res, dt, sc, resp = calls[n]
-        # the answers (text statistics, examples) are this call's own picks; the rewards are the
-        # pool's estimates over every subset of n
-        pick = sc[primary].reshape(P, n).argmax(axis=1) + np.arange(P) * n
-        m, se = _stats(expected_best(pool[primary], n))
-        mean_len = float(np.asarray(res.lengths).mean())
-        rows.append(
-            dict(
-                method="bon",
-                beta=None,
-                n=n,
-                reward_mean=m,
-                reward_se=se,
-                kl=bon_kl_bound(n),
-                kl_se=0.0,
-                kl_kind="bound",
-                kl_estimate=float(np.mean(bon_kl_estimate(pool[primary], n))),
-                flops_per_response=prefill + n * (cost(mean_len) - prefill),
-                seconds_per_response=dt / P,
-                mean_length=mean_len,
-                rewards={nm: picks[bon_ns.index(n)][nm] for nm in names},
-                **text_stats(jax.tree.map(lambda x: x[pick], res), [resp[i] for i in pick]),
-            )
-        )
-        if n == bon_max:
-            examples[f"best-of-{n}"] = [resp[i] for i in pick[:3]]
-
-    # soft Best-of-bon_max: a curve of its own on the reward-KL plane, from the same pool
+    rows += cmp.bon_rows(calls, pool, bon_ns, picks, examples)
     scale = float(pool[primary].std()) or 1.0
-    big = rows[-1]  # Best-of-bon_max: soft Best-of-N draws as many samples, at the same cost
-    for t in soft_taus:
-        r_soft, kl_soft = soft_bon(pool[primary], bon_max, t * scale, seed=seed)
-        m, se = _stats(r_soft)
-        rows.append(
-            dict(
-                method="soft_bon",
-                beta=None,
-                n=bon_max,
-                tau=float(t),
-                reward_mean=m,
-                reward_se=se,
-                kl=float(kl_soft.mean()),
-                kl_se=_stats(kl_soft)[1],
-                kl_kind="estimate",
-                flops_per_response=big["flops_per_response"],
-                seconds_per_response=big["seconds_per_response"],
-                mean_length=big["mean_length"],
-            )
-        )
+    rows += _soft_bon_rows(pool[primary], rows[-1], bon_max, soft_taus, scale, seed)
 
     # VAS over the beta grid (beta is traced: one compilation for the whole grid)
     for b in betas:
-        row, resp = vas_row(values[:1], [b])
+        row, resp = cmp.vas_row(values[:1], [b])
         rows.append(row)
         examples[f"vas beta={b:g}"] = resp[::samples][:3]
         bar.update(1)
 
     # blockwise searches with the first value model, on the same prompts
     for st in blockwise:
-        row, resp = block_row(st)
+        row, resp = cmp.block_row(st)
         rows.append(row)
         examples[f"blockwise {st.label()}"] = resp[::samples][:3]
         bar.update(1)
 
     # composed rewards: a grid over (beta_1, beta_2) with the first two value models
     grid = []
-    if len(values) >= 2:
-        for b1, b2 in composed:
-            grid.append(vas_row(values[:2], [b1, b2], composed=True)[0])
-            bar.update(1)
+    for b1, b2 in composed if len(values) >= 2 else ():
+        grid.append(cmp.vas_row(values[:2], [b1, b2], composed=True)[0])
+        bar.update(1)
     bar.close()
     # Best-of-N optimising each reward alone, and where that leaves the others: composition's reference
     reference = {a: picks if a == primary else bon_picks(pool, a, bon_ns) for a in names[:2]} if grid else {}

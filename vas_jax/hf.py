@@ -146,116 +146,122 @@ def _prefix(cfg: ModelConfig, keys) -> str:
     return "model." if "model.embed_tokens.weight" in keys or "embed_tokens.weight" not in keys else ""
 
 
-def _key_map(cfg: ModelConfig, prefix: str):
-    """Yield (our_path, hf_names, hf_shapes, from_hf, to_hf) for every parameter."""
-    h, v = cfg.hidden_size, cfg.vocab_size
-    nh, kvh, d, f = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
-    ident = lambda *xs: xs[0]  # noqa: E731
-    T = lambda *xs: xs[0].T  # noqa: E731
-    p = prefix
-    items = []
+class _KeyMap:
+    """The parameter map being built: (our_path, hf_names, hf_shapes, from_hf, to_hf) per parameter."""
 
-    def add(path, name, shape):  # stored as-is
-        items.append((path, [name], [shape], ident, lambda x: [x]))
+    def __init__(self):
+        self.items = []
 
-    def lin(path, name, din, dout):  # HF nn.Linear: weight [out, in]
-        items.append((path, [name], [(dout, din)], T, lambda x: [x.T]))
+    def add(self, path, name, shape):  # stored as-is
+        self.items.append((path, [name], [shape], _same, lambda x: [x]))
 
-    def split(parent, name, din, parts):  # one HF nn.Linear whose output rows are several of ours, in order
+    def lin(self, path, name, din, dout):  # HF nn.Linear: weight [out, in]
+        self.items.append((path, [name], [(dout, din)], _transposed, lambda x: [x.T]))
+
+    def split(self, parent, name, din, parts):  # one HF nn.Linear whose output rows are several of ours, in order
         total = sum(n for _, n in parts)
         start = 0
         for ours, n in parts:
-            items.append(
+            self.items.append(
                 (parent + (ours, "kernel"), [name], [(total, din)], (lambda x, a=start, b=start + n: x[a:b].T), None)
             )
             start += n
 
+
+def _same(x):
+    return x
+
+
+def _transposed(x):
+    return x.T
+
+
+def _key_map(cfg: ModelConfig, prefix: str):
+    """(our_path, hf_names, hf_shapes, from_hf, to_hf) for every parameter."""
+    m = _KeyMap()
     if cfg.is_gpt2:
-        add(("embed",), f"{p}wte.weight", (v, h))
-        add(("pos_embed",), f"{p}wpe.weight", (cfg.max_position_embeddings, h))
-        for i in range(cfg.num_layers):
-            L, q = ("layers", i), f"{p}h.{i}."
-            for ours, theirs in (("input_norm", "ln_1"), ("post_norm", "ln_2")):
-                add(L + (ours, "weight"), f"{q}{theirs}.weight", (h,))
-                add(L + (ours, "bias"), f"{q}{theirs}.bias", (h,))
-            for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-                items.append(
-                    (
-                        L + ("attn", name, "kernel"),
-                        [f"{q}attn.c_attn.weight"],
-                        [(h, 3 * h)],
-                        (lambda x, j=j: x[:, j * h : (j + 1) * h]),
-                        None,
-                    )
-                )
-                items.append(
-                    (
-                        L + ("attn", name, "bias"),
-                        [f"{q}attn.c_attn.bias"],
-                        [(3 * h,)],
-                        (lambda x, j=j: x[j * h : (j + 1) * h]),
-                        None,
-                    )
-                )
-            add(L + ("attn", "o_proj", "kernel"), f"{q}attn.c_proj.weight", (h, h))
-            add(L + ("attn", "o_proj", "bias"), f"{q}attn.c_proj.bias", (h,))
-            add(L + ("mlp", "up_proj", "kernel"), f"{q}mlp.c_fc.weight", (h, f))
-            add(L + ("mlp", "up_proj", "bias"), f"{q}mlp.c_fc.bias", (f,))
-            add(L + ("mlp", "down_proj", "kernel"), f"{q}mlp.c_proj.weight", (f, h))
-            add(L + ("mlp", "down_proj", "bias"), f"{q}mlp.c_proj.bias", (h,))
-        add(("final_norm", "weight"), f"{p}ln_f.weight", (h,))
-        add(("final_norm", "bias"), f"{p}ln_f.bias", (h,))
+        _gpt2_keys(m, cfg, prefix)
     else:
-        add(("embed",), f"{p}embed_tokens.weight", (v, h))
-        norms = {
-            "pre": (("input_norm", "input_layernorm"), ("post_norm", "post_attention_layernorm")),
-            "sandwich": (
-                ("input_norm", "input_layernorm"),
-                ("attn_out_norm", "post_attention_layernorm"),
-                ("post_norm", "pre_feedforward_layernorm"),
-                ("mlp_out_norm", "post_feedforward_layernorm"),
-            ),
-            "post": (("attn_out_norm", "post_attention_layernorm"), ("mlp_out_norm", "post_feedforward_layernorm")),
-        }[cfg.norm_layout]
-        qk = {"head": (d, d), "full": (nh * d, kvh * d)}.get(cfg.qk_norm)
-        fused = cfg.model_type == "phi3"  # Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj
-        for i in range(cfg.num_layers):
-            L, q = ("layers", i), f"{p}layers.{i}."
-            for ours, theirs in norms:
-                add(L + (ours, "weight"), f"{q}{theirs}.weight", (h,))
-            if qk:
-                add(L + ("attn", "q_norm", "weight"), f"{q}self_attn.q_norm.weight", (qk[0],))
-                add(L + ("attn", "k_norm", "weight"), f"{q}self_attn.k_norm.weight", (qk[1],))
-            if fused:
-                split(
-                    L + ("attn",),
-                    f"{q}self_attn.qkv_proj.weight",
-                    h,
-                    (("q_proj", nh * d), ("k_proj", kvh * d), ("v_proj", kvh * d)),
-                )
-                split(L + ("mlp",), f"{q}mlp.gate_up_proj.weight", h, (("gate_proj", f), ("up_proj", f)))
-            for name, dout, bias in (
-                ("q_proj", nh * d, cfg.attention_bias),
-                ("k_proj", kvh * d, cfg.attention_bias),
-                ("v_proj", kvh * d, cfg.attention_bias),
-                ("o_proj", h, cfg.o_bias),
-            ):
-                din = nh * d if name == "o_proj" else h
-                if not (fused and name != "o_proj"):
-                    lin(L + ("attn", name, "kernel"), f"{q}self_attn.{name}.weight", din, dout)
-                if bias:
-                    add(L + ("attn", name, "bias"), f"{q}self_attn.{name}.bias", (dout,))
-            for name, din, dout in (("gate_proj", h, f), ("up_proj", h, f), ("down_proj", f, h)):
-                if not (fused and name != "down_proj"):
-                    lin(L + ("mlp", name, "kernel"), f"{q}mlp.{name}.weight", din, dout)
-                if cfg.mlp_bias:
-                    add(L + ("mlp", name, "bias"), f"{q}mlp.{name}.bias", (dout,))
-        add(("final_norm", "weight"), f"{p}norm.weight", (h,))
+        _decoder_keys(m, cfg, prefix)
     if cfg.head == "score":
-        lin(("score", "kernel"), "score.weight", h, cfg.num_labels)
+        m.lin(("score", "kernel"), "score.weight", cfg.hidden_size, cfg.num_labels)
     elif not cfg.tie_word_embeddings:
-        lin(("lm_head", "kernel"), "lm_head.weight", h, v)
-    return items
+        m.lin(("lm_head", "kernel"), "lm_head.weight", cfg.hidden_size, cfg.vocab_size)
+    return m.items
+
+
+def _gpt2_keys(m: _KeyMap, cfg: ModelConfig, p: str) -> None:
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    m.add(("embed",), f"{p}wte.weight", (cfg.vocab_size, h))
+    m.add(("pos_embed",), f"{p}wpe.weight", (cfg.max_position_embeddings, h))
+    for i in range(cfg.num_layers):
+        L, q = ("layers", i), f"{p}h.{i}."
+        for ours, theirs in (("input_norm", "ln_1"), ("post_norm", "ln_2")):
+            m.add(L + (ours, "weight"), f"{q}{theirs}.weight", (h,))
+            m.add(L + (ours, "bias"), f"{q}{theirs}.bias", (h,))
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):  # c_attn holds q, k and v side by side
+            cut = (lambda x, j=j: x[:, j * h : (j + 1) * h]), (lambda x, j=j: x[j * h : (j + 1) * h])
+            m.items.append((L + ("attn", name, "kernel"), [f"{q}attn.c_attn.weight"], [(h, 3 * h)], cut[0], None))
+            m.items.append((L + ("attn", name, "bias"), [f"{q}attn.c_attn.bias"], [(3 * h,)], cut[1], None))
+        m.add(L + ("attn", "o_proj", "kernel"), f"{q}attn.c_proj.weight", (h, h))
+        m.add(L + ("attn", "o_proj", "bias"), f"{q}attn.c_proj.bias", (h,))
+        m.add(L + ("mlp", "up_proj", "kernel"), f"{q}mlp.c_fc.weight", (h, f))
+        m.add(L + ("mlp", "up_proj", "bias"), f"{q}mlp.c_fc.bias", (f,))
+        m.add(L + ("mlp", "down_proj", "kernel"), f"{q}mlp.c_proj.weight", (f, h))
+        m.add(L + ("mlp", "down_proj", "bias"), f"{q}mlp.c_proj.bias", (h,))
+    m.add(("final_norm", "weight"), f"{p}ln_f.weight", (h,))
+    m.add(("final_norm", "bias"), f"{p}ln_f.bias", (h,))
+
+
+_NORMS = {  # our norm -> the checkpoint's, per layout
+    "pre": (("input_norm", "input_layernorm"), ("post_norm", "post_attention_layernorm")),
+    "sandwich": (
+        ("input_norm", "input_layernorm"),
+        ("attn_out_norm", "post_attention_layernorm"),
+        ("post_norm", "pre_feedforward_layernorm"),
+        ("mlp_out_norm", "post_feedforward_layernorm"),
+    ),
+    "post": (("attn_out_norm", "post_attention_layernorm"), ("mlp_out_norm", "post_feedforward_layernorm")),
+}
+
+
+def _decoder_keys(m: _KeyMap, cfg: ModelConfig, p: str) -> None:
+    m.add(("embed",), f"{p}embed_tokens.weight", (cfg.vocab_size, cfg.hidden_size))
+    for i in range(cfg.num_layers):
+        _decoder_layer_keys(m, cfg, ("layers", i), f"{p}layers.{i}.")
+    m.add(("final_norm", "weight"), f"{p}norm.weight", (cfg.hidden_size,))
+
+
+def _decoder_layer_keys(m: _KeyMap, cfg: ModelConfig, L: tuple, q: str) -> None:
+    h, f = cfg.hidden_size, cfg.intermediate_size
+    nh, kvh, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    for ours, theirs in _NORMS[cfg.norm_layout]:
+        m.add(L + (ours, "weight"), f"{q}{theirs}.weight", (h,))
+    qk = {"head": (d, d), "full": (nh * d, kvh * d)}.get(cfg.qk_norm)
+    if qk:
+        m.add(L + ("attn", "q_norm", "weight"), f"{q}self_attn.q_norm.weight", (qk[0],))
+        m.add(L + ("attn", "k_norm", "weight"), f"{q}self_attn.k_norm.weight", (qk[1],))
+    fused = cfg.model_type == "phi3"  # Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj
+    if fused:
+        qkv = (("q_proj", nh * d), ("k_proj", kvh * d), ("v_proj", kvh * d))
+        m.split(L + ("attn",), f"{q}self_attn.qkv_proj.weight", h, qkv)
+        m.split(L + ("mlp",), f"{q}mlp.gate_up_proj.weight", h, (("gate_proj", f), ("up_proj", f)))
+    for name, dout, bias in (
+        ("q_proj", nh * d, cfg.attention_bias),
+        ("k_proj", kvh * d, cfg.attention_bias),
+        ("v_proj", kvh * d, cfg.attention_bias),
+        ("o_proj", h, cfg.o_bias),
+    ):
+        din = nh * d if name == "o_proj" else h
+        if not (fused and name != "o_proj"):
+            m.lin(L + ("attn", name, "kernel"), f"{q}self_attn.{name}.weight", din, dout)
+        if bias:
+            m.add(L + ("attn", name, "bias"), f"{q}self_attn.{name}.bias", (dout,))
+    for name, din, dout in (("gate_proj", h, f), ("up_proj", h, f), ("down_proj", f, h)):
+        if not (fused and name != "down_proj"):
+            m.lin(L + ("mlp", name, "kernel"), f"{q}mlp.{name}.weight", din, dout)
+        if cfg.mlp_bias:
+            m.add(L + ("mlp", name, "bias"), f"{q}mlp.{name}.bias", (dout,))
 
 
 def _flat_params(model: Transformer) -> dict[tuple, nnx.Variable]:
@@ -360,7 +366,7 @@ def save_model(model: Transformer, path: str | os.PathLike, *, dtype=None, token
     for _, names, _, _, to in items:
         if to is None:
             n_parts[names[0]] = n_parts.get(names[0], 0) + 1
-    for path_, names, shapes, _, to in items:
+    for path_, names, _shapes, _, to in items:
         x = flat[path_]
         if to is None:  # a slice of a fused tensor: collect the parts in order
             pending.setdefault(names[0], []).append(x)

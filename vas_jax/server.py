@@ -296,26 +296,7 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
         if not secrets.compare_digest(given.encode(), f"Bearer {cfg.api_key}".encode()):
             raise APIError(401, "missing or wrong API key (send Authorization: Bearer KEY)", code="invalid_api_key")
 
-    @app.exception_handler(APIError)
-    async def _api_error(request, e: APIError):
-        return JSONResponse(e.body(), status_code=e.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, e: RequestValidationError):
-        errors = e.errors()
-        first = errors[0] if errors else {}
-        if "json" not in request.headers.get("content-type", ""):
-            msg = "send the body as JSON, with the header Content-Type: application/json"
-            return JSONResponse(error_body(400, msg), status_code=400)
-        if first.get("type") == "json_invalid":
-            return JSONResponse(error_body(400, f"the body is not valid JSON: {first.get('msg', '')}"), status_code=400)
-        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        msg = f"{loc}: {first.get('msg', 'invalid')}" if loc else first.get("msg", "invalid request")
-        return JSONResponse(error_body(422, msg, param=loc or None), status_code=422)
-
-    @app.exception_handler(HTTPException)
-    async def _http(request, e: HTTPException):
-        return JSONResponse(error_body(e.status_code, str(e.detail)), status_code=e.status_code)
+    _add_error_handlers(app)
 
     @app.get("/health")
     async def health():
@@ -351,24 +332,54 @@ def create_app(scheduler: Scheduler, tokenizer, cfg: ServerConfig) -> FastAPI:
         if req.top_logprobs is not None and not 0 <= req.top_logprobs <= MAX_LOGPROBS:
             raise APIError(400, f"top_logprobs must be in [0, {MAX_LOGPROBS}], got {req.top_logprobs}",
                            param="top_logprobs")  # fmt: skip
-        messages = [{"role": m.role, "content": _content_text(m.content, i)} for i, m in enumerate(req.messages)]
-        if not messages:
-            raise APIError(400, "messages is empty", param="messages")
-        if req.continue_final_message and (messages[-1]["role"] != "assistant" or req.add_generation_prompt):
-            raise APIError(400, "continue_final_message continues a last message from the assistant, with "
-                           "add_generation_prompt false", param="continue_final_message")  # fmt: skip
-        try:
-            prompt = chat_ids(tokenizer, messages, continue_final=req.continue_final_message)
-        except VasError:
-            raise APIError(400, "this model has no chat template; use /v1/completions", param="messages") from None
-        except Exception as e:  # the template itself refused the conversation
-            raise APIError(400, f"the chat template refused the messages: {e}", param="messages") from None
+        prompt = _chat_prompt(req, tokenizer)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         jobs = [(prompt, rp) for rp in request_params(req, len(prompt), max_tokens, cfg, max_len)]
         run = _Run(scheduler, tokenizer, jobs, _stops(req))
         return await _respond(run, request, req, "chat", len(prompt), tokenizer)
 
     return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error answered in OpenAI's error body."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, e: APIError):
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, e: RequestValidationError):
+        errors = e.errors()
+        first = errors[0] if errors else {}
+        if "json" not in request.headers.get("content-type", ""):
+            msg = "send the body as JSON, with the header Content-Type: application/json"
+            return JSONResponse(error_body(400, msg), status_code=400)
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body(400, f"the body is not valid JSON: {first.get('msg', '')}"), status_code=400)
+        loc = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        msg = f"{loc}: {first.get('msg', 'invalid')}" if loc else first.get("msg", "invalid request")
+        return JSONResponse(error_body(422, msg, param=loc or None), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request, e: HTTPException):
+        return JSONResponse(error_body(e.status_code, str(e.detail)), status_code=e.status_code)
+
+
+def _chat_prompt(req, tokenizer) -> list[int]:
+    """The conversation's token ids under the chat template; what cannot be templated is a 400."""
+    messages = [{"role": m.role, "content": _content_text(m.content, i)} for i, m in enumerate(req.messages)]
+    if not messages:
+        raise APIError(400, "messages is empty", param="messages")
+    if req.continue_final_message and (messages[-1]["role"] != "assistant" or req.add_generation_prompt):
+        raise APIError(400, "continue_final_message continues a last message from the assistant, with "
+                       "add_generation_prompt false", param="continue_final_message")  # fmt: skip
+    try:
+        return chat_ids(tokenizer, messages, continue_final=req.continue_final_message)
+    except VasError:
+        raise APIError(400, "this model has no chat template; use /v1/completions", param="messages") from None
+    except Exception as e:  # the template itself refused the conversation
+        raise APIError(400, f"the chat template refused the messages: {e}", param="messages") from None
 
 
 def _content_text(content, i: int) -> str:

@@ -730,7 +730,7 @@ def train_value(
             tgt = place.targets(state["targets"][idx])
             mine = {s: part.take(rows[s][mbs[s]]) for s, part in d.train.items()}
 
-            def fold(f):
+            def fold(f, mine=mine):
                 return place.batch(
                     {s: getattr(x, f).reshape((ga, -1) + getattr(x, f).shape[1:]) for s, x in mine.items()}, 1
                 )
