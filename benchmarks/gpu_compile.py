@@ -21,8 +21,6 @@ if __name__ == "__main__":  # before jax is imported: no CUDA device is wanted h
     os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")  # a device)
 
 import argparse  # noqa: E402
-import collections  # noqa: E402
-import contextlib  # noqa: E402
 import sys  # noqa: E402
 
 import jax  # noqa: E402
@@ -31,11 +29,10 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import vas_jax  # noqa: E402
-from benchmarks.hlo_stats import copied_shapes, loop_body  # noqa: E402
 from benchmarks.kernel_check import SHAPES as KERNEL_SHAPES  # noqa: E402
-from vas_jax import decode as dec  # noqa: E402
 from vas_jax.config import DTYPE_NAMES, parse_dtype  # noqa: E402
 from vas_jax.model import fuse_projections  # noqa: E402
+from vas_jax.program_stats import as_gpu, compile_for, lower_for, step_stats  # noqa: E402,F401
 from vas_jax.sampling import TOPK_METHODS  # noqa: E402
 
 # The GPUs this project benchmarks on, as XLA's GpuTargetConfig describes one (device-info fields as
@@ -89,41 +86,6 @@ def gpu_device(card: str):
     return topo.devices[0]
 
 
-@contextlib.contextmanager
-def _as_gpu():
-    """The library picks GPU code paths (the attention kernel, the fused vocabulary pass) by the
-    backend: while compiling, it is the described card's, not this machine's."""
-    backend = jax.default_backend
-    jax.default_backend = lambda: "gpu"
-    try:
-        yield
-    finally:
-        jax.default_backend = backend
-
-
-def compile_for(device, call):
-    """Compile for `device` the decode program of `call()` (see `lower_for`)."""
-    with _as_gpu():
-        return lower_for(device, call).compile()
-
-
-def lower_for(device, call):
-    """Lower for `device` the decode program of `call()`: a `generate` / `vas_decode` call on
-    abstract models with run=False (it returns its `DecodePlan`); every argument becomes an abstract
-    array placed on that device."""
-    sharding = jax.sharding.SingleDeviceSharding(device)
-    with _as_gpu():  # planning reads the backend (sampling.one_pass_pays), compiling targets the card
-        plan = call()
-        if not isinstance(plan, dec.DecodePlan):
-            raise RuntimeError(
-                "the call did not reach the decode program: give it run=False so that it returns its DecodePlan"
-            )
-        states, args = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(jnp.shape(x), x.dtype, sharding=sharding), (plan.states, plan.args)
-        )
-        return plan.lower(states, args)
-
-
 def kernel_builds(device, dtype) -> bool:
     """Compile the fused attention kernel alone for `device` at benchmarks/kernel_check.py's shapes,
     reading the cache only and writing the step's new token into it; print one line per shape."""
@@ -151,7 +113,7 @@ def kernel_builds(device, dtype) -> bool:
                 return decode_attention(q, k, v, lo, hi, 0.125, own=(ks, vs, 1), write=write)
 
             try:
-                with _as_gpu():
+                with as_gpu():
                     jax.jit(f).lower(*args).compile()
                 msg = "builds"
             except Exception as e:  # noqa: BLE001 -- report it, check the other shapes
@@ -162,18 +124,6 @@ def kernel_builds(device, dtype) -> bool:
                 flush=True,
             )
     return ok
-
-
-def step_stats(compiled) -> dict:
-    """Kernels in one decode step (the compiled loop body), by opcode; the shapes it copies; how many
-    of them are the fused attention kernel (Triton custom calls)."""
-    hlo = compiled.as_text()
-    body = loop_body(hlo)
-    return dict(
-        ops=collections.Counter(op for op, _ in body),
-        copies=copied_shapes(hlo),
-        triton=sum("__gpu$xla.gpu.triton" in ln for _, ln in body),
-    )
 
 
 def _dump(folder, name, lowered, stats) -> None:
@@ -254,7 +204,7 @@ def main(argv=None):
             for att in a.attention:
                 try:
                     lowered = lower_for(device, lambda call=call, att=att: call(att))
-                    with _as_gpu():
+                    with as_gpu():
                         s = step_stats(lowered.compile())
                     if a.dump:
                         _dump(a.dump, f"b{b}_{name.replace(' ', '_').replace('=', '')}_{att}", lowered, s)

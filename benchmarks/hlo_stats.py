@@ -10,8 +10,6 @@ to bring down. Counts are read from XLA's optimised HLO for the current backend.
 from __future__ import annotations
 
 import argparse
-import collections
-import re
 
 import jax
 import numpy as np
@@ -21,44 +19,7 @@ from vas_jax import decode as dec
 from vas_jax.config import DTYPE_NAMES, parse_dtype
 from vas_jax.decode_attention import ATTENTION_IMPLS
 from vas_jax.model import fuse_projections
-
-_FREE = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "after-all", "opt-barrier"}
-_HEAD = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")  # a computation starts at column 0
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*.*?\s([a-z][a-z0-9\-]*)\(")
-_BODY = re.compile(r"body=%?([\w.\-]+)")
-
-
-def loop_body(hlo: str) -> list[tuple[str, str]]:
-    """Opcode counts of the decode step: the while body with the most instructions that launch work
-    (the outer loop's body holds little but the inner loop; the random-number loops are small)."""
-    comps, name, bodies = {}, None, []
-    for line in hlo.splitlines():
-        m = _HEAD.match(line)
-        if m:
-            name = m.group(1)
-            comps[name] = []
-            continue
-        if name is None:
-            continue
-        m = _INSTR.match(line)
-        if m:
-            comps[name].append((m.group(1), line))
-            b = _BODY.search(line)
-            if m.group(1) == "while" and b:
-                bodies.append(b.group(1))
-    work = [[(op, ln) for op, ln in comps[b] if op not in _FREE] for b in bodies if b in comps]
-    return max(work, key=len, default=[])
-
-
-def loop_body_ops(hlo: str) -> collections.Counter:
-    return collections.Counter(op for op, _ in loop_body(hlo))
-
-
-def copied_shapes(hlo: str) -> collections.Counter:
-    """Shapes of the arrays the decode step copies (a cache-sized copy per step is a bug to fix)."""
-    return collections.Counter(
-        ln.split("=", 1)[1].split(" copy(")[0].strip() for op, ln in loop_body(hlo) if op == "copy"
-    )
+from vas_jax.program_stats import copied_shapes, loop_body, loop_body_ops  # noqa: F401
 
 
 def compiled_decode_hlo(call) -> str:

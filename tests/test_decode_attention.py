@@ -142,12 +142,13 @@ def test_decoding_with_the_kernel_equals_xla(models, hf_dir, monkeypatch):  # no
 
 
 def test_gpu_compile_counts_a_decode_step_of_abstract_models(models):  # noqa: F811
-    """benchmarks/gpu_compile.py's machinery, on this machine's CPU (on a CPU-only machine the CUDA
-    compile itself needs the plugin): a decode program of shape-only models compiled for a given
-    device without running, counted per step, the library's backend choices restored after."""
+    """vas_jax.program_stats (benchmarks/gpu_compile.py's machinery), on this machine's CPU (on a
+    CPU-only machine the CUDA compile itself needs the plugin): a decode program of shape-only
+    models compiled for a given device without running, counted per step, the library's backend
+    choices restored after."""
     from flax import nnx
 
-    from benchmarks.gpu_compile import compile_for, step_stats
+    from vas_jax.program_stats import compile_for, step_stats
 
     cfg = models["base"].config
     base = nnx.eval_shape(lambda: vas_jax.Transformer(cfg))
