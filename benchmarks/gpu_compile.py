@@ -32,7 +32,7 @@ import vas_jax  # noqa: E402
 from benchmarks.kernel_check import SHAPES as KERNEL_SHAPES  # noqa: E402
 from vas_jax.config import DTYPE_NAMES, parse_dtype  # noqa: E402
 from vas_jax.model import fuse_projections  # noqa: E402
-from vas_jax.program_stats import as_gpu, compile_for, lower_for, step_stats  # noqa: E402,F401
+from vas_jax.program_stats import as_gpu, lower_for, step_stats  # noqa: E402
 from vas_jax.sampling import TOPK_METHODS  # noqa: E402
 
 # The GPUs this project benchmarks on, as XLA's GpuTargetConfig describes one (device-info fields as

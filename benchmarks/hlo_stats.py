@@ -19,7 +19,7 @@ from vas_jax import decode as dec
 from vas_jax.config import DTYPE_NAMES, parse_dtype
 from vas_jax.decode_attention import ATTENTION_IMPLS
 from vas_jax.model import fuse_projections
-from vas_jax.program_stats import copied_shapes, loop_body, loop_body_ops  # noqa: F401
+from vas_jax.program_stats import copied_shapes, loop_body_ops
 
 
 def compiled_decode_hlo(call) -> str:

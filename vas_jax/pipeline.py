@@ -225,8 +225,8 @@ def train(
         lm = vas_jax.load_model(init)
         if lm.config.head != "lm":
             raise VasError(f"--init {init} is not a causal LM checkpoint")
-        grid = make_atoms(ds["reward"], atoms) if head == "distributional" else None
-        vm = init_value_model(lm, head=head, layers=init_layers, atoms=grid)
+        new_atoms = make_atoms(ds["reward"], atoms) if head == "distributional" else None
+        vm = init_value_model(lm, head=head, layers=init_layers, atoms=new_atoms)
     grid = value_atoms(vm.config)
     if grid:
         log(

